@@ -1,0 +1,73 @@
+//! `GET`/`HEAD`/`DELETE /v2/<name>/blobs/<digest>`.
+
+use actix_web::body::SizedStream;
+use actix_web::http::header::{
+    ACCEPT_RANGES, CACHE_CONTROL, CONTENT_RANGE, CONTENT_TYPE, ETAG, RANGE,
+};
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
+use bytes::Bytes;
+
+use super::{header_str, ApiError, DIGEST_HEADER};
+use crate::oci::{ByteRange, Digest, RepoName};
+use crate::registry::Registry;
+
+fn blob_headers(mut builder: HttpResponseBuilder, digest: &Digest) -> HttpResponseBuilder {
+    builder
+        .insert_header((DIGEST_HEADER, digest.to_string()))
+        .insert_header((ETAG, format!("\"{digest}\"")))
+        .insert_header((ACCEPT_RANGES, "bytes"))
+        .insert_header((CACHE_CONTROL, "max-age=31536000"))
+        .insert_header((CONTENT_TYPE, "application/octet-stream"));
+    builder
+}
+
+/// A body of `len` bytes that is never sent: a HEAD answer with the right `Content-Length`.
+pub fn head_body(
+    len: u64,
+) -> SizedStream<futures_util::stream::Empty<Result<Bytes, std::io::Error>>> {
+    SizedStream::new(len, futures_util::stream::empty())
+}
+
+pub async fn head(
+    reg: &Registry,
+    repo: &RepoName,
+    digest: &Digest,
+) -> Result<HttpResponse, ApiError> {
+    let size = reg.stat_blob(repo, digest).await?;
+    Ok(blob_headers(HttpResponse::Ok(), digest).body(head_body(size)))
+}
+
+pub async fn get(
+    reg: &Registry,
+    req: &HttpRequest,
+    repo: &RepoName,
+    digest: &Digest,
+) -> Result<HttpResponse, ApiError> {
+    // A malformed Range header is ignored and the whole blob served, as RFC 9110 allows.
+    let range = header_str(req.headers(), RANGE.as_str())
+        .and_then(|v| ByteRange::parse_header(v).ok().flatten());
+    let read = reg.open_blob(repo, digest, range).await?;
+    let (builder, len) = match read.range {
+        Some((start, end)) => {
+            let mut b = HttpResponse::PartialContent();
+            b.insert_header((
+                CONTENT_RANGE,
+                format!("bytes {start}-{}/{}", end - 1, read.size),
+            ));
+            (b, end - start)
+        }
+        None => (HttpResponse::Ok(), read.size),
+    };
+    Ok(blob_headers(builder, digest).body(SizedStream::new(len, read.stream)))
+}
+
+pub async fn delete(
+    reg: &Registry,
+    repo: &RepoName,
+    digest: &Digest,
+) -> Result<HttpResponse, ApiError> {
+    reg.delete_blob(repo, digest).await?;
+    Ok(HttpResponse::Accepted()
+        .insert_header((DIGEST_HEADER, digest.to_string()))
+        .finish())
+}

@@ -1,0 +1,148 @@
+//! The HTTP API. A request becomes an [`Endpoint`], which knows its [`Action`]; it is checked
+//! once here (authorisation will sit at that one point) and dispatched to the handler of its
+//! resource, one file per resource. Handlers are thin: they parse headers, call one
+//! [`Registry`] method and shape the response.
+
+mod base;
+mod blobs;
+mod catalog;
+pub mod endpoint;
+pub mod error;
+mod manifests;
+mod referrers;
+mod tags;
+mod uploads;
+
+use actix_web::http::header::HeaderMap;
+use actix_web::http::Method;
+use actix_web::{web, HttpRequest, HttpResponse};
+
+pub use endpoint::{Action, Endpoint};
+pub use error::ApiError;
+
+use crate::registry::Registry;
+
+pub const API_VERSION_HEADER: (&str, &str) = ("Docker-Distribution-API-Version", "registry/2.0");
+pub const DIGEST_HEADER: &str = "Docker-Content-Digest";
+pub const UPLOAD_UUID_HEADER: &str = "Docker-Upload-UUID";
+
+/// What every request handler shares.
+pub struct AppState {
+    pub registry: Registry,
+    pub urls: Urls,
+}
+
+/// How `Location` headers are written.
+#[derive(Debug, Clone, Default)]
+pub struct Urls {
+    /// A configured external base URL (`http.host`).
+    pub host: Option<String>,
+    /// `http.relativeurls`: answer paths only.
+    pub relative: bool,
+}
+
+impl Urls {
+    /// The URL a client should use for `path`, as seen from the client: behind a proxy, the
+    /// `Forwarded`/`X-Forwarded-Proto`/`X-Forwarded-Host` headers name the public address.
+    pub fn location(&self, req: &HttpRequest, path: &str) -> String {
+        if self.relative {
+            return path.to_string();
+        }
+        if let Some(host) = &self.host {
+            return format!("{}{path}", host.trim_end_matches('/'));
+        }
+        let info = req.connection_info();
+        format!("{}://{}{path}", info.scheme(), info.host())
+    }
+}
+
+/// A request's query parameters, repeated keys kept (`?tag=a&tag=b`).
+pub struct Query(Vec<(String, String)>);
+
+impl Query {
+    pub fn parse(query: &str) -> Query {
+        Query(
+            form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn all(&self, key: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// The request's `Content-Length`, if it sent one.
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+pub fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Registers the API: one catch-all service that parses and dispatches.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.default_service(web::to(dispatch));
+}
+
+async fn dispatch(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let endpoint = Endpoint::parse(req.path())?.ok_or_else(ApiError::not_found)?;
+    let _action = endpoint
+        .action(req.method())
+        .ok_or_else(ApiError::method_not_allowed)?;
+    let query = Query::parse(req.query_string());
+    let reg = &state.registry;
+    let method = req.method().clone();
+    match endpoint {
+        Endpoint::Base => Ok(base::get()),
+        Endpoint::Catalog => catalog::get(reg, &query).await,
+        Endpoint::Tags { repo } => tags::get(reg, &repo, &query).await,
+        Endpoint::Referrers { repo, digest } => referrers::get(reg, &repo, &digest, &query).await,
+        Endpoint::Blob { repo, digest } => match method {
+            Method::GET => blobs::get(reg, &req, &repo, &digest).await,
+            Method::HEAD => blobs::head(reg, &repo, &digest).await,
+            _ => blobs::delete(reg, &repo, &digest).await,
+        },
+        Endpoint::Manifest { repo, reference } => match method {
+            Method::GET => manifests::get(reg, &req, &repo, &reference, false).await,
+            Method::HEAD => manifests::get(reg, &req, &repo, &reference, true).await,
+            Method::PUT => manifests::put(&state, &req, body, &repo, &reference, &query).await,
+            _ => manifests::delete(reg, &repo, &reference).await,
+        },
+        Endpoint::UploadStart { repo } => uploads::start(&state, &req, body, &repo, &query).await,
+        Endpoint::Upload { repo, id } => match method {
+            Method::GET => uploads::status(&state, &req, &repo, &id).await,
+            Method::PATCH => uploads::patch(&state, &req, body, &repo, &id).await,
+            Method::PUT => uploads::put(&state, &req, body, &repo, &id, &query).await,
+            _ => uploads::cancel(reg, &repo, &id).await,
+        },
+    }
+}
+
+/// The `Link` header of a paginated listing whose last item was `next_after`.
+pub fn listing_link(path: &str, n: Option<usize>, next_after: Option<&str>) -> Option<String> {
+    let last = next_after?;
+    let n = n.unwrap_or(crate::registry::DEFAULT_CATALOG_PAGE);
+    let last: String = form_urlencoded::byte_serialize(last.as_bytes()).collect();
+    Some(format!("<{path}?n={n}&last={last}>; rel=\"next\""))
+}

@@ -1,0 +1,157 @@
+//! Blob uploads: `POST /v2/<name>/blobs/uploads/` (new session, single-request push, or mount)
+//! and `GET`/`PATCH`/`PUT`/`DELETE /v2/<name>/blobs/uploads/<id>`.
+
+use actix_web::http::header::{LOCATION, RANGE};
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::error::upload_range;
+use super::{
+    content_length, header_str, ApiError, AppState, Query, DIGEST_HEADER, UPLOAD_UUID_HEADER,
+};
+use crate::oci::{ContentRange, Digest, RepoName};
+use crate::registry::Registry;
+
+/// 202 with where to continue an upload and how much of it is stored.
+fn in_progress(
+    state: &AppState,
+    req: &HttpRequest,
+    repo: &RepoName,
+    id: &str,
+    offset: u64,
+) -> HttpResponse {
+    let mut response = if req.method() == actix_web::http::Method::GET {
+        HttpResponse::NoContent()
+    } else {
+        HttpResponse::Accepted()
+    };
+    response
+        .insert_header((
+            LOCATION,
+            state
+                .urls
+                .location(req, &format!("/v2/{repo}/blobs/uploads/{id}")),
+        ))
+        .insert_header((RANGE, upload_range(offset)))
+        .insert_header((UPLOAD_UUID_HEADER, id))
+        .finish()
+}
+
+/// 201 for a blob now in the repository.
+fn created(state: &AppState, req: &HttpRequest, repo: &RepoName, digest: &Digest) -> HttpResponse {
+    HttpResponse::Created()
+        .insert_header((
+            LOCATION,
+            state
+                .urls
+                .location(req, &format!("/v2/{repo}/blobs/{digest}")),
+        ))
+        .insert_header((DIGEST_HEADER, digest.to_string()))
+        .finish()
+}
+
+fn content_range(req: &HttpRequest) -> Result<Option<ContentRange>, ApiError> {
+    Ok(header_str(req.headers(), "Content-Range")
+        .map(ContentRange::parse)
+        .transpose()?)
+}
+
+fn digest_param(query: &Query) -> Result<Digest, ApiError> {
+    let value = query.get("digest").ok_or_else(|| {
+        ApiError::new(
+            actix_web::http::StatusCode::BAD_REQUEST,
+            "DIGEST_INVALID",
+            "the digest query parameter is required to complete an upload",
+        )
+    })?;
+    Ok(value.parse()?)
+}
+
+pub async fn start(
+    state: &AppState,
+    req: &HttpRequest,
+    body: web::Payload,
+    repo: &RepoName,
+    query: &Query,
+) -> Result<HttpResponse, ApiError> {
+    let reg = &state.registry;
+    if let Some(mount) = query.get("mount") {
+        let digest: Digest = mount.parse()?;
+        if let Some(from) = query.get("from") {
+            if let Ok(from) = from.parse::<RepoName>() {
+                if reg.mount_blob(repo, &from, &digest).await? {
+                    return Ok(created(state, req, repo, &digest));
+                }
+            }
+        }
+        // Unknown source: fall back to a fresh session, as the spec asks.
+    } else if query.get("digest").is_some() {
+        let digest = digest_param(query)?;
+        let id = reg.start_upload(repo, Some(&digest)).await?;
+        reg.complete_upload(
+            repo,
+            &id,
+            None,
+            content_length(req.headers()),
+            body,
+            &digest,
+        )
+        .await?;
+        return Ok(created(state, req, repo, &digest));
+    }
+    let id = reg.start_upload(repo, None).await?;
+    Ok(in_progress(state, req, repo, &id, 0))
+}
+
+pub async fn status(
+    state: &AppState,
+    req: &HttpRequest,
+    repo: &RepoName,
+    id: &str,
+) -> Result<HttpResponse, ApiError> {
+    let offset = state.registry.upload_status(repo, id).await?;
+    Ok(in_progress(state, req, repo, id, offset))
+}
+
+pub async fn patch(
+    state: &AppState,
+    req: &HttpRequest,
+    body: web::Payload,
+    repo: &RepoName,
+    id: &str,
+) -> Result<HttpResponse, ApiError> {
+    let range = content_range(req)?;
+    let offset = state
+        .registry
+        .append_upload(repo, id, range, content_length(req.headers()), body)
+        .await?;
+    Ok(in_progress(state, req, repo, id, offset))
+}
+
+pub async fn put(
+    state: &AppState,
+    req: &HttpRequest,
+    body: web::Payload,
+    repo: &RepoName,
+    id: &str,
+    query: &Query,
+) -> Result<HttpResponse, ApiError> {
+    let digest = digest_param(query)?;
+    let range = content_range(req)?;
+    state
+        .registry
+        .complete_upload(
+            repo,
+            id,
+            range,
+            content_length(req.headers()),
+            body,
+            &digest,
+        )
+        .await?;
+    Ok(created(state, req, repo, &digest))
+}
+
+pub async fn cancel(reg: &Registry, repo: &RepoName, id: &str) -> Result<HttpResponse, ApiError> {
+    reg.cancel_upload(repo, id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

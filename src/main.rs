@@ -1,0 +1,82 @@
+//! The `berth` command line.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use berth::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "A fast, resumable OCI container registry"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the registry. Without CONFIG, ./config.yml is used if present, else the built-in
+    /// default (filesystem storage under ./data, listening on 127.0.0.1:5000).
+    Serve {
+        /// Configuration file in CNCF distribution's layout.
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => serve(config),
+    }
+}
+
+fn serve(config_path: Option<PathBuf>) -> ExitCode {
+    let path = config_path.or_else(|| {
+        let default = PathBuf::from("config.yml");
+        default.exists().then_some(default)
+    });
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let config = match Config::load(path.as_deref(), &env) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("berth: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    env_logger::Builder::new()
+        .filter_level(config.log.level.filter())
+        .parse_env("RUST_LOG")
+        .init();
+    let source = path.map_or_else(
+        || "built-in default".to_string(),
+        |p| p.display().to_string(),
+    );
+    let result = actix_web::rt::System::new().block_on(async move {
+        let storage = berth::server::open_storage(&config)?;
+        log::info!("configuration: {source}; storage: {}", storage.describe());
+        let bound = berth::server::bind(&config, storage)?;
+        for addr in &bound.addrs {
+            log::info!("listening on http://{addr}");
+        }
+        bound
+            .server
+            .await
+            .map_err(|e| berth::server::ServerError::Bind {
+                addr: bound.addrs[0],
+                source: e,
+            })
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

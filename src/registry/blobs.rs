@@ -1,0 +1,272 @@
+//! Blob reads, deletes, mounts and the upload operations that end in a committed blob.
+
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use futures_util::Stream;
+
+use super::{Registry, RegistryError, Result};
+use crate::oci::range::Resolved;
+use crate::oci::{Algorithm, ByteRange, ContentRange, Digest, RepoName};
+use crate::storage::{layout, StorageError};
+use crate::upload::{Committed, UploadError};
+
+/// A blob (or part of one) ready to stream.
+pub struct BlobRead {
+    /// The whole blob's size.
+    pub size: u64,
+    /// `Some((start, end))` (end exclusive) when a range is served.
+    pub range: Option<(u64, u64)>,
+    pub stream: BoxStream<'static, Result<Bytes, StorageError>>,
+}
+
+impl Registry {
+    /// The size of a blob linked into `repo`.
+    pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
+        let linked = self
+            .storage
+            .read_link(&layout::layer_link(repo, digest))
+            .await?;
+        if linked.as_ref() != Some(digest) {
+            return Err(RegistryError::BlobUnknown(digest.clone()));
+        }
+        self.storage
+            .blob_size(digest)
+            .await?
+            .ok_or_else(|| RegistryError::BlobUnknown(digest.clone()))
+    }
+
+    /// Opens a blob for reading, whole or the part named by a `Range` header.
+    pub async fn open_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        range: Option<ByteRange>,
+    ) -> Result<BlobRead> {
+        let size = self.stat_blob(repo, digest).await?;
+        let span = match range.map(|r| r.resolve(size)) {
+            None => None,
+            Some(Resolved::Partial { start, end }) => Some((start, end)),
+            Some(Resolved::Unsatisfiable) => {
+                return Err(RegistryError::RangeNotSatisfiable { size })
+            }
+        };
+        let blob = self
+            .storage
+            .stream_blob(digest, span.map(|(s, e)| s..e))
+            .await
+            .map_err(|e| match e {
+                StorageError::NotFound(_) => RegistryError::BlobUnknown(digest.clone()),
+                other => other.into(),
+            })?;
+        Ok(BlobRead {
+            size,
+            range: span,
+            stream: blob.stream,
+        })
+    }
+
+    /// Unlinks a blob from `repo` (its bytes stay until garbage collection).
+    pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        self.check_delete_enabled()?;
+        self.stat_blob(repo, digest).await?;
+        self.storage
+            .delete(&layout::layer_link(repo, digest))
+            .await?;
+        Ok(())
+    }
+
+    /// Links a blob of `from` into `repo`. `false` when `from` does not have it.
+    pub async fn mount_blob(
+        &self,
+        repo: &RepoName,
+        from: &RepoName,
+        digest: &Digest,
+    ) -> Result<bool> {
+        match self.stat_blob(from, digest).await {
+            Ok(_) => {
+                self.storage
+                    .write_link(&layout::layer_link(repo, digest), digest)
+                    .await?;
+                Ok(true)
+            }
+            Err(RegistryError::BlobUnknown(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens an upload session; `digest_hint` (a single-request push) picks the hash to stream.
+    pub async fn start_upload(
+        &self,
+        repo: &RepoName,
+        digest_hint: Option<&Digest>,
+    ) -> Result<String> {
+        let algorithm = digest_hint.map_or(Algorithm::Sha256, Digest::algorithm);
+        Ok(self.uploads.start(repo.clone(), algorithm).await?)
+    }
+
+    pub async fn upload_status(&self, repo: &RepoName, id: &str) -> Result<u64> {
+        Ok(self.uploads.status(repo, id).await?)
+    }
+
+    /// Appends a chunk. `range` is the request's `Content-Range`, `content_length` its length.
+    pub async fn append_upload<S, E>(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        range: Option<ContentRange>,
+        content_length: Option<u64>,
+        body: S,
+    ) -> Result<u64>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + 'static,
+        E: std::fmt::Display + 'static,
+    {
+        check_lengths(range, content_length)?;
+        Ok(self
+            .uploads
+            .append(repo, id, range.map(|r| r.start), body)
+            .await?)
+    }
+
+    /// Finishes an upload with an optional last chunk and links the verified blob into `repo`.
+    pub async fn complete_upload<S, E>(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        range: Option<ContentRange>,
+        content_length: Option<u64>,
+        body: S,
+        digest: &Digest,
+    ) -> Result<Committed>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + 'static,
+        E: std::fmt::Display + 'static,
+    {
+        check_lengths(range, content_length)?;
+        let committed = self
+            .uploads
+            .complete(repo, id, range.map(|r| r.start), body, digest)
+            .await?;
+        self.storage
+            .write_link(&layout::layer_link(repo, digest), digest)
+            .await?;
+        Ok(committed)
+    }
+
+    pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
+        Ok(self.uploads.cancel(repo, id).await?)
+    }
+}
+
+fn check_lengths(range: Option<ContentRange>, content_length: Option<u64>) -> Result<()> {
+    if let (Some(r), Some(len)) = (range, content_length) {
+        if r.len() != len {
+            return Err(UploadError::LengthMismatch {
+                content_length: len,
+                range_length: r.len(),
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{registry, repo};
+    use super::*;
+    use futures_util::{stream, StreamExt};
+
+    fn body(parts: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin {
+        stream::iter(
+            parts
+                .iter()
+                .map(|p| Ok(Bytes::from_static(p)))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    #[actix_rt::test]
+    async fn chunked_upload_commits_only_a_verified_blob() {
+        let reg = registry();
+        let r = repo("a/b");
+        let id = reg.start_upload(&r, None).await.unwrap();
+        let off = reg
+            .append_upload(
+                &r,
+                &id,
+                Some(ContentRange::parse("0-4").unwrap()),
+                Some(5),
+                body(&[b"hel", b"lo"]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(off, 5);
+        // A chunk that does not start at the offset is refused with the real offset.
+        let err = reg
+            .append_upload(
+                &r,
+                &id,
+                Some(ContentRange::parse("0-4").unwrap()),
+                None,
+                body(&[b"hello"]),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            RegistryError::Upload(UploadError::OutOfOrder { offset: 5 })
+        ));
+
+        let wrong = Digest::sha256(b"nope");
+        let err = reg
+            .complete_upload(&r, &id, None, None, body(&[b" world"]), &wrong)
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            RegistryError::Upload(UploadError::DigestMismatch { .. })
+        ));
+        assert!(reg.storage().blob_size(&wrong).await.unwrap().is_none());
+        // The failed session is gone.
+        assert!(reg.upload_status(&r, &id).await.is_err());
+    }
+
+    #[actix_rt::test]
+    async fn monolithic_upload_then_read_ranges() {
+        let reg = registry();
+        let r = repo("x");
+        let digest = Digest::sha256(b"hello world");
+        let id = reg.start_upload(&r, Some(&digest)).await.unwrap();
+        let c = reg
+            .complete_upload(&r, &id, None, None, body(&[b"hello ", b"world"]), &digest)
+            .await
+            .unwrap();
+        assert_eq!(c.size, 11);
+        assert_eq!(reg.stat_blob(&r, &digest).await.unwrap(), 11);
+        let read = reg
+            .open_blob(&r, &digest, ByteRange::parse_header("bytes=6-").unwrap())
+            .await
+            .unwrap();
+        assert_eq!(read.range, Some((6, 11)));
+        let bytes: Vec<Bytes> = read.stream.map(|b| b.unwrap()).collect().await;
+        assert_eq!(bytes.concat(), b"world");
+        // Not visible from another repository until mounted.
+        let other = repo("y");
+        assert!(reg.stat_blob(&other, &digest).await.is_err());
+        assert!(reg.mount_blob(&other, &r, &digest).await.unwrap());
+        assert_eq!(reg.stat_blob(&other, &digest).await.unwrap(), 11);
+    }
+
+    #[actix_rt::test]
+    async fn sha512_digest_is_verified_by_rehashing() {
+        let reg = registry();
+        let r = repo("x");
+        let id = reg.start_upload(&r, None).await.unwrap();
+        let digest = Digest::of(Algorithm::Sha512, b"abc");
+        reg.complete_upload(&r, &id, None, None, body(&[b"abc"]), &digest)
+            .await
+            .unwrap();
+        assert_eq!(reg.stat_blob(&r, &digest).await.unwrap(), 3);
+    }
+}

@@ -1,0 +1,189 @@
+//! Listings: tags, the catalog, and referrers.
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+use super::{Registry, RegistryError, Result};
+use crate::oci::manifest::Manifest;
+use crate::oci::{Digest, RepoName};
+use crate::storage::layout;
+
+/// The catalog answers at most this many names when the client gives no `n`.
+pub const DEFAULT_CATALOG_PAGE: usize = 1000;
+
+/// One page of a sorted listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub items: Vec<String>,
+    /// The last item, when more follow it (for the `Link` header).
+    pub next_after: Option<String>,
+}
+
+/// Cuts one page out of a sorted list: items after `last`, at most `n` of them.
+pub fn paginate(sorted: Vec<String>, n: Option<usize>, last: Option<&str>) -> Page {
+    let start = match last {
+        Some(l) => sorted.partition_point(|x| x.as_str() <= l),
+        None => 0,
+    };
+    let rest = &sorted[start..];
+    let take = n.unwrap_or(rest.len()).min(rest.len());
+    let items = rest[..take].to_vec();
+    let next_after = if take < rest.len() && take > 0 {
+        items.last().cloned()
+    } else {
+        None
+    };
+    Page { items, next_after }
+}
+
+/// Parses the `n` query parameter.
+pub fn parse_n(n: Option<&str>) -> Result<Option<usize>> {
+    n.map(|s| {
+        s.parse::<usize>()
+            .map_err(|_| RegistryError::InvalidPagination(format!("n={s:?} is not a count")))
+    })
+    .transpose()
+}
+
+impl Registry {
+    /// A page of the repository's tags, in lexical order.
+    pub async fn tags(
+        &self,
+        repo: &RepoName,
+        n: Option<usize>,
+        last: Option<&str>,
+    ) -> Result<Page> {
+        if !self.repository_exists(repo).await? {
+            return Err(RegistryError::NameUnknown(repo.clone()));
+        }
+        let tags = self.storage.list_dirs(&layout::tags_dir(repo)).await?;
+        Ok(paginate(tags, n, last))
+    }
+
+    /// A page of the repository names that hold manifests, in lexical order.
+    pub async fn catalog(&self, n: Option<usize>, last: Option<&str>) -> Result<Page> {
+        let mut names = Vec::new();
+        let mut stack: Vec<String> = vec![String::new()];
+        while let Some(name) = stack.pop() {
+            let prefix = if name.is_empty() {
+                layout::repositories()
+            } else {
+                layout::repository(&name.parse()?)
+            };
+            let entries = self.storage.list_dirs(&prefix).await?;
+            if entries.iter().any(|e| e == "_manifests") {
+                names.push(name.clone());
+            }
+            for child in entries.into_iter().filter(|e| !e.starts_with('_')) {
+                let full = if name.is_empty() {
+                    child
+                } else {
+                    format!("{name}/{child}")
+                };
+                if full.parse::<RepoName>().is_ok() {
+                    stack.push(full);
+                }
+            }
+        }
+        names.sort();
+        Ok(paginate(
+            names,
+            Some(n.unwrap_or(DEFAULT_CATALOG_PAGE)),
+            last,
+        ))
+    }
+
+    /// Descriptors of the manifests in `repo` whose `subject` is `subject`, optionally only
+    /// those of one artifact type.
+    pub async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Value>> {
+        let prefix = layout::referrers_dir(repo, subject);
+        let mut links = Vec::new();
+        let mut listing = self.storage.list_objects(&prefix);
+        while let Some(meta) = listing.next().await {
+            links.push(meta?);
+        }
+        let mut out = Vec::new();
+        for link in links {
+            let Some(digest) = self.storage.read_link(&link).await? else {
+                continue;
+            };
+            let Ok(bytes) = self.storage.read_blob(&digest).await else {
+                continue;
+            };
+            let Ok(parsed) = Manifest::parse(&bytes, None) else {
+                continue;
+            };
+            let kind = parsed.referrer_artifact_type();
+            if artifact_type.is_some() && kind.as_deref() != artifact_type {
+                continue;
+            }
+            let mut d = json!({
+                "mediaType": parsed.media_type,
+                "digest": digest.to_string(),
+                "size": bytes.len(),
+            });
+            if let Some(kind) = kind {
+                d["artifactType"] = json!(kind);
+            }
+            if let Some(annotations) = &parsed.annotations {
+                d["annotations"] = json!(annotations);
+            }
+            out.push(d);
+        }
+        out.sort_by(|a, b| a["digest"].as_str().cmp(&b["digest"].as_str()));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn pages() {
+        let all = list(&["a", "b", "c", "d"]);
+        assert_eq!(
+            paginate(all.clone(), Some(2), None),
+            Page {
+                items: list(&["a", "b"]),
+                next_after: Some("b".into())
+            }
+        );
+        assert_eq!(
+            paginate(all.clone(), Some(2), Some("b")),
+            Page {
+                items: list(&["c", "d"]),
+                next_after: None
+            }
+        );
+        assert_eq!(
+            paginate(all.clone(), Some(0), None).items,
+            Vec::<String>::new()
+        );
+        assert_eq!(paginate(all.clone(), Some(0), None).next_after, None);
+        assert_eq!(
+            paginate(all.clone(), None, Some("bb")).items,
+            list(&["c", "d"])
+        );
+        assert_eq!(
+            paginate(all, Some(10), Some("d")).items,
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn n_must_be_a_count() {
+        assert_eq!(parse_n(Some("5")).unwrap(), Some(5));
+        assert!(parse_n(Some("-1")).is_err());
+        assert!(parse_n(Some("x")).is_err());
+    }
+}

@@ -1,0 +1,363 @@
+//! Manifest push, pull and delete; tags and referrer links are maintained here.
+
+use bytes::Bytes;
+
+use super::{Registry, RegistryError, Result};
+use crate::oci::manifest::{self, Kind, Manifest};
+use crate::oci::{Algorithm, Digest, Reference, RepoName, Tag};
+use crate::storage::layout;
+
+/// A stored manifest as a GET answers it.
+#[derive(Debug, Clone)]
+pub struct ManifestContent {
+    pub bytes: Bytes,
+    pub digest: Digest,
+    pub media_type: String,
+}
+
+/// What a manifest PUT did.
+#[derive(Debug, Clone)]
+pub struct PushedManifest {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+    pub tags: Vec<Tag>,
+}
+
+impl Registry {
+    /// Stores a manifest under `reference` (and `extra_tags`, from `?tag=`), after checking it
+    /// and that everything it references is in the repository.
+    pub async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        bytes: Bytes,
+        content_type: Option<&str>,
+        extra_tags: &[Tag],
+    ) -> Result<PushedManifest> {
+        if bytes.len() > manifest::MAX_MANIFEST_SIZE {
+            return Err(RegistryError::ManifestTooLarge(manifest::MAX_MANIFEST_SIZE));
+        }
+        let parsed = Manifest::parse(&bytes, content_type)?;
+        let digest = match reference {
+            Reference::Digest(expected) => {
+                let actual = Digest::of(expected.algorithm(), &bytes);
+                if &actual != expected {
+                    return Err(RegistryError::ManifestDigestMismatch {
+                        expected: expected.clone(),
+                        actual,
+                    });
+                }
+                actual
+            }
+            Reference::Tag(_) => Digest::of(Algorithm::Sha256, &bytes),
+        };
+        self.check_references(repo, &parsed).await?;
+
+        self.storage.write_blob(&digest, bytes).await?;
+        self.storage
+            .write_link(&layout::revision_link(repo, &digest), &digest)
+            .await?;
+        if let Some(subject) = &parsed.subject {
+            self.storage
+                .write_link(
+                    &layout::referrer_link(repo, &subject.digest, &digest),
+                    &digest,
+                )
+                .await?;
+        }
+        let mut tags: Vec<Tag> = extra_tags.to_vec();
+        if let Reference::Tag(t) = reference {
+            tags.insert(0, t.clone());
+        }
+        tags.dedup();
+        for tag in &tags {
+            self.storage
+                .write_link(&layout::tag_index_link(repo, tag, &digest), &digest)
+                .await?;
+            self.storage
+                .write_link(&layout::tag_current_link(repo, tag), &digest)
+                .await?;
+        }
+        Ok(PushedManifest {
+            digest,
+            subject: parsed.subject.map(|s| s.digest),
+            tags,
+        })
+    }
+
+    async fn check_references(&self, repo: &RepoName, parsed: &Manifest) -> Result<()> {
+        for blob in parsed.required_blobs() {
+            match self.stat_blob(repo, &blob.digest).await {
+                Ok(_) => {}
+                Err(RegistryError::BlobUnknown(d)) => {
+                    return Err(RegistryError::ManifestBlobUnknown(d))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if parsed.kind == Kind::Index {
+            for child in &parsed.children {
+                let link = layout::revision_link(repo, &child.digest);
+                if self.storage.read_link(&link).await?.as_ref() != Some(&child.digest) {
+                    return Err(RegistryError::ManifestBlobUnknown(child.digest.clone()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The digest `reference` names in `repo`, if the repository has that manifest.
+    pub async fn resolve(&self, repo: &RepoName, reference: &Reference) -> Result<Option<Digest>> {
+        let candidate = match reference {
+            Reference::Tag(tag) => {
+                match self
+                    .storage
+                    .read_link(&layout::tag_current_link(repo, tag))
+                    .await?
+                {
+                    Some(d) => d,
+                    None => return Ok(None),
+                }
+            }
+            Reference::Digest(d) => d.clone(),
+        };
+        let revision = self
+            .storage
+            .read_link(&layout::revision_link(repo, &candidate))
+            .await?;
+        Ok(revision.filter(|d| d == &candidate))
+    }
+
+    async fn unknown_manifest(&self, repo: &RepoName, reference: &Reference) -> RegistryError {
+        match self.repository_exists(repo).await {
+            Ok(false) => RegistryError::NameUnknown(repo.clone()),
+            Ok(true) => RegistryError::ManifestUnknown(reference.to_string()),
+            Err(e) => e,
+        }
+    }
+
+    /// Reads a manifest. `accept` holds the request's `Accept` header values.
+    pub async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        accept: &[&str],
+    ) -> Result<ManifestContent> {
+        let Some(digest) = self.resolve(repo, reference).await? else {
+            return Err(self.unknown_manifest(repo, reference).await);
+        };
+        let bytes = match self.storage.read_blob(&digest).await {
+            Ok(b) => b,
+            Err(crate::storage::StorageError::NotFound(_)) => {
+                return Err(RegistryError::ManifestUnknown(reference.to_string()))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let media_type = Manifest::detect_media_type(&bytes);
+        if !manifest::accepts(accept, &media_type) {
+            return Err(RegistryError::NotAcceptable {
+                reference: reference.to_string(),
+                media_type,
+            });
+        }
+        Ok(ManifestContent {
+            bytes,
+            digest,
+            media_type,
+        })
+    }
+
+    /// Deletes a tag (by tag) or a manifest with every tag pointing at it (by digest).
+    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
+        self.check_delete_enabled()?;
+        let Some(digest) = self.resolve(repo, reference).await? else {
+            return Err(self.unknown_manifest(repo, reference).await);
+        };
+        match reference {
+            Reference::Tag(tag) => {
+                self.storage
+                    .delete_prefix(&layout::tag_dir(repo, tag))
+                    .await?;
+            }
+            Reference::Digest(_) => {
+                if let Ok(bytes) = self.storage.read_blob(&digest).await {
+                    if let Ok(parsed) = Manifest::parse(&bytes, None) {
+                        if let Some(subject) = parsed.subject {
+                            self.storage
+                                .delete(&layout::referrer_link(repo, &subject.digest, &digest))
+                                .await?;
+                        }
+                    }
+                }
+                for tag in self.storage.list_dirs(&layout::tags_dir(repo)).await? {
+                    let Ok(tag) = tag.parse::<Tag>() else {
+                        continue;
+                    };
+                    let current = self
+                        .storage
+                        .read_link(&layout::tag_current_link(repo, &tag))
+                        .await?;
+                    if current.as_ref() == Some(&digest) {
+                        self.storage
+                            .delete_prefix(&layout::tag_dir(repo, &tag))
+                            .await?;
+                    }
+                }
+                self.storage
+                    .delete(&layout::revision_link(repo, &digest))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{registry, repo};
+    use super::*;
+    use crate::oci::manifest::{OCI_INDEX, OCI_MANIFEST};
+    use futures_util::stream;
+
+    async fn push_blob(reg: &Registry, r: &RepoName, content: &'static [u8]) -> Digest {
+        let digest = Digest::sha256(content);
+        let id = reg.start_upload(r, Some(&digest)).await.unwrap();
+        let body = stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(content))]);
+        reg.complete_upload(r, &id, None, None, body, &digest)
+            .await
+            .unwrap();
+        digest
+    }
+
+    fn image_manifest(config: &Digest, layer: &Digest, subject: Option<&Digest>) -> Bytes {
+        let subject = subject
+            .map(|s| {
+                format!(r#","subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{s}","size":10}}"#)
+            })
+            .unwrap_or_default();
+        Bytes::from(format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer}","size":5}}]{subject}}}"#
+        ))
+    }
+
+    #[actix_rt::test]
+    async fn push_pull_tag_and_delete() {
+        let reg = registry();
+        let r = repo("team/app");
+        let config = push_blob(&reg, &r, b"{}").await;
+        let layer = push_blob(&reg, &r, b"layer").await;
+        let bytes = image_manifest(&config, &layer, None);
+        let tag: Reference = "v1".parse().unwrap();
+        let pushed = reg
+            .put_manifest(
+                &r,
+                &tag,
+                bytes.clone(),
+                Some(OCI_MANIFEST),
+                &["latest".parse().unwrap()],
+            )
+            .await
+            .unwrap();
+        assert_eq!(pushed.digest, Digest::sha256(&bytes));
+        assert_eq!(pushed.tags.len(), 2);
+
+        let got = reg
+            .get_manifest(&r, &"latest".parse().unwrap(), &[])
+            .await
+            .unwrap();
+        assert_eq!(got.bytes, bytes);
+        assert_eq!(got.media_type, OCI_MANIFEST);
+        assert!(matches!(
+            reg.get_manifest(&r, &tag, &[OCI_INDEX]).await,
+            Err(RegistryError::NotAcceptable { .. })
+        ));
+
+        reg.delete_manifest(&r, &tag).await.unwrap();
+        assert!(matches!(
+            reg.get_manifest(&r, &tag, &[]).await,
+            Err(RegistryError::ManifestUnknown(_))
+        ));
+        let by_digest = Reference::Digest(pushed.digest.clone());
+        reg.delete_manifest(&r, &by_digest).await.unwrap();
+        assert!(reg
+            .resolve(&r, &"latest".parse().unwrap())
+            .await
+            .unwrap()
+            .is_none());
+    }
+
+    #[actix_rt::test]
+    async fn refuses_manifests_with_missing_blobs() {
+        let reg = registry();
+        let r = repo("a");
+        let config = push_blob(&reg, &r, b"{}").await;
+        let missing = Digest::sha256(b"not pushed");
+        let err = reg
+            .put_manifest(
+                &r,
+                &"t".parse().unwrap(),
+                image_manifest(&config, &missing, None),
+                None,
+                &[],
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RegistryError::ManifestBlobUnknown(d) if d == missing));
+        assert!(matches!(
+            reg.get_manifest(&repo("nobody"), &"t".parse().unwrap(), &[])
+                .await,
+            Err(RegistryError::NameUnknown(_))
+        ));
+    }
+
+    #[actix_rt::test]
+    async fn digest_reference_must_match() {
+        let reg = registry();
+        let r = repo("a");
+        let config = push_blob(&reg, &r, b"{}").await;
+        let layer = push_blob(&reg, &r, b"layer").await;
+        let wrong = Reference::Digest(Digest::sha256(b"other"));
+        let err = reg
+            .put_manifest(&r, &wrong, image_manifest(&config, &layer, None), None, &[])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RegistryError::ManifestDigestMismatch { .. }));
+    }
+
+    #[actix_rt::test]
+    async fn subject_is_indexed_for_referrers() {
+        let reg = registry();
+        let r = repo("a");
+        let config = push_blob(&reg, &r, b"{}").await;
+        let layer = push_blob(&reg, &r, b"layer").await;
+        let subject = Digest::sha256(b"some image that is not pushed yet");
+        let referrer = image_manifest(&config, &layer, Some(&subject));
+        let pushed = reg
+            .put_manifest(
+                &r,
+                &Reference::Digest(Digest::sha256(&referrer)),
+                referrer,
+                None,
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(pushed.subject.as_ref(), Some(&subject));
+        let list = reg.referrers(&r, &subject, None).await.unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0]["digest"], pushed.digest.to_string());
+        assert_eq!(
+            list[0]["artifactType"],
+            "application/vnd.oci.image.config.v1+json"
+        );
+        assert!(reg
+            .referrers(&r, &subject, Some("application/x.other"))
+            .await
+            .unwrap()
+            .is_empty());
+        reg.delete_manifest(&r, &Reference::Digest(pushed.digest))
+            .await
+            .unwrap();
+        assert!(reg.referrers(&r, &subject, None).await.unwrap().is_empty());
+    }
+}

@@ -1,0 +1,87 @@
+//! Builds the storage, the registry and the HTTP server from a [`Config`].
+
+use std::net::SocketAddr;
+
+use actix_web::middleware::{DefaultHeaders, Logger};
+use actix_web::{web, App, HttpServer};
+use thiserror::Error;
+
+use crate::api::{self, AppState, Urls, API_VERSION_HEADER};
+use crate::config::{Config, Driver};
+use crate::registry::{Options, Registry};
+use crate::storage::{Storage, StorageError};
+
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot open storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Opens the configured storage backend.
+pub fn open_storage(config: &Config) -> Result<Storage, StorageError> {
+    match config.driver {
+        Driver::InMemory => Ok(Storage::in_memory()),
+        Driver::Filesystem => {
+            let fs = config
+                .storage
+                .filesystem
+                .clone()
+                .expect("config loading fills in the filesystem section");
+            Storage::filesystem(fs.rootdirectory, fs.fsync)
+        }
+    }
+}
+
+/// A bound, not yet running server. Must be created inside a running actix system.
+pub struct Bound {
+    pub server: actix_web::dev::Server,
+    pub addrs: Vec<SocketAddr>,
+}
+
+/// Builds and binds the server for `config`.
+pub fn bind(config: &Config, storage: Storage) -> Result<Bound, ServerError> {
+    let addr = config.http.socket_addr()?;
+    let hashing_threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let registry = Registry::new(
+        storage,
+        Options {
+            delete_enabled: config.storage.delete.enabled,
+        },
+        hashing_threads,
+    );
+    let state = web::Data::new(AppState {
+        registry,
+        urls: Urls {
+            host: config.http.host.clone(),
+            relative: config.http.relativeurls,
+        },
+    });
+    let access_log = !config.log.accesslog.disabled;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(DefaultHeaders::new().add(API_VERSION_HEADER))
+            // The access log names method, path, status, size and time; never headers, so
+            // credentials cannot reach it.
+            .wrap(
+                Logger::new(r#"%a "%r" %s %b %Dms"#)
+                    .log_target("berth::access")
+                    .exclude_regex(if access_log { "^$" } else { ".*" }),
+            )
+            .configure(api::configure)
+    })
+    .bind(addr)
+    .map_err(|source| ServerError::Bind { addr, source })?;
+    let addrs = server.addrs();
+    Ok(Bound {
+        server: server.run(),
+        addrs,
+    })
+}
