@@ -51,6 +51,9 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
     };
     env_logger::Builder::new()
         .filter_level(config.log.level.filter())
+        // A TLS handshake or garbage sent to the plain-HTTP port is the client's problem, not an
+        // error of the registry (skopeo and podman try TLS first).
+        .filter_module("actix_http::h1::dispatcher", log::LevelFilter::Off)
         .parse_env("RUST_LOG")
         .init();
     let source = path.map_or_else(

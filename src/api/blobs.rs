@@ -43,9 +43,13 @@ pub async fn get(
     repo: &RepoName,
     digest: &Digest,
 ) -> Result<HttpResponse, ApiError> {
-    // A malformed Range header is ignored and the whole blob served, as RFC 9110 allows.
-    let range = header_str(req.headers(), RANGE.as_str())
-        .and_then(|v| ByteRange::parse_header(v).ok().flatten());
+    // Other units and multi-range requests are answered whole, as RFC 9110 allows; an invalid
+    // byte range (`bytes=500-0`) is unsatisfiable.
+    let range = match header_str(req.headers(), RANGE.as_str()).map(ByteRange::parse_header) {
+        None => None,
+        Some(Ok(r)) => r,
+        Some(Err(_)) => Some(ByteRange::Invalid),
+    };
     let read = reg.open_blob(repo, digest, range).await?;
     let (builder, len) = match read.range {
         Some((start, end)) => {

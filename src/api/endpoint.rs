@@ -1,9 +1,9 @@
 //! A request path becomes a typed [`Endpoint`]; with the method it knows its [`Action`].
 
-use actix_web::http::Method;
+use actix_web::http::{Method, StatusCode};
 
 use super::error::ApiError;
-use crate::oci::{Digest, Reference, RepoName};
+use crate::oci::{Digest, OciError, Reference, RepoName};
 
 /// The resources of the `/v2/` API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +48,7 @@ pub enum Action {
 impl Endpoint {
     /// Parses `/v2/...`. `None` for paths outside the API. A repository name is everything before
     /// the last resource keyword, so names may themselves contain `blobs` or `manifests`.
-    pub fn parse(path: &str) -> Result<Option<Endpoint>, ApiError> {
+    pub fn parse(method: &Method, path: &str) -> Result<Option<Endpoint>, ApiError> {
         let Some(rest) = path.strip_prefix("/v2") else {
             return Ok(None);
         };
@@ -87,7 +87,7 @@ impl Endpoint {
             },
             [.., "manifests", reference] if n > 2 => Endpoint::Manifest {
                 repo: name(n - 2)?,
-                reference: reference.parse()?,
+                reference: parse_reference(method, reference)?,
             },
             [.., "referrers", digest] if n > 2 => Endpoint::Referrers {
                 repo: name(n - 2)?,
@@ -140,6 +140,20 @@ impl Endpoint {
     }
 }
 
+/// A manifest reference. A string that cannot be a tag names no manifest: reading or deleting
+/// it is "unknown" (404), pushing to it is invalid (400).
+fn parse_reference(method: &Method, s: &str) -> Result<Reference, ApiError> {
+    match s.parse::<Reference>() {
+        Ok(r) => Ok(r),
+        Err(OciError::InvalidTag(t)) if method != Method::PUT => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "MANIFEST_UNKNOWN",
+            format!("no manifest is tagged {t:?}: it is not a valid tag"),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,7 +161,7 @@ mod tests {
     const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
     fn parse(p: &str) -> Endpoint {
-        Endpoint::parse(p).unwrap().unwrap()
+        Endpoint::parse(&Method::GET, p).unwrap().unwrap()
     }
 
     #[test]
@@ -198,11 +212,15 @@ mod tests {
 
     #[test]
     fn bad_parts_are_errors_and_unknown_paths_are_none() {
-        assert!(Endpoint::parse("/v2/A/tags/list").is_err());
-        assert!(Endpoint::parse("/v2/a/blobs/sha256:zz").is_err());
-        assert!(Endpoint::parse("/v2/../x/tags/list").is_err());
-        assert_eq!(Endpoint::parse("/v3/x").unwrap(), None);
-        assert_eq!(Endpoint::parse("/v2/a/other").unwrap(), None);
+        assert!(Endpoint::parse(&Method::GET, "/v2/A/tags/list").is_err());
+        assert!(Endpoint::parse(&Method::GET, "/v2/a/blobs/sha256:zz").is_err());
+        assert!(Endpoint::parse(&Method::GET, "/v2/../x/tags/list").is_err());
+        assert_eq!(Endpoint::parse(&Method::GET, "/v3/x").unwrap(), None);
+        assert_eq!(Endpoint::parse(&Method::GET, "/v2/a/other").unwrap(), None);
+        let get = Endpoint::parse(&Method::GET, "/v2/a/manifests/.bad").unwrap_err();
+        assert_eq!((get.status.as_u16(), get.code), (404, "MANIFEST_UNKNOWN"));
+        let put = Endpoint::parse(&Method::PUT, "/v2/a/manifests/.bad").unwrap_err();
+        assert_eq!((put.status.as_u16(), put.code), (400, "TAG_INVALID"));
     }
 
     #[test]

@@ -106,7 +106,7 @@ async fn dispatch(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let endpoint = Endpoint::parse(req.path())?.ok_or_else(ApiError::not_found)?;
+    let endpoint = Endpoint::parse(req.method(), req.path())?.ok_or_else(ApiError::not_found)?;
     let _action = endpoint
         .action(req.method())
         .ok_or_else(ApiError::method_not_allowed)?;

@@ -76,12 +76,14 @@ pub async fn start(
     let reg = &state.registry;
     if let Some(mount) = query.get("mount") {
         let digest: Digest = mount.parse()?;
-        if let Some(from) = query.get("from") {
-            if let Ok(from) = from.parse::<RepoName>() {
-                if reg.mount_blob(repo, &from, &digest).await? {
-                    return Ok(created(state, req, repo, &digest));
-                }
-            }
+        let mounted = match query.get("from").map(str::parse::<RepoName>) {
+            Some(Ok(from)) => reg.mount_blob(repo, &from, &digest).await?,
+            Some(Err(_)) => false,
+            // No source named: the registry may find the blob itself.
+            None => reg.mount_known_blob(repo, &digest).await?,
+        };
+        if mounted {
+            return Ok(created(state, req, repo, &digest));
         }
         // Unknown source: fall back to a fresh session, as the spec asks.
     } else if query.get("digest").is_some() {

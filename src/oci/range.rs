@@ -9,6 +9,8 @@ pub enum ByteRange {
     FromTo { first: u64, last: Option<u64> },
     /// `bytes=-n`: the last `n` bytes.
     Suffix(u64),
+    /// A byte range that cannot be satisfied whatever the length (`bytes=500-0`).
+    Invalid,
 }
 
 /// The outcome of resolving a [`ByteRange`] against a blob's length.
@@ -55,6 +57,7 @@ impl ByteRange {
 
     pub fn resolve(self, len: u64) -> Resolved {
         match self {
+            ByteRange::Invalid => Resolved::Unsatisfiable,
             ByteRange::FromTo { first, last } => {
                 if first >= len {
                     return Resolved::Unsatisfiable;
@@ -151,6 +154,7 @@ mod tests {
         );
         assert_eq!(r("bytes=10-").resolve(10), Resolved::Unsatisfiable);
         assert_eq!(r("bytes=-0").resolve(10), Resolved::Unsatisfiable);
+        assert_eq!(ByteRange::Invalid.resolve(10), Resolved::Unsatisfiable);
     }
 
     #[test]

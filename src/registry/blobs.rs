@@ -94,6 +94,18 @@ impl Registry {
         }
     }
 
+    /// Links a blob the registry already holds into `repo`, whichever repository it came from
+    /// (a mount without `from`). `false` when the registry has no such blob.
+    pub async fn mount_known_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        if self.storage.blob_size(digest).await?.is_none() {
+            return Ok(false);
+        }
+        self.storage
+            .write_link(&layout::layer_link(repo, digest), digest)
+            .await?;
+        Ok(true)
+    }
+
     /// Opens an upload session; `digest_hint` (a single-request push) picks the hash to stream.
     pub async fn start_upload(
         &self,

@@ -80,7 +80,10 @@ impl Storage {
     pub fn filesystem(root: impl Into<PathBuf>, fsync: bool) -> Result<Storage> {
         let root = root.into();
         std::fs::create_dir_all(&root)?;
-        let local = Arc::new(LocalFileSystem::new_with_prefix(&root)?.with_fsync(fsync));
+        let local = Arc::new(LocalFileSystem::new_with_prefix(&root)?
+                .with_fsync(fsync)
+                // Empty directories would otherwise linger as deleted tags and repositories.
+                .with_automatic_cleanup(true));
         Ok(Storage {
             store: local.clone(),
             backend: Backend::Filesystem { local, fsync },
