@@ -1,0 +1,270 @@
+//! Shared test set-up: a registry started on a free port, in this process ([`TestRegistry`]) or
+//! as the real `berth` binary ([`BerthProcess`]), plus small helpers for talking to it.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use sha2::Digest as _;
+
+/// The repository's `storage-fixtures/`.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("storage-fixtures")
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+pub fn sha512(bytes: &[u8]) -> String {
+    format!("sha512:{}", hex::encode(sha2::Sha512::digest(bytes)))
+}
+
+/// Which storage a test registry uses.
+pub enum Store {
+    Memory,
+    Filesystem(PathBuf),
+}
+
+/// Builds a registry served from a thread of the test process.
+pub struct Builder {
+    store: Store,
+    env: HashMap<String, String>,
+}
+
+impl Builder {
+    pub fn filesystem(mut self, root: &Path) -> Self {
+        self.store = Store::Filesystem(root.to_path_buf());
+        self
+    }
+
+    /// Sets a configuration key through its `REGISTRY_…` variable.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.insert(key.to_string(), value.to_string());
+        self
+    }
+
+    pub fn delete_enabled(self, on: bool) -> Self {
+        self.env("REGISTRY_STORAGE_DELETE_ENABLED", if on { "true" } else { "false" })
+    }
+
+    pub fn start(self) -> TestRegistry {
+        let mut env = self.env;
+        env.insert("REGISTRY_HTTP_ADDR".into(), "127.0.0.1:0".into());
+        env.entry("REGISTRY_STORAGE_DELETE_ENABLED".into())
+            .or_insert_with(|| "true".into());
+        match &self.store {
+            Store::Memory => {
+                env.insert("REGISTRY_STORAGE".into(), "inmemory".into());
+            }
+            Store::Filesystem(root) => {
+                env.insert(
+                    "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY".into(),
+                    root.display().to_string(),
+                );
+            }
+        }
+        let config = berth::config::Config::load(None, &env).expect("test configuration loads");
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let system = actix_web::rt::System::new();
+            system.block_on(async move {
+                let storage = berth::server::open_storage(&config).expect("storage opens");
+                let bound = berth::server::bind(&config, storage).expect("server binds");
+                tx.send((bound.addrs[0], actix_web::rt::System::current()))
+                    .unwrap();
+                bound.server.await.unwrap();
+            });
+        });
+        let (addr, system) = rx.recv().expect("server started");
+        TestRegistry {
+            url: format!("http://{addr}"),
+            host: addr.to_string(),
+            system,
+            thread: Some(thread),
+        }
+    }
+}
+
+/// A registry running in this process until dropped.
+pub struct TestRegistry {
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    /// `127.0.0.1:PORT`
+    pub host: String,
+    system: actix_web::rt::System,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestRegistry {
+    pub fn builder() -> Builder {
+        Builder {
+            store: Store::Memory,
+            env: HashMap::new(),
+        }
+    }
+
+    /// An in-memory registry with deletes enabled.
+    pub fn start() -> TestRegistry {
+        Self::builder().start()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.url, path)
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        self.system.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The real `berth` binary, started with a configuration file, until dropped.
+pub struct BerthProcess {
+    pub url: String,
+    pub host: String,
+    child: Child,
+}
+
+impl BerthProcess {
+    /// Starts `berth serve CONFIG` with `env` added to the environment; the configuration's
+    /// `http.addr` should use port 0 (the real port is read from the log).
+    pub fn start(config: &Path, env: &[(&str, &str)]) -> BerthProcess {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+        cmd.arg("serve")
+            .arg(config)
+            .env("REGISTRY_HTTP_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("berth binary starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent {
+                    if let Some(rest) = line.split("listening on http://").nth(1) {
+                        let _ = tx.send(rest.trim().to_string());
+                        sent = true;
+                    }
+                }
+                if std::env::var_os("BERTH_TEST_LOG").is_some() {
+                    eprintln!("berth: {line}");
+                }
+            }
+        });
+        let host = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("berth reports its address");
+        BerthProcess {
+            url: format!("http://{host}"),
+            host,
+            child,
+        }
+    }
+}
+
+impl Drop for BerthProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A blocking HTTP client that does not follow redirects.
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
+}
+
+/// Pushes a blob in one POST+PUT and returns its digest.
+pub fn push_blob(reg: &TestRegistry, repo: &str, content: &[u8]) -> String {
+    let c = client();
+    let digest = sha256(content);
+    let r = c
+        .post(reg.url(&format!("/v2/{repo}/blobs/uploads/")))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let r = c
+        .put(format!("{location}{sep}digest={digest}"))
+        .body(content.to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap_or_default());
+    digest
+}
+
+/// A minimal OCI image manifest over the given config and layers (digest, size).
+pub fn image_manifest(config: (&str, usize), layers: &[(&str, usize)]) -> String {
+    let layers: Vec<String> = layers
+        .iter()
+        .map(|(d, s)| {
+            format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{d}","size":{s}}}"#)
+        })
+        .collect();
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{}]}}"#,
+        config.0,
+        config.1,
+        layers.join(",")
+    )
+}
+
+/// Pushes a small image (config + one layer) under `reference`; returns the manifest's digest.
+pub fn push_image(reg: &TestRegistry, repo: &str, reference: &str, layer: &[u8]) -> String {
+    let config = br#"{"architecture":"amd64","os":"linux"}"#;
+    let cd = push_blob(reg, repo, config);
+    let ld = push_blob(reg, repo, layer);
+    let manifest = image_manifest((&cd, config.len()), &[(&ld, layer.len())]);
+    let r = client()
+        .put(reg.url(&format!("/v2/{repo}/manifests/{reference}")))
+        .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest.clone())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap_or_default());
+    sha256(manifest.as_bytes())
+}
+
+/// The first error code of a spec error body.
+pub fn error_code(body: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(body)
+        .unwrap_or_else(|e| panic!("error body is not JSON ({e}): {body:?}"));
+    v["errors"][0]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no errors[0].code in {body}"))
+        .to_string()
+}
+
+/// Runs a command, failing the test (with its output) if it cannot start or fails.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (is it installed? `make test` installs it)"));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\nstdout: {stdout}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
