@@ -312,8 +312,6 @@ mod tests {
 
     #[test]
     fn non_distributable_layers_are_optional() {
-        let extra = format!(r#","annotations":{{"a":"b"}}}}"#);
-        let _ = extra;
         let json = format!(
             r#"{{"schemaVersion":2,"config":{{"mediaType":"x","digest":"{CFG}","size":2}},
             "layers":[{{"mediaType":"application/vnd.oci.image.layer.nondistributable.v1.tar","digest":"{L1}","size":0}},

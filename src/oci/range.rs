@@ -102,7 +102,8 @@ impl ContentRange {
         Ok(ContentRange { start, end })
     }
 
-    pub fn len(&self) -> u64 {
+    /// The chunk's length in bytes (a range always covers at least one byte).
+    pub fn length(&self) -> u64 {
         self.end - self.start + 1
     }
 }
@@ -170,7 +171,7 @@ mod tests {
             ContentRange::parse("bytes 10-19/*").unwrap(),
             ContentRange { start: 10, end: 19 }
         );
-        assert_eq!(ContentRange::parse("5-5").unwrap().len(), 1);
+        assert_eq!(ContentRange::parse("5-5").unwrap().length(), 1);
         assert!(ContentRange::parse("9-1").is_err());
         assert!(ContentRange::parse("abc").is_err());
     }

@@ -172,10 +172,10 @@ impl Registry {
 
 fn check_lengths(range: Option<ContentRange>, content_length: Option<u64>) -> Result<()> {
     if let (Some(r), Some(len)) = (range, content_length) {
-        if r.len() != len {
+        if r.length() != len {
             return Err(UploadError::LengthMismatch {
                 content_length: len,
-                range_length: r.len(),
+                range_length: r.length(),
             }
             .into());
         }

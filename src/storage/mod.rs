@@ -80,10 +80,12 @@ impl Storage {
     pub fn filesystem(root: impl Into<PathBuf>, fsync: bool) -> Result<Storage> {
         let root = root.into();
         std::fs::create_dir_all(&root)?;
-        let local = Arc::new(LocalFileSystem::new_with_prefix(&root)?
+        let local = Arc::new(
+            LocalFileSystem::new_with_prefix(&root)?
                 .with_fsync(fsync)
                 // Empty directories would otherwise linger as deleted tags and repositories.
-                .with_automatic_cleanup(true));
+                .with_automatic_cleanup(true),
+        );
         Ok(Storage {
             store: local.clone(),
             backend: Backend::Filesystem { local, fsync },
@@ -267,12 +269,28 @@ impl Storage {
         } else {
             self.store.rename(location, &target).await?;
         }
-        self.delete_prefix(&layout::upload_dir_of(location)).await
+        self.remove_upload_dir(&layout::upload_dir_of(location))
+            .await
     }
 
     /// Removes an upload's bytes and state.
     pub async fn discard_upload(&self, upload_id: &str) -> Result<()> {
-        self.delete_prefix(&layout::upload_dir(upload_id)).await
+        self.remove_upload_dir(&layout::upload_dir(upload_id)).await
+    }
+
+    async fn remove_upload_dir(&self, dir: &Path) -> Result<()> {
+        self.delete_prefix(dir).await?;
+        if let Backend::Filesystem { local, .. } = &self.backend {
+            // A directory whose data was renamed away has no file left for object_store's
+            // cleanup to start from.
+            let path = local.path_to_filesystem(dir)?;
+            match tokio::fs::remove_dir(&path).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 }
 

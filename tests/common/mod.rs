@@ -49,7 +49,10 @@ impl Builder {
     }
 
     pub fn delete_enabled(self, on: bool) -> Self {
-        self.env("REGISTRY_STORAGE_DELETE_ENABLED", if on { "true" } else { "false" })
+        self.env(
+            "REGISTRY_STORAGE_DELETE_ENABLED",
+            if on { "true" } else { "false" },
+        )
     }
 
     pub fn start(self) -> TestRegistry {
@@ -77,8 +80,10 @@ impl Builder {
                 let bound = berth::server::bind(&config, storage).expect("server binds");
                 tx.send((bound.addrs[0], actix_web::rt::System::current()))
                     .unwrap();
-                bound.server.await.unwrap();
+                actix_web::rt::spawn(bound.server);
             });
+            // Until `System::stop`, which also stops the server's and the hashing arbiters.
+            let _ = system.run();
         });
         let (addr, system) = rx.recv().expect("server started");
         TestRegistry {
@@ -256,9 +261,9 @@ pub fn error_code(body: &str) -> String {
 
 /// Runs a command, failing the test (with its output) if it cannot start or fails.
 pub fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (is it installed? `make test` installs it)"));
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!("cannot run {cmd:?}: {e} (is it installed? `make test` installs it)")
+    });
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),
