@@ -1,0 +1,42 @@
+# berth — common tasks. `make test` is what CI runs (through .ci/run).
+
+CARGO ?= cargo
+PYTHON ?= python3
+
+.PHONY: run test deps lint unit bench clean
+
+## Run the registry on the default configuration (./config.yml: ./data, 127.0.0.1:5000).
+run:
+	$(CARGO) run --release -- serve
+
+## Install what the tests need, check formatting and lints, run every test.
+test: deps lint
+	$(CARGO) test --all-targets --no-fail-fast
+
+## The real clients and the reference registry the end-to-end tests drive.
+deps:
+	@missing=""; \
+	for tool in skopeo podman docker-registry unshare; do \
+	  command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq skopeo podman docker-registry util-linux >/dev/null; \
+	fi
+	@$(PYTHON) -c 'import oras.client' 2>/dev/null || $(PYTHON) -m pip install -q oras
+	@command -v docker >/dev/null 2>&1 || { echo "docker CLI missing: the end-to-end tests need the machine's Docker engine"; exit 1; }
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+## Unit and in-process integration tests only (no external tools).
+unit:
+	$(CARGO) test --lib --test api_blobs --test api_manifests
+
+## Criterion micro-benchmarks.
+bench:
+	$(CARGO) bench --bench digest --bench manifest
+
+clean:
+	$(CARGO) clean
