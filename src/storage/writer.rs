@@ -25,7 +25,9 @@ pub struct BlobWriter {
 
 enum Sink {
     File {
-        file: Arc<std::fs::File>,
+        path: PathBuf,
+        /// Open only while a request writes: an idle or abandoned session holds no descriptor.
+        file: Option<Arc<std::fs::File>>,
         fsync: bool,
     },
     Multipart {
@@ -48,23 +50,24 @@ async fn blocking<T: Send + 'static>(
 
 impl BlobWriter {
     pub(super) async fn create_file(location: Path, path: PathBuf, fsync: bool) -> Result<Self> {
+        let create = path.clone();
         let file = blocking(move || {
-            if let Some(parent) = path.parent() {
+            if let Some(parent) = create.parent() {
                 std::fs::create_dir_all(parent)?;
             }
             std::fs::OpenOptions::new()
                 .create(true)
                 .truncate(true)
                 .write(true)
-                .read(true)
-                .open(&path)
+                .open(&create)
         })
         .await?;
         Ok(BlobWriter {
             location,
             written: 0,
             sink: Sink::File {
-                file: Arc::new(file),
+                path,
+                file: Some(Arc::new(file)),
                 fsync,
             },
         })
@@ -88,6 +91,13 @@ impl BlobWriter {
         })
     }
 
+    /// Lets go of what an idle upload need not hold (the open file).
+    pub fn park(&mut self) {
+        if let Sink::File { file, .. } = &mut self.sink {
+            *file = None;
+        }
+    }
+
     /// Bytes accepted so far.
     pub fn written(&self) -> u64 {
         self.written
@@ -98,8 +108,19 @@ impl BlobWriter {
     pub async fn write(&mut self, batch: Vec<Bytes>) -> Result<()> {
         let len: usize = batch.iter().map(Bytes::len).sum();
         match &mut self.sink {
-            Sink::File { file, .. } => {
-                let file = file.clone();
+            Sink::File { path, file, .. } => {
+                let file = match file {
+                    Some(f) => f.clone(),
+                    None => {
+                        let reopen = path.clone();
+                        let f = Arc::new(
+                            blocking(move || std::fs::OpenOptions::new().write(true).open(reopen))
+                                .await?,
+                        );
+                        *file = Some(f.clone());
+                        f
+                    }
+                };
                 let offset = self.written;
                 blocking(move || {
                     use std::os::unix::fs::FileExt;
@@ -184,9 +205,9 @@ impl BlobWriter {
     pub async fn finish(mut self) -> Result<Path> {
         self.flush_part().await?;
         match self.sink {
-            Sink::File { file, fsync } => {
+            Sink::File { path, fsync, .. } => {
                 if fsync {
-                    blocking(move || file.sync_all()).await?;
+                    blocking(move || std::fs::File::open(path)?.sync_all()).await?;
                 }
             }
             Sink::Multipart {

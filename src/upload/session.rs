@@ -115,8 +115,10 @@ pub struct Release(pub BlobWriter);
 impl Handler<Release> for UploadSession {
     type Result = u64;
     fn handle(&mut self, msg: Release, _: &mut Self::Context) -> u64 {
-        self.offset = msg.0.written();
-        self.writer = Some(msg.0);
+        let mut writer = msg.0;
+        writer.park();
+        self.offset = writer.written();
+        self.writer = Some(writer);
         self.last_active = Instant::now();
         self.offset
     }
