@@ -11,7 +11,8 @@ run:
 
 ## Install what the tests need, check formatting and lints, run every test.
 test: deps lint
-	$(CARGO) test --all-targets --no-fail-fast
+	$(CARGO) test --benches
+	$(CARGO) test --lib --bins --tests --no-fail-fast
 
 ## The real clients and the reference registry the end-to-end tests drive.
 deps:
