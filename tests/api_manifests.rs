@@ -314,6 +314,7 @@ fn deletes_by_tag_and_by_digest() {
 
     let r = c.delete(reg.url("/v2/del/manifests/v1")).send().unwrap();
     assert_eq!(r.status(), 202);
+    assert_eq!(r.headers()["docker-content-digest"], d.as_str());
     assert_eq!(
         c.get(reg.url("/v2/del/manifests/v1"))
             .send()

@@ -100,6 +100,8 @@ pub async fn delete(
     repo: &RepoName,
     reference: &Reference,
 ) -> Result<HttpResponse, ApiError> {
-    reg.delete_manifest(repo, reference).await?;
-    Ok(HttpResponse::Accepted().finish())
+    let digest = reg.delete_manifest(repo, reference).await?;
+    Ok(HttpResponse::Accepted()
+        .insert_header((DIGEST_HEADER, digest.to_string()))
+        .finish())
 }

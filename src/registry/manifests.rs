@@ -167,8 +167,9 @@ impl Registry {
         })
     }
 
-    /// Deletes a tag (by tag) or a manifest with every tag pointing at it (by digest).
-    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
+    /// Deletes a tag (by tag) or a manifest with every tag pointing at it (by digest). Answers
+    /// the digest the reference named.
+    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Digest> {
         self.check_delete_enabled()?;
         let Some(digest) = self.resolve(repo, reference).await? else {
             return Err(self.unknown_manifest(repo, reference).await);
@@ -208,7 +209,7 @@ impl Registry {
                     .await?;
             }
         }
-        Ok(())
+        Ok(digest)
     }
 }
 
