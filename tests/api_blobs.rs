@@ -620,3 +620,102 @@ fn filesystem_storage_uses_distributions_layout() {
     let left = std::fs::read_dir(&uploads).map(|d| d.count()).unwrap_or(0);
     assert_eq!(left, 0);
 }
+
+#[test]
+fn cancelling_a_busy_upload_removes_it_once_the_writer_is_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = TestRegistry::builder().filesystem(dir.path()).start();
+    let location = start_upload(&reg, "cancel");
+    let (tx, rx) = mpsc::channel();
+    let slow_location = location.clone();
+    let slow = std::thread::spawn(move || {
+        let body = reqwest::blocking::Body::new(GatedBody {
+            gate: rx,
+            current: Vec::new(),
+        });
+        client()
+            .patch(&slow_location)
+            .body(body)
+            .send()
+            .map(|r| r.status())
+    });
+    tx.send(vec![1u8; 1000]).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let c = client();
+    assert_eq!(c.delete(&location).send().unwrap().status(), 204);
+    assert_eq!(c.get(&location).send().unwrap().status(), 404);
+    drop(tx);
+    let _ = slow.join().unwrap();
+    let uploads = dir.path().join("docker/registry/v2/_berth/uploads");
+    let mut left = usize::MAX;
+    for _ in 0..50 {
+        left = std::fs::read_dir(&uploads).map(|d| d.count()).unwrap_or(0);
+        if left == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(left, 0, "the cancelled upload's bytes are removed");
+}
+
+#[test]
+fn a_chunk_must_be_as_long_as_its_content_range() {
+    let reg = TestRegistry::start();
+    let location = start_upload(&reg, "len");
+    // Chunked transfer encoding: no Content-Length to compare with, the body itself is counted.
+    let (tx, rx) = mpsc::channel();
+    tx.send(b"abc".to_vec()).unwrap();
+    drop(tx);
+    let body = reqwest::blocking::Body::new(GatedBody {
+        gate: rx,
+        current: Vec::new(),
+    });
+    let r = client()
+        .patch(&location)
+        .header("Content-Range", "0-9")
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(&r.text().unwrap()), "SIZE_INVALID");
+}
+
+#[test]
+fn a_broken_final_put_keeps_the_session() {
+    let reg = TestRegistry::start();
+    let location = start_upload(&reg, "put");
+    let c = client();
+    c.patch(&location).body(vec![1u8; 100]).send().unwrap();
+    let path = location.splitn(4, '/').nth(3).unwrap().to_string();
+    let digest = sha256(&[1u8; 300]);
+    {
+        let mut s = std::net::TcpStream::connect(&reg.host).unwrap();
+        write!(
+            s,
+            "PUT /{path}?digest={digest} HTTP/1.1\r\nHost: {}\r\nContent-Length: 200\r\n\r\n",
+            reg.host
+        )
+        .unwrap();
+        s.write_all(&[1u8; 50]).unwrap();
+        s.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut range = String::new();
+    for _ in 0..50 {
+        let r = c.get(&location).send().unwrap();
+        assert_eq!(r.status(), 204, "the session survives a broken PUT");
+        range = r.headers()["range"].to_str().unwrap().to_string();
+        if range == "0-149" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(range, "0-149");
+    let r = c
+        .put(with_digest(&location, &digest))
+        .header("Content-Range", "150-299")
+        .body(vec![1u8; 150])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+}

@@ -134,7 +134,7 @@ impl From<UploadError> for ApiError {
                 message,
             )
             .with_header(HeaderName::from_static("range"), upload_range(offset)),
-            UploadError::LengthMismatch { .. } => {
+            UploadError::LengthMismatch { .. } | UploadError::BodyLength { .. } => {
                 ApiError::new(StatusCode::BAD_REQUEST, "SIZE_INVALID", message)
             }
             UploadError::DigestMismatch { .. } => {

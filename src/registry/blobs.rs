@@ -133,10 +133,10 @@ impl Registry {
         S: Stream<Item = Result<Bytes, E>> + Unpin + 'static,
         E: std::fmt::Display + 'static,
     {
-        check_lengths(range, content_length)?;
+        let length = check_lengths(range, content_length)?;
         Ok(self
             .uploads
-            .append(repo, id, range.map(|r| r.start), body)
+            .append(repo, id, range.map(|r| r.start), length, body)
             .await?)
     }
 
@@ -154,10 +154,10 @@ impl Registry {
         S: Stream<Item = Result<Bytes, E>> + Unpin + 'static,
         E: std::fmt::Display + 'static,
     {
-        check_lengths(range, content_length)?;
+        let length = check_lengths(range, content_length)?;
         let committed = self
             .uploads
-            .complete(repo, id, range.map(|r| r.start), body, digest)
+            .complete(repo, id, range.map(|r| r.start), length, body, digest)
             .await?;
         self.storage
             .write_link(&layout::layer_link(repo, digest), digest)
@@ -170,17 +170,17 @@ impl Registry {
     }
 }
 
-fn check_lengths(range: Option<ContentRange>, content_length: Option<u64>) -> Result<()> {
-    if let (Some(r), Some(len)) = (range, content_length) {
-        if r.length() != len {
-            return Err(UploadError::LengthMismatch {
-                content_length: len,
-                range_length: r.length(),
-            }
-            .into());
+/// The body length a request announced, after checking that its headers agree.
+fn check_lengths(range: Option<ContentRange>, content_length: Option<u64>) -> Result<Option<u64>> {
+    match (range, content_length) {
+        (Some(r), Some(len)) if r.length() != len => Err(UploadError::LengthMismatch {
+            content_length: len,
+            range_length: r.length(),
         }
+        .into()),
+        (Some(r), _) => Ok(Some(r.length())),
+        (None, len) => Ok(len),
     }
-    Ok(())
 }
 
 #[cfg(test)]

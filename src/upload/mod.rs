@@ -12,16 +12,17 @@ pub mod verifier;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use actix::prelude::*;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use thiserror::Error;
 
 use crate::oci::{Algorithm, Digest, RepoName};
 use crate::storage::{BlobWriter, Storage, StorageError};
 pub use session::UploadSession;
-use session::{Acquire, Close, GetStatus, Lease, Release};
+use session::{Acquire, Cancel, Closed, Expiry, Finish, GetStatus, Lease, Release};
 use verifier::{Current, Update};
 pub use verifier::{DigestVerifier, HashingPool};
 
@@ -44,6 +45,8 @@ pub enum UploadError {
         content_length: u64,
         range_length: u64,
     },
+    #[error("the body has {received} bytes or more where {expected} were announced")]
+    BodyLength { received: u64, expected: u64 },
     #[error("digest {expected} does not match the uploaded content ({actual})")]
     DigestMismatch { expected: Digest, actual: Digest },
     #[error("request body ended early: {0}")]
@@ -61,12 +64,25 @@ pub struct Committed {
     pub size: u64,
 }
 
+/// The live sessions by id.
+pub type Sessions = Arc<Mutex<HashMap<String, Addr<UploadSession>>>>;
+
+/// An upload idle this long (no request for it) is abandoned and removed.
+pub const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// A request body that sends nothing for this long is treated as broken, so a stalled client
+/// cannot hold an upload's lease for ever.
+const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Body pieces smaller than this are copied together, so a client sending tiny chunks costs
+/// neither a write nor a buffer handle per chunk.
+const SMALL_PIECE: usize = 64 * 1024;
+
 /// All upload sessions of this process.
 #[derive(Clone)]
 pub struct UploadManager {
     storage: Storage,
     hashing: HashingPool,
-    sessions: Arc<Mutex<HashMap<String, Addr<UploadSession>>>>,
+    sessions: Sessions,
+    idle_ttl: Duration,
 }
 
 impl UploadManager {
@@ -75,6 +91,7 @@ impl UploadManager {
             storage,
             hashing,
             sessions: Default::default(),
+            idle_ttl: DEFAULT_IDLE_TTL,
         }
     }
 
@@ -83,9 +100,26 @@ impl UploadManager {
         let id = uuid::Uuid::new_v4().to_string();
         let writer = self.storage.new_upload_writer(&id).await?;
         let verifier = self.hashing.spawn(algorithm);
-        let session = UploadSession::new(repo, algorithm, writer, verifier).start();
+        let expiry = Expiry {
+            id: id.clone(),
+            storage: self.storage.clone(),
+            sessions: self.sessions.clone(),
+            idle_ttl: self.idle_ttl,
+        };
+        let session = UploadSession::new(repo, algorithm, writer, verifier, expiry).start();
         self.sessions.lock().unwrap().insert(id.clone(), session);
         Ok(id)
+    }
+
+    /// Sets how long an untouched session lives.
+    pub fn with_idle_ttl(mut self, ttl: Duration) -> Self {
+        self.idle_ttl = ttl;
+        self
+    }
+
+    /// How many sessions are open.
+    pub fn open_sessions(&self) -> usize {
+        self.sessions.lock().unwrap().len()
     }
 
     async fn session(&self, repo: &RepoName, id: &str) -> Result<Addr<UploadSession>> {
@@ -116,57 +150,60 @@ impl UploadManager {
         Ok(status.offset)
     }
 
-    async fn acquire(
-        &self,
-        repo: &RepoName,
-        id: &str,
-        expected_offset: Option<u64>,
-    ) -> Result<(Addr<UploadSession>, Lease)> {
-        let addr = self.session(repo, id).await?;
-        let lease = addr
-            .send(Acquire { expected_offset })
-            .await
-            .map_err(|_| UploadError::Unknown(id.to_string()))??;
-        Ok((addr, lease))
-    }
-
-    /// Appends a request body (a PATCH). Answers the new offset. Bytes received before a broken
-    /// connection are kept, so the client can resume from the offset a status request reports.
+    /// Appends a request body (a PATCH) of `length` bytes if the request said so. Answers the
+    /// new offset. Bytes received before a broken connection are kept, so the client can resume
+    /// from the offset a status request reports.
     pub async fn append<S, E>(
         &self,
         repo: &RepoName,
         id: &str,
         expected_offset: Option<u64>,
+        length: Option<u64>,
         body: S,
     ) -> Result<u64>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin + 'static,
         E: std::fmt::Display + 'static,
     {
-        let (addr, lease) = self.acquire(repo, id, expected_offset).await?;
-        // The body is read in a task of its own: even if this request's future is dropped (the
-        // client went away), the task finishes what it wrote and returns the lease.
+        let addr = self.session(repo, id).await?;
+        let storage = self.storage.clone();
+        let id = id.to_string();
+        // The lease is taken and the body read in a task of its own: even if this request's
+        // future is dropped (the client went away), the task finishes what it wrote and gives
+        // the lease back.
         let task = actix_rt::spawn(async move {
+            let lease = addr
+                .send(Acquire { expected_offset })
+                .await
+                .map_err(|_| UploadError::Unknown(id.clone()))??;
             let Lease {
                 mut writer,
                 verifier,
                 ..
             } = lease;
-            let outcome = ingest(&mut writer, &verifier, body).await;
-            let offset = addr.send(Release(writer)).await.unwrap_or_default();
-            outcome.map(|()| offset)
+            let outcome = ingest(&mut writer, &verifier, body, length).await;
+            match addr.send(Release(writer)).await {
+                Ok(Ok(offset)) => outcome.map(|()| offset),
+                Ok(Err(cancelled)) => {
+                    discard(&storage, &id, cancelled).await;
+                    Err(UploadError::Unknown(id))
+                }
+                Err(_) => Err(UploadError::Unknown(id)),
+            }
         });
         task.await
             .map_err(|e| UploadError::BodyInterrupted(e.to_string()))?
     }
 
     /// Appends an optional last body, checks the digest and commits the blob (a PUT, or a
-    /// single-request POST). On a digest mismatch the upload is discarded.
+    /// single-request POST). On a digest mismatch the upload is discarded; if the body breaks
+    /// off, the session stays, holding what arrived.
     pub async fn complete<S, E>(
         &self,
         repo: &RepoName,
         id: &str,
         expected_offset: Option<u64>,
+        length: Option<u64>,
         body: S,
         digest: &Digest,
     ) -> Result<Committed>
@@ -174,80 +211,129 @@ impl UploadManager {
         S: Stream<Item = Result<Bytes, E>> + Unpin + 'static,
         E: std::fmt::Display + 'static,
     {
-        let (addr, lease) = self.acquire(repo, id, expected_offset).await?;
+        let addr = self.session(repo, id).await?;
         let storage = self.storage.clone();
+        let sessions = self.sessions.clone();
         let digest = digest.clone();
-        let id_owned = id.to_string();
+        let id = id.to_string();
         let task = actix_rt::spawn(async move {
+            let lease = addr
+                .send(Acquire { expected_offset })
+                .await
+                .map_err(|_| UploadError::Unknown(id.clone()))??;
             let Lease {
                 mut writer,
                 verifier,
                 algorithm,
             } = lease;
-            if let Err(e) = ingest(&mut writer, &verifier, body).await {
-                addr.send(Release(writer)).await.ok();
+            if let Err(e) = ingest(&mut writer, &verifier, body, length).await {
+                if let Ok(Err(cancelled)) = addr.send(Release(writer)).await {
+                    discard(&storage, &id, cancelled).await;
+                }
                 return Err(e);
             }
-            let _ = addr
-                .send(Close {
-                    require_idle: false,
-                })
-                .await;
-            finish(&storage, &id_owned, writer, &verifier, algorithm, &digest).await
+            let finished = addr.send(Finish).await;
+            sessions.lock().unwrap().remove(&id);
+            if !matches!(finished, Ok(Ok(()))) {
+                discard(&storage, &id, writer).await;
+                return Err(UploadError::Unknown(id));
+            }
+            finish(&storage, &id, writer, &verifier, algorithm, &digest).await
         });
-        let result = task
-            .await
-            .map_err(|e| UploadError::BodyInterrupted(e.to_string()))?;
-        self.sessions.lock().unwrap().remove(id);
-        result
+        task.await
+            .map_err(|e| UploadError::BodyInterrupted(e.to_string()))?
     }
 
-    /// Cancels a session and removes its bytes.
+    /// Cancels a session and removes its bytes (at once, or when a request writing it is done).
     pub async fn cancel(&self, repo: &RepoName, id: &str) -> Result<()> {
         let addr = self.session(repo, id).await?;
-        let writer = addr
-            .send(Close { require_idle: true })
+        let closed = addr
+            .send(Cancel)
             .await
-            .map_err(|_| UploadError::Unknown(id.to_string()))??;
+            .map_err(|_| UploadError::Unknown(id.to_string()))?;
         self.sessions.lock().unwrap().remove(id);
-        if let Some(w) = writer {
-            w.abort().await?;
+        if let Closed::Idle(writer) = closed {
+            writer.abort().await?;
+            self.storage.discard_upload(id).await?;
         }
-        self.storage.discard_upload(id).await?;
         Ok(())
     }
 }
 
-/// Streams `body` into `writer`, hashing behind it. On a body error, what was written before
-/// it stays written (and hashed), and the error is returned.
+/// Removes an upload that no session owns any more.
+async fn discard(storage: &Storage, id: &str, writer: BlobWriter) {
+    let _ = writer.abort().await;
+    let _ = storage.discard_upload(id).await;
+}
+
+/// Streams `body` into `writer`, hashing behind it. `length`, when the request gave one, is how
+/// many bytes the body must have. On a body error, what was written before it stays written
+/// (and hashed), and the error is returned.
 async fn ingest<S, E>(
     writer: &mut BlobWriter,
     verifier: &Addr<DigestVerifier>,
     mut body: S,
+    length: Option<u64>,
 ) -> Result<()>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
     let mut batch: Vec<Bytes> = Vec::new();
+    let mut small = BytesMut::new();
     let mut batch_len = 0usize;
+    let mut received = 0u64;
     let mut hashing: VecDeque<actix::dev::Request<DigestVerifier, Update>> = VecDeque::new();
     let mut outcome = Ok(());
     loop {
-        let next = body.next().await;
+        let next: Option<Result<Bytes, String>> =
+            match tokio::time::timeout(BODY_IDLE_TIMEOUT, body.next()).await {
+                Ok(next) => next.map(|r| r.map_err(|e| e.to_string())),
+                Err(_) => Some(Err(format!(
+                    "no data for {} seconds",
+                    BODY_IDLE_TIMEOUT.as_secs()
+                ))),
+            };
         let done = match next {
             Some(Ok(bytes)) => {
-                batch_len += bytes.len();
-                batch.push(bytes);
-                false
+                received += bytes.len() as u64;
+                if length.is_some_and(|l| received > l) {
+                    outcome = Err(UploadError::BodyLength {
+                        received,
+                        expected: length.unwrap_or_default(),
+                    });
+                    true
+                } else {
+                    batch_len += bytes.len();
+                    if bytes.len() < SMALL_PIECE {
+                        small.extend_from_slice(&bytes);
+                        if small.len() >= SMALL_PIECE {
+                            batch.push(small.split().freeze());
+                        }
+                    } else {
+                        if !small.is_empty() {
+                            batch.push(small.split().freeze());
+                        }
+                        batch.push(bytes);
+                    }
+                    false
+                }
             }
             Some(Err(e)) => {
-                outcome = Err(UploadError::BodyInterrupted(e.to_string()));
+                outcome = Err(UploadError::BodyInterrupted(e));
                 true
             }
-            None => true,
+            None => {
+                if let Some(expected) = length.filter(|&l| l != received) {
+                    outcome = Err(UploadError::BodyLength { received, expected });
+                }
+                true
+            }
         };
-        if batch_len >= BATCH_SIZE || (done && !batch.is_empty()) {
+        if batch_len >= BATCH_SIZE || (done && batch_len > 0) {
+            if !small.is_empty() {
+                batch.push(small.split().freeze());
+            }
             let full = std::mem::take(&mut batch);
             batch_len = 0;
             if let Err(e) = writer.write(full.clone()).await {
@@ -324,4 +410,93 @@ async fn finish(
         let _ = storage.discard_upload(id).await;
     }
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(parts: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin {
+        futures_util::stream::iter(
+            parts
+                .iter()
+                .map(|p| Ok(Bytes::from_static(p)))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    fn manager(storage: &Storage) -> UploadManager {
+        UploadManager::new(storage.clone(), HashingPool::start(1))
+    }
+
+    #[actix_rt::test]
+    async fn abandoned_sessions_expire_with_their_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::filesystem(dir.path(), false).unwrap();
+        let uploads = manager(&storage).with_idle_ttl(Duration::from_millis(200));
+        let repo: RepoName = "a".parse().unwrap();
+        let id = uploads
+            .start(repo.clone(), Algorithm::Sha256)
+            .await
+            .unwrap();
+        uploads
+            .append(&repo, &id, None, None, body(&[b"abc"]))
+            .await
+            .unwrap();
+        let data = dir
+            .path()
+            .join("docker/registry/v2/_berth/uploads")
+            .join(&id);
+        assert!(data.exists());
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert!(matches!(
+            uploads.status(&repo, &id).await,
+            Err(UploadError::Unknown(_))
+        ));
+        assert_eq!(uploads.open_sessions(), 0);
+        assert!(!data.exists(), "the abandoned upload's bytes are removed");
+    }
+
+    #[actix_rt::test]
+    async fn tiny_pieces_are_coalesced_and_lengths_enforced() {
+        let storage = Storage::in_memory();
+        let uploads = manager(&storage);
+        let repo: RepoName = "a".parse().unwrap();
+        let id = uploads
+            .start(repo.clone(), Algorithm::Sha256)
+            .await
+            .unwrap();
+        let pieces: Vec<&'static [u8]> = vec![b"x"; 5000];
+        let offset = uploads
+            .append(&repo, &id, None, Some(5000), body(&pieces))
+            .await
+            .unwrap();
+        assert_eq!(offset, 5000);
+        // Fewer bytes than announced: refused, what arrived is kept.
+        let err = uploads
+            .append(&repo, &id, Some(5000), Some(10), body(&[b"abc"]))
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            UploadError::BodyLength {
+                received: 3,
+                expected: 10
+            }
+        ));
+        assert_eq!(uploads.status(&repo, &id).await.unwrap(), 5003);
+        // More bytes than announced: refused before the excess is written.
+        let err = uploads
+            .append(&repo, &id, Some(5003), Some(2), body(&[b"ab", b"cd"]))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, UploadError::BodyLength { .. }));
+        assert_eq!(uploads.status(&repo, &id).await.unwrap(), 5005);
+        let expected = Digest::sha256(&[vec![b'x'; 5000], b"abcab".to_vec()].concat());
+        let committed = uploads
+            .complete(&repo, &id, None, None, body(&[]), &expected)
+            .await
+            .unwrap();
+        assert_eq!(committed.size, 5005);
+    }
 }

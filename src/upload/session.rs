@@ -1,17 +1,30 @@
 //! The upload-session actor: the single owner of one upload's state.
 //!
-//! A request that writes to the session first takes a [`Lease`] (the writer and the offset), so
-//! two requests can never write one session at once; the loser gets [`UploadError::Busy`]. The
-//! lease goes back to the actor when the request is done, with the new offset.
+//! A request that writes to the session first takes a [`Lease`] (the writer), so two requests can
+//! never write one session at once; the loser gets [`UploadError::Busy`]. The lease goes back to
+//! the actor when the request is done ([`Release`]), with the new offset. A session cancelled
+//! while leased hands the writer back to the releasing request for clean-up; a session idle for
+//! longer than its time-to-live removes itself and its bytes.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
 use super::verifier::DigestVerifier;
-use super::UploadError;
+use super::{Sessions, UploadError};
 use crate::oci::{Algorithm, RepoName};
-use crate::storage::BlobWriter;
+use crate::storage::{BlobWriter, Storage};
+
+/// How often a session checks whether it has been idle too long.
+const EXPIRY_CHECK: Duration = Duration::from_secs(60);
+
+/// What a session needs to remove itself when abandoned.
+pub struct Expiry {
+    pub id: String,
+    pub storage: Storage,
+    pub sessions: Sessions,
+    pub idle_ttl: Duration,
+}
 
 pub struct UploadSession {
     repo: RepoName,
@@ -21,15 +34,20 @@ pub struct UploadSession {
     writer: Option<BlobWriter>,
     verifier: Addr<DigestVerifier>,
     last_active: Instant,
+    /// Cancelled while a request held the lease: clean up when it comes back.
+    cancelled: bool,
+    expiry: Expiry,
 }
 
 impl UploadSession {
     pub fn new(
         repo: RepoName,
         algorithm: Algorithm,
-        writer: BlobWriter,
+        mut writer: BlobWriter,
         verifier: Addr<DigestVerifier>,
+        expiry: Expiry,
     ) -> Self {
+        writer.park();
         UploadSession {
             repo,
             algorithm,
@@ -37,12 +55,40 @@ impl UploadSession {
             writer: Some(writer),
             verifier,
             last_active: Instant::now(),
+            cancelled: false,
+            expiry,
         }
+    }
+
+    fn expire_if_idle(&mut self, ctx: &mut Context<Self>) {
+        if self.writer.is_none() || self.last_active.elapsed() < self.expiry.idle_ttl {
+            return;
+        }
+        log::info!(
+            "upload {} in {} abandoned after {:?} idle; removing it",
+            self.expiry.id,
+            self.repo,
+            self.expiry.idle_ttl
+        );
+        self.expiry.sessions.lock().unwrap().remove(&self.expiry.id);
+        let writer = self.writer.take().expect("checked above");
+        let storage = self.expiry.storage.clone();
+        let id = self.expiry.id.clone();
+        actix_rt::spawn(async move {
+            let _ = writer.abort().await;
+            let _ = storage.discard_upload(&id).await;
+        });
+        ctx.stop();
     }
 }
 
 impl Actor for UploadSession {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let every = EXPIRY_CHECK.min(self.expiry.idle_ttl / 2);
+        ctx.run_interval(every, Self::expire_if_idle);
+    }
 }
 
 /// Exclusive right to write to the session.
@@ -57,7 +103,6 @@ pub struct Lease {
 pub struct Status {
     pub repo: RepoName,
     pub offset: u64,
-    pub idle_for: std::time::Duration,
 }
 
 #[derive(Message)]
@@ -70,7 +115,6 @@ impl Handler<GetStatus> for UploadSession {
         Ok(Status {
             repo: self.repo.clone(),
             offset: self.offset,
-            idle_for: self.last_active.elapsed(),
         })
     }
 }
@@ -107,41 +151,71 @@ impl Handler<Acquire> for UploadSession {
     }
 }
 
-/// Give the lease back after writing.
+/// Give the lease back after writing. Answers the new offset, or the writer itself when the
+/// session was cancelled meanwhile (the caller removes its bytes).
 #[derive(Message)]
-#[rtype(result = "u64")]
+#[rtype(result = "Result<u64, BlobWriter>")]
 pub struct Release(pub BlobWriter);
 
 impl Handler<Release> for UploadSession {
-    type Result = u64;
-    fn handle(&mut self, msg: Release, _: &mut Self::Context) -> u64 {
+    type Result = Result<u64, BlobWriter>;
+    fn handle(&mut self, msg: Release, ctx: &mut Self::Context) -> Self::Result {
         let mut writer = msg.0;
         writer.park();
+        if self.cancelled {
+            ctx.stop();
+            return Err(writer);
+        }
         self.offset = writer.written();
         self.writer = Some(writer);
         self.last_active = Instant::now();
-        self.offset
+        Ok(self.offset)
     }
 }
 
-/// End the session (completed with its lease consumed, or cancelled). Answers the writer if the
-/// session still held it, so the caller can release its storage.
-#[derive(Message)]
-#[rtype(result = "Result<Option<BlobWriter>, UploadError>")]
-pub struct Close {
-    /// Refuse while a request is writing (a cancel); a completion already holds the lease.
-    pub require_idle: bool,
+/// How a session ended.
+pub enum Closed {
+    /// It was idle: here is its writer, to be aborted.
+    Idle(BlobWriter),
+    /// A request holds the lease and will clean up when it releases it.
+    Busy,
 }
 
-impl Handler<Close> for UploadSession {
-    type Result = Result<Option<BlobWriter>, UploadError>;
-    fn handle(&mut self, msg: Close, ctx: &mut Self::Context) -> Self::Result {
-        if msg.require_idle && self.writer.is_none() {
-            return Err(UploadError::Busy {
-                offset: self.offset,
-            });
+/// Cancel the session.
+#[derive(Message)]
+#[rtype(result = "Closed")]
+pub struct Cancel;
+
+impl Handler<Cancel> for UploadSession {
+    type Result = MessageResult<Cancel>;
+    fn handle(&mut self, _: Cancel, ctx: &mut Self::Context) -> Self::Result {
+        match self.writer.take() {
+            Some(writer) => {
+                ctx.stop();
+                MessageResult(Closed::Idle(writer))
+            }
+            None => {
+                self.cancelled = true;
+                MessageResult(Closed::Busy)
+            }
         }
+    }
+}
+
+/// End the session after its lease holder received every byte (a completion). Refused if the
+/// session was cancelled meanwhile.
+#[derive(Message)]
+#[rtype(result = "Result<(), UploadError>")]
+pub struct Finish;
+
+impl Handler<Finish> for UploadSession {
+    type Result = Result<(), UploadError>;
+    fn handle(&mut self, _: Finish, ctx: &mut Self::Context) -> Self::Result {
         ctx.stop();
-        Ok(self.writer.take())
+        if self.cancelled {
+            Err(UploadError::Unknown(self.expiry.id.clone()))
+        } else {
+            Ok(())
+        }
     }
 }
