@@ -6,9 +6,11 @@
 //! - [`upload`]: upload-session and digest-verifier actors, streaming request bodies to storage;
 //! - [`storage`]: distribution's storage layout over `object_store`;
 //! - [`oci`]: validated domain types and manifest parsing;
-//! - [`config`] and [`server`]: loading the configuration and running the HTTP server.
+//! - [`config`] and [`server`]: loading the configuration and running the HTTP server;
+//! - [`bench`]: `berth bench`, the load generator and its report.
 
 pub mod api;
+pub mod bench;
 pub mod config;
 pub mod oci;
 pub mod registry;

@@ -27,12 +27,16 @@ enum Command {
         /// Configuration file in CNCF distribution's layout.
         config: Option<PathBuf>,
     },
+    /// Load-generate against a registry over HTTP(S) and report throughput and latency; with
+    /// --report, compare two registries from saved JSON lines.
+    Bench(Box<berth::bench::BenchArgs>),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(config),
+        Command::Bench(args) => berth::bench::run(*args),
     }
 }
 
