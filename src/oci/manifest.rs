@@ -128,6 +128,15 @@ impl Manifest {
                     OCI_MANIFEST.to_string()
                 }
             });
+        if raw.media_type.is_none()
+            && matches!(content_type, Some(DOCKER_MANIFEST | DOCKER_MANIFEST_LIST))
+        {
+            // Docker's formats carry their type; without it a GET could not answer it.
+            return Err(invalid(format!(
+                "a {} must carry its mediaType field",
+                content_type.unwrap_or_default()
+            )));
+        }
         let kind = match media_type.as_str() {
             OCI_MANIFEST | DOCKER_MANIFEST => Kind::Image,
             OCI_INDEX | DOCKER_MANIFEST_LIST => Kind::Index,
@@ -234,23 +243,35 @@ fn schema1_refused() -> OciError {
     )
 }
 
-/// Whether an `Accept` header admits `media_type`. No header (or an empty one) accepts all.
+/// Whether an `Accept` header admits `media_type` (case-insensitively; `q=0` excludes). No
+/// header (or an empty one) accepts all.
 pub fn accepts(accept_headers: &[&str], media_type: &str) -> bool {
+    let media_type = media_type.to_ascii_lowercase();
     let mut any = false;
     for value in accept_headers {
         for item in value.split(',') {
-            let item = item.split(';').next().unwrap_or("").trim();
-            if item.is_empty() {
+            let mut parts = item.split(';');
+            let range = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            if range.is_empty() {
                 continue;
             }
             any = true;
-            if item == media_type || item == "*/*" {
-                return true;
+            let refused = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q == 0.0)
+            });
+            if refused {
+                continue;
             }
-            if let Some(prefix) = item.strip_suffix("/*") {
-                if media_type.split('/').next() == Some(prefix) {
-                    return true;
-                }
+            let matches = range == media_type
+                || range == "*/*"
+                || range
+                    .strip_suffix("/*")
+                    .is_some_and(|prefix| media_type.split('/').next() == Some(prefix));
+            if matches {
+                return true;
             }
         }
     }
@@ -308,6 +329,14 @@ mod tests {
         ));
         assert!(Manifest::parse(b"not json", None).is_err());
         assert!(Manifest::parse(br#"{"schemaVersion":2}"#, Some(OCI_MANIFEST)).is_err());
+        let untyped = image("").replace(&format!(r#""mediaType":"{OCI_MANIFEST}","#), "");
+        assert_ne!(untyped, image(""), "the top-level mediaType was removed");
+        let err = Manifest::parse(untyped.as_bytes(), Some(DOCKER_MANIFEST)).unwrap_err();
+        assert!(
+            err.to_string().contains("must carry its mediaType"),
+            "{err}"
+        );
+        assert!(Manifest::parse(untyped.as_bytes(), Some(OCI_MANIFEST)).is_ok());
     }
 
     #[test]
@@ -343,5 +372,10 @@ mod tests {
         assert!(accepts(&["*/*"], OCI_INDEX));
         assert!(accepts(&["application/*;q=0.5"], OCI_INDEX));
         assert!(!accepts(&[DOCKER_MANIFEST], OCI_INDEX));
+        assert!(accepts(
+            &["application/vnd.oci.image.index.v1+JSON"],
+            OCI_INDEX
+        ));
+        assert!(!accepts(&[&format!("{OCI_INDEX};q=0")], OCI_INDEX));
     }
 }

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use super::{Registry, RegistryError, Result};
 use crate::oci::manifest::Manifest;
-use crate::oci::{Digest, RepoName};
+use crate::oci::{Digest, Reference, RepoName, Tag};
 use crate::storage::layout;
 
 /// The catalog answers at most this many names when the client gives no `n`.
@@ -94,30 +94,50 @@ impl Registry {
     }
 
     /// Descriptors of the manifests in `repo` whose `subject` is `subject`, optionally only
-    /// those of one artifact type.
+    /// those of one artifact type. Candidates come from berth's own index (written at push) and,
+    /// for storage taken over from a registry without the referrers API, from the index clients
+    /// kept under the referrers tag schema (`sha256-<hex>`); each is checked to still be in the
+    /// repository and to name this subject.
     pub async fn referrers(
         &self,
         repo: &RepoName,
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Vec<Value>> {
-        let prefix = layout::referrers_dir(repo, subject);
-        let mut links = Vec::new();
-        let mut listing = self.storage.list_objects(&prefix);
-        while let Some(meta) = listing.next().await {
-            links.push(meta?);
+        let mut candidates = std::collections::BTreeSet::new();
+        let mut links = self
+            .storage
+            .list_objects(&layout::referrers_dir(repo, subject));
+        while let Some(link) = links.next().await {
+            if let Some(digest) = self.storage.read_link(&link?).await? {
+                candidates.insert(digest);
+            }
+        }
+        let schema_tag = format!("{}-{}", subject.algorithm().as_str(), &subject.hex()[..64]);
+        if let Ok(tag) = schema_tag.parse::<Tag>() {
+            if let Some(index) = self.resolve(repo, &Reference::Tag(tag)).await? {
+                if let Ok(bytes) = self.storage.read_blob(&index).await {
+                    if let Ok(parsed) = Manifest::parse(&bytes, None) {
+                        candidates.extend(parsed.children.into_iter().map(|d| d.digest));
+                    }
+                }
+            }
         }
         let mut out = Vec::new();
-        for link in links {
-            let Some(digest) = self.storage.read_link(&link).await? else {
+        for digest in candidates {
+            let reference = Reference::Digest(digest.clone());
+            if self.resolve(repo, &reference).await?.is_none() {
                 continue;
-            };
+            }
             let Ok(bytes) = self.storage.read_blob(&digest).await else {
                 continue;
             };
             let Ok(parsed) = Manifest::parse(&bytes, None) else {
                 continue;
             };
+            if parsed.subject.as_ref().map(|s| &s.digest) != Some(subject) {
+                continue;
+            }
             let kind = parsed.referrer_artifact_type();
             if artifact_type.is_some() && kind.as_deref() != artifact_type {
                 continue;
@@ -135,7 +155,6 @@ impl Registry {
             }
             out.push(d);
         }
-        out.sort_by(|a, b| a["digest"].as_str().cmp(&b["digest"].as_str()));
         Ok(out)
     }
 }

@@ -361,4 +361,41 @@ mod tests {
             .unwrap();
         assert!(reg.referrers(&r, &subject, None).await.unwrap().is_empty());
     }
+
+    #[actix_rt::test]
+    async fn referrers_pushed_to_a_registry_without_the_api_are_found_by_tag_schema() {
+        let reg = registry();
+        let r = repo("a");
+        let config = push_blob(&reg, &r, b"{}").await;
+        let layer = push_blob(&reg, &r, b"layer").await;
+        let subject = Digest::sha256(b"the signed image");
+        let referrer = image_manifest(&config, &layer, Some(&subject));
+        let rd = Digest::sha256(&referrer);
+        reg.put_manifest(
+            &r,
+            &Reference::Digest(rd.clone()),
+            referrer.clone(),
+            None,
+            &[],
+        )
+        .await
+        .unwrap();
+        // As registry:2 would have it: no berth index, only the client-maintained tag.
+        reg.storage()
+            .delete_prefix(&layout::referrers_dir(&r, &subject))
+            .await
+            .unwrap();
+        assert!(reg.referrers(&r, &subject, None).await.unwrap().is_empty());
+        let index = Bytes::from(format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{rd}","size":{}}}]}}"#,
+            referrer.len()
+        ));
+        let tag: Reference = format!("sha256-{}", subject.hex()).parse().unwrap();
+        reg.put_manifest(&r, &tag, index, Some(OCI_INDEX), &[])
+            .await
+            .unwrap();
+        let list = reg.referrers(&r, &subject, None).await.unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0]["digest"], rd.to_string());
+    }
 }
