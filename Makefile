@@ -3,7 +3,7 @@
 CARGO ?= cargo
 PYTHON ?= python3
 
-.PHONY: run test deps lint unit bench clean
+.PHONY: run test deps lint unit bench bench-micro clean
 
 ## Run the registry on the default configuration (./config.yml: ./data, 127.0.0.1:5000).
 run:
@@ -35,8 +35,14 @@ lint:
 unit:
 	$(CARGO) test --lib --test api_blobs --test api_manifests
 
-## Criterion micro-benchmarks.
+## Load benchmark: berth against CNCF distribution 2.8.2 (Debian's docker-registry) on this machine,
+## with the machine's ceilings; writes BENCHMARKS.md and benches/results/ (about 10 minutes, root
+## for apt-get). Knobs: BENCH_REPEAT, BENCH_BLOB_SIZE, … (see scripts/bench.sh).
 bench:
+	CARGO="$(CARGO)" bash scripts/bench.sh
+
+## Criterion micro-benchmarks.
+bench-micro:
 	$(CARGO) bench --bench digest --bench manifest
 
 clean:
