@@ -5,6 +5,7 @@
 //! over that layout: blobs, link files, listings. In-progress uploads live under berth's own
 //! prefix; the upload module writes them through [`Storage::new_upload_writer`].
 
+pub mod faults;
 pub mod layout;
 mod writer;
 
@@ -99,6 +100,15 @@ impl Storage {
             store: mem.clone(),
             backend: Backend::InMemory(mem),
         }
+    }
+
+    /// The same storage with faults injected where `faults` says (failure tests).
+    pub fn with_faults(mut self, faults: faults::Faults) -> Storage {
+        self.store = Arc::new(faults::FaultyStore {
+            inner: self.store,
+            faults,
+        });
+        self
     }
 
     pub fn describe(&self) -> String {

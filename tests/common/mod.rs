@@ -34,6 +34,7 @@ pub enum Store {
 pub struct Builder {
     store: Store,
     env: HashMap<String, String>,
+    faults: Option<berth::storage::faults::Faults>,
 }
 
 impl Builder {
@@ -45,6 +46,12 @@ impl Builder {
     /// Sets a configuration key through its `REGISTRY_…` variable.
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.insert(key.to_string(), value.to_string());
+        self
+    }
+
+    /// Injects storage faults controlled through `faults`.
+    pub fn faults(mut self, faults: &berth::storage::faults::Faults) -> Self {
+        self.faults = Some(faults.clone());
         self
     }
 
@@ -73,10 +80,14 @@ impl Builder {
         }
         let config = berth::config::Config::load(None, &env).expect("test configuration loads");
         let (tx, rx) = mpsc::channel();
+        let faults = self.faults;
         let thread = std::thread::spawn(move || {
             let system = actix_web::rt::System::new();
             system.block_on(async move {
-                let storage = berth::server::open_storage(&config).expect("storage opens");
+                let mut storage = berth::server::open_storage(&config).expect("storage opens");
+                if let Some(faults) = faults {
+                    storage = storage.with_faults(faults);
+                }
                 let bound = berth::server::bind(&config, storage).expect("server binds");
                 tx.send((bound.addrs[0], actix_web::rt::System::current()))
                     .unwrap();
@@ -110,6 +121,7 @@ impl TestRegistry {
         Builder {
             store: Store::Memory,
             env: HashMap::new(),
+            faults: None,
         }
     }
 

@@ -1,0 +1,98 @@
+//! Storage failures: every one answers the spec's JSON error, and none leaves a blob, a manifest or
+//! a tag half-visible; once storage works again, the same pushes succeed.
+
+mod common;
+
+use berth::storage::faults::{Faults, Op};
+use common::{client, error_code, push_blob, sha256, TestRegistry};
+
+#[test]
+fn a_failed_commit_shows_nothing_and_a_retry_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Faults::default();
+    let reg = TestRegistry::builder()
+        .filesystem(dir.path())
+        .faults(&faults)
+        .start();
+    let c = client();
+    let content = vec![42u8; 300_000];
+    let digest = sha256(&content);
+
+    // The rename that publishes the upload under its digest fails.
+    faults.fail(Op::Rename, "_berth/uploads", 1);
+    let r = c
+        .post(reg.url(&format!("/v2/f/blobs/uploads/?digest={digest}")))
+        .body(content.clone())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    assert_eq!(error_code(&r.text().unwrap()), "UNKNOWN");
+    assert_eq!(
+        c.head(reg.url(&format!("/v2/f/blobs/{digest}")))
+            .send()
+            .unwrap()
+            .status(),
+        404
+    );
+    let uploads = dir.path().join("docker/registry/v2/_berth/uploads");
+    assert_eq!(
+        std::fs::read_dir(&uploads).map(|d| d.count()).unwrap_or(0),
+        0,
+        "no upload left behind"
+    );
+
+    // Storage is back: the same push works and the content is whole.
+    assert_eq!(push_blob(&reg, "f", &content), digest);
+    let got = c
+        .get(reg.url(&format!("/v2/f/blobs/{digest}")))
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    assert_eq!(got.as_ref(), &content[..]);
+}
+
+#[test]
+fn a_failed_manifest_write_leaves_no_tag() {
+    let faults = Faults::default();
+    let reg = TestRegistry::builder().faults(&faults).start();
+    let c = client();
+    let config = push_blob(&reg, "m", b"{}");
+    let manifest = common::image_manifest((&config, 2), &[]);
+
+    faults.fail(Op::Put, "_manifests/revisions", 1);
+    let put = |tag: &str| {
+        c.put(reg.url(&format!("/v2/m/manifests/{tag}")))
+            .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+            .body(manifest.clone())
+            .send()
+            .unwrap()
+    };
+    let r = put("v1");
+    assert_eq!(r.status(), 500);
+    assert_eq!(error_code(&r.text().unwrap()), "UNKNOWN");
+    let r = c.get(reg.url("/v2/m/manifests/v1")).send().unwrap();
+    assert_eq!(
+        r.status(),
+        404,
+        "the tag must not point at a manifest that was not recorded"
+    );
+
+    assert_eq!(put("v1").status(), 201);
+    let r = c.get(reg.url("/v2/m/manifests/v1")).send().unwrap();
+    assert_eq!(r.text().unwrap(), manifest);
+}
+
+#[test]
+fn a_failed_read_is_a_json_error() {
+    let faults = Faults::default();
+    let reg = TestRegistry::builder().faults(&faults).start();
+    let c = client();
+    let d = push_blob(&reg, "r", b"content");
+    faults.fail(Op::Get, "/blobs/", 1);
+    let r = c.get(reg.url(&format!("/v2/r/blobs/{d}"))).send().unwrap();
+    assert_eq!(r.status(), 500);
+    assert_eq!(error_code(&r.text().unwrap()), "UNKNOWN");
+    let r = c.get(reg.url(&format!("/v2/r/blobs/{d}"))).send().unwrap();
+    assert_eq!(r.bytes().unwrap().as_ref(), b"content");
+}
