@@ -289,7 +289,7 @@ busy=$(awk '{ n++; if ($1 > max) max = $1; if ($2 > 0) c++ } END { printf "%d %.
 read -r nsamples maxload compiling <<<"$busy"
 # CPU seconds of other processes: per PID, last sample minus first (USER_HZ = 100).
 others=$(awk '{ if (!($1 in first)) first[$1] = $2; last[$1] = $2 } END { for (p in first) t += last[p] - first[p]; printf "%.0f", t / 100 }' "$OTHERS" 2>/dev/null || echo 0)
-share=$(awk -v o="$others" -v m="$MEASURED" -v n="$(nproc)" 'BEGIN { printf "%.0f", m > 0 ? 100 * o / (m * n) : 0 }')
+share=$(awk -v o="$others" -v m="$MEASURED" -v n="$(nproc)" 'BEGIN { printf "%.0f", (m > 0 ? 100 * o / (m * n) : 0) }')
 if [ "${compiling:-0}" -gt 0 ] || [ "$share" -ge 5 ]; then
   BUSY="**The machine was busy:** processes outside the benchmark used $others CPU-seconds during the $MEASURED s of measurement ($share % of the machine's $(nproc) cores); compilers (rustc/cargo) were running in ${compiling:-0} of $nsamples samples taken every 5 s; the 1-minute load average reached $maxload. Both registries met the same interference (rounds alternate), but absolute numbers are lower and noisier than on an idle machine."
 else
@@ -307,9 +307,9 @@ if [ -z "${BENCH_NO_MD:-}" ]; then
 # Benchmarks
 
 berth (commit $COMMIT) against CNCF distribution $DIST_VERSION (Debian's \`docker-registry\`), on
-the same machine in the same run, produced by \`make bench\` (\`scripts/bench.sh\`, which drives \`berth bench\`). Ratios
-are berth ÷ distribution of medians over $REPEAT rounds; higher is better for throughput, and the
-chart scales each scenario's two bars to the larger one.
+the same machine in the same run, produced by \`make bench\` (\`scripts/bench.sh\`, which drives
+\`berth bench\`). Ratios are berth ÷ distribution of medians over $REPEAT rounds; higher is better
+for throughput, and the chart scales each scenario's two bars to the larger one.
 
 ![throughput per scenario](benches/results/throughput.svg)
 
