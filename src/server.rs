@@ -77,6 +77,13 @@ pub fn bind(config: &Config, storage: Storage) -> Result<Bound, ServerError> {
             )
             .configure(api::configure)
     })
+    // Responses are written as headers then body; with Nagle's algorithm on, the body of a small
+    // response on a kept-alive connection waits for the client's delayed ACK (~40 ms).
+    .on_connect(|conn, _| {
+        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            let _ = tcp.set_nodelay(true);
+        }
+    })
     .bind(addr)
     .map_err(|source| ServerError::Bind { addr, source })?;
     let addrs = server.addrs();
