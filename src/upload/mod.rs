@@ -23,13 +23,12 @@ use crate::oci::{Algorithm, Digest, RepoName};
 use crate::storage::{BlobWriter, Storage, StorageError};
 pub use session::UploadSession;
 use session::{Acquire, Cancel, Closed, Expiry, Finish, GetStatus, Lease, Release};
-use verifier::{Current, Update};
+use verifier::{Current, Progress, Update};
 pub use verifier::{DigestVerifier, HashingPool};
 
 /// Body bytes are gathered into batches of about this size before a write and a hash.
 const BATCH_SIZE: usize = 1024 * 1024;
-/// Batches handed to the verifier and not yet hashed (bounded memory; below the mailbox size so
-/// the messages are queued in order without waiting).
+/// Batches handed to the verifier and not yet hashed, per request (bounded memory).
 const MAX_HASH_IN_FLIGHT: usize = 4;
 
 #[derive(Debug, Error)]
@@ -283,7 +282,9 @@ where
     let mut small = BytesMut::new();
     let mut batch_len = 0usize;
     let mut received = 0u64;
-    let mut hashing: VecDeque<actix::dev::Request<DigestVerifier, Update>> = VecDeque::new();
+    // One `Progress` query per batch sent: awaiting the oldest is waiting until the hasher is at
+    // most MAX_HASH_IN_FLIGHT batches behind.
+    let mut hashing: VecDeque<actix::dev::Request<DigestVerifier, Progress>> = VecDeque::new();
     let mut outcome = Ok(());
     loop {
         let next: Option<Result<Bytes, String>> =
@@ -340,7 +341,8 @@ where
                 outcome = Err(e.into());
                 break;
             }
-            hashing.push_back(verifier.send(Update(full)));
+            verifier.do_send(Update(full));
+            hashing.push_back(verifier.send(Progress));
             if hashing.len() > MAX_HASH_IN_FLIGHT {
                 let _ = hashing.pop_front().expect("non-empty").await;
             }
@@ -349,9 +351,12 @@ where
             break;
         }
     }
-    for pending in hashing {
-        let _ = pending.await;
-    }
+    // The last batches are not waited for: the request can be answered while they are hashed.
+    // The verifier handles messages in order, so the digest asked for at completion covers
+    // them, and a later request's first batches queue behind them, which bounds the backlog.
+    // (Dropping an unanswered `Progress` only cancels that query; `Update`s have no answer to
+    // cancel and are always handled.)
+    drop(hashing);
     outcome
 }
 

@@ -25,18 +25,31 @@ impl Actor for DigestVerifier {
     type Context = Context<Self>;
 }
 
-/// Hash a batch of bytes (already written to storage). Answers the total hashed so far.
+/// Hash a batch of bytes (already written to storage). Sent with `do_send`: it has no answer,
+/// so it is handled even when the request that sent it is gone.
 #[derive(Message)]
-#[rtype(result = "u64")]
+#[rtype(result = "()")]
 pub struct Update(pub Vec<Bytes>);
 
 impl Handler<Update> for DigestVerifier {
-    type Result = u64;
-    fn handle(&mut self, msg: Update, _: &mut Self::Context) -> u64 {
+    type Result = ();
+    fn handle(&mut self, msg: Update, _: &mut Self::Context) {
         for b in &msg.0 {
             self.hasher.update(b);
             self.hashed += b.len() as u64;
         }
+    }
+}
+
+/// How many bytes are hashed so far: answered once every `Update` queued before it is done, so
+/// awaiting it is how a writer waits for the hasher to catch up.
+#[derive(Message)]
+#[rtype(result = "u64")]
+pub struct Progress;
+
+impl Handler<Progress> for DigestVerifier {
+    type Result = u64;
+    fn handle(&mut self, _: Progress, _: &mut Self::Context) -> u64 {
         self.hashed
     }
 }
