@@ -35,6 +35,8 @@ enum Sink {
         fsync: bool,
         /// Where early write-back was last started (see [`WRITEBACK_STEP`]).
         writeback_from: u64,
+        /// Bytes before this are on disk and dropped from the page cache.
+        settled_to: u64,
     },
     Multipart {
         store: Arc<dyn MultipartStore>,
@@ -76,6 +78,7 @@ impl BlobWriter {
                 file: Some(Arc::new(file)),
                 fsync,
                 writeback_from: 0,
+                settled_to: 0,
             },
         })
     }
@@ -120,6 +123,7 @@ impl BlobWriter {
                 file,
                 fsync,
                 writeback_from,
+                settled_to,
             } => {
                 let file = match file {
                     Some(f) => f.clone(),
@@ -135,8 +139,8 @@ impl BlobWriter {
                 };
                 let offset = self.written;
                 let end = offset + len as u64;
-                let kick =
-                    (*fsync && end - *writeback_from >= WRITEBACK_STEP).then_some(*writeback_from);
+                let kick = (*fsync && end - *writeback_from >= WRITEBACK_STEP)
+                    .then_some((*settled_to, *writeback_from));
                 blocking(move || {
                     let result = write_all_vectored_at(&file, &batch, offset);
                     if result.is_err() {
@@ -144,13 +148,15 @@ impl BlobWriter {
                         let _ = file.set_len(offset);
                     }
                     result?;
-                    if let Some(from) = kick {
+                    if let Some((settled, from)) = kick {
+                        settle(&file, settled, from);
                         start_writeback(&file, from, end - from);
                     }
                     Ok(())
                 })
                 .await?;
-                if kick.is_some() {
+                if let Some((_, from)) = kick {
+                    *settled_to = from;
                     *writeback_from = end;
                 }
             }
@@ -297,6 +303,34 @@ fn write_all_vectored_at(file: &std::fs::File, bufs: &[Bytes], offset: u64) -> s
         }
     }
     Ok(())
+}
+
+/// Waits for the write-back of `from..to` started one step earlier, then drops those pages from
+/// the page cache: a large upload streams through a small, reused window of memory instead of
+/// filling the cache (and the machine) with pages that will not be read soon.
+fn settle(file: &std::fs::File, from: u64, to: u64) {
+    use std::os::fd::AsRawFd;
+    if to <= from {
+        return;
+    }
+    let fd = file.as_raw_fd();
+    // SAFETY: plain syscalls on a descriptor owned by `file`; failure only loses the hint.
+    unsafe {
+        libc::sync_file_range(
+            fd,
+            from as libc::off64_t,
+            (to - from) as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                | libc::SYNC_FILE_RANGE_WRITE
+                | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+        );
+        libc::posix_fadvise(
+            fd,
+            from as libc::off_t,
+            (to - from) as libc::off_t,
+            libc::POSIX_FADV_DONTNEED,
+        );
+    }
 }
 
 /// Asks the kernel to start writing `len` bytes from `from` to disk without waiting for it.
