@@ -304,6 +304,23 @@ impl Storage {
     }
 }
 
+/// How far ahead of a blob reader the kernel is asked to read.
+const READ_AHEAD: u64 = 8 * 1024 * 1024;
+
+/// Asks the kernel to start reading `len` bytes from `from` into the page cache.
+fn read_ahead(file: &std::fs::File, from: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain syscall on a descriptor owned by `file`; failure only loses the hint.
+    unsafe {
+        libc::posix_fadvise(
+            file.as_raw_fd(),
+            from as libc::off_t,
+            len as libc::off_t,
+            libc::POSIX_FADV_WILLNEED,
+        );
+    }
+}
+
 /// A stream over `range` of a local file, read in large pieces on the blocking pool.
 fn file_stream(
     file: std::fs::File,
@@ -320,6 +337,12 @@ fn file_stream(
             }
             let want = (end - pos).min(FILE_READ_CHUNK as u64) as usize;
             let buf = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+                // Keep the disk busy ahead of the reader: uploads are dropped from the page cache
+                // once written, so a first pull reads from disk.
+                let ahead = pos + want as u64;
+                if ahead < end {
+                    read_ahead(&file, ahead, (end - ahead).min(READ_AHEAD));
+                }
                 let mut buf = vec![0u8; want];
                 let mut filled = 0;
                 while filled < want {
