@@ -171,24 +171,14 @@ impl UploadManager {
         // future is dropped (the client went away), the task finishes what it wrote and gives
         // the lease back.
         let task = actix_rt::spawn(async move {
-            let lease = addr
-                .send(Acquire { expected_offset })
-                .await
-                .map_err(|_| UploadError::Unknown(id.clone()))??;
             let Lease {
                 mut writer,
                 verifier,
                 ..
-            } = lease;
+            } = acquire(&addr, &id, expected_offset).await?;
             let outcome = ingest(&mut writer, &verifier, body, length).await;
-            match addr.send(Release(writer)).await {
-                Ok(Ok(offset)) => outcome.map(|()| offset),
-                Ok(Err(cancelled)) => {
-                    discard(&storage, &id, cancelled).await;
-                    Err(UploadError::Unknown(id))
-                }
-                Err(_) => Err(UploadError::Unknown(id)),
-            }
+            let offset = give_back(&addr, &storage, &id, writer).await;
+            outcome.and(offset)
         });
         task.await
             .map_err(|e| UploadError::BodyInterrupted(e.to_string()))?
@@ -216,19 +206,13 @@ impl UploadManager {
         let digest = digest.clone();
         let id = id.to_string();
         let task = actix_rt::spawn(async move {
-            let lease = addr
-                .send(Acquire { expected_offset })
-                .await
-                .map_err(|_| UploadError::Unknown(id.clone()))??;
             let Lease {
                 mut writer,
                 verifier,
                 algorithm,
-            } = lease;
+            } = acquire(&addr, &id, expected_offset).await?;
             if let Err(e) = ingest(&mut writer, &verifier, body, length).await {
-                if let Ok(Err(cancelled)) = addr.send(Release(writer)).await {
-                    discard(&storage, &id, cancelled).await;
-                }
+                let _ = give_back(&addr, &storage, &id, writer).await;
                 return Err(e);
             }
             let finished = addr.send(Finish).await;
@@ -256,6 +240,35 @@ impl UploadManager {
             self.storage.discard_upload(id).await?;
         }
         Ok(())
+    }
+}
+
+/// Takes a session's lease.
+async fn acquire(
+    addr: &Addr<UploadSession>,
+    id: &str,
+    expected_offset: Option<u64>,
+) -> Result<Lease> {
+    addr.send(Acquire { expected_offset })
+        .await
+        .map_err(|_| UploadError::Unknown(id.to_string()))?
+}
+
+/// Gives the writer back to its session and answers the new offset; if the session was
+/// cancelled meanwhile, removes its bytes instead.
+async fn give_back(
+    addr: &Addr<UploadSession>,
+    storage: &Storage,
+    id: &str,
+    writer: BlobWriter,
+) -> Result<u64> {
+    match addr.send(Release(writer)).await {
+        Ok(Ok(offset)) => Ok(offset),
+        Ok(Err(cancelled)) => {
+            discard(storage, id, cancelled).await;
+            Err(UploadError::Unknown(id.to_string()))
+        }
+        Err(_) => Err(UploadError::Unknown(id.to_string())),
     }
 }
 
