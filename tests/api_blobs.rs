@@ -420,6 +420,14 @@ struct GatedBody {
     current: Vec<u8>,
 }
 
+/// A streamed (chunked) request body fed through `gate`.
+fn gated_body(gate: mpsc::Receiver<Vec<u8>>) -> reqwest::blocking::Body {
+    reqwest::blocking::Body::new(GatedBody {
+        gate,
+        current: Vec::new(),
+    })
+}
+
 impl Read for GatedBody {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if self.current.is_empty() {
@@ -442,10 +450,7 @@ fn racing_patches_never_interleave() {
     let (tx, rx) = mpsc::channel();
     let slow_location = location.clone();
     let slow = std::thread::spawn(move || {
-        let body = reqwest::blocking::Body::new(GatedBody {
-            gate: rx,
-            current: Vec::new(),
-        });
+        let body = gated_body(rx);
         client()
             .patch(&slow_location)
             .body(body)
@@ -545,38 +550,45 @@ fn a_broken_patch_keeps_what_arrived_and_can_be_resumed() {
     assert_eq!(got.as_ref(), &whole[..]);
 }
 
+/// A `REGISTRY_…` setting or a request header: name and value.
+type Pair = (&'static str, &'static str);
+
 #[test]
 fn location_headers_follow_configuration_and_proxies() {
-    let c = client();
-    let reg = TestRegistry::start();
-    let r = c
-        .post(reg.url("/v2/a/blobs/uploads/"))
-        .header("X-Forwarded-Proto", "https")
-        .header("X-Forwarded-Host", "registry.example.com")
-        .send()
-        .unwrap();
-    assert!(r.headers()["location"]
-        .to_str()
-        .unwrap()
-        .starts_with("https://registry.example.com/v2/a/blobs/uploads/"));
-
-    let reg = TestRegistry::builder()
-        .env("REGISTRY_HTTP_RELATIVEURLS", "true")
-        .start();
-    let r = c.post(reg.url("/v2/a/blobs/uploads/")).send().unwrap();
-    assert!(r.headers()["location"]
-        .to_str()
-        .unwrap()
-        .starts_with("/v2/a/blobs/uploads/"));
-
-    let reg = TestRegistry::builder()
-        .env("REGISTRY_HTTP_HOST", "https://reg.internal:8443")
-        .start();
-    let r = c.post(reg.url("/v2/a/blobs/uploads/")).send().unwrap();
-    assert!(r.headers()["location"]
-        .to_str()
-        .unwrap()
-        .starts_with("https://reg.internal:8443/v2/a/blobs/uploads/"));
+    let cases: [(Option<Pair>, &[Pair], &str); 3] = [
+        (
+            None,
+            &[
+                ("X-Forwarded-Proto", "https"),
+                ("X-Forwarded-Host", "registry.example.com"),
+            ],
+            "https://registry.example.com/v2/a/blobs/uploads/",
+        ),
+        (
+            Some(("REGISTRY_HTTP_RELATIVEURLS", "true")),
+            &[],
+            "/v2/a/blobs/uploads/",
+        ),
+        (
+            Some(("REGISTRY_HTTP_HOST", "https://reg.internal:8443")),
+            &[],
+            "https://reg.internal:8443/v2/a/blobs/uploads/",
+        ),
+    ];
+    for (setting, headers, expected) in cases {
+        let mut builder = TestRegistry::builder();
+        if let Some((key, value)) = setting {
+            builder = builder.env(key, value);
+        }
+        let reg = builder.start();
+        let mut request = client().post(reg.url("/v2/a/blobs/uploads/"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let r = request.send().unwrap();
+        let location = r.headers()["location"].to_str().unwrap();
+        assert!(location.starts_with(expected), "{location} for {setting:?}");
+    }
 }
 
 #[test]
@@ -629,10 +641,7 @@ fn cancelling_a_busy_upload_removes_it_once_the_writer_is_done() {
     let (tx, rx) = mpsc::channel();
     let slow_location = location.clone();
     let slow = std::thread::spawn(move || {
-        let body = reqwest::blocking::Body::new(GatedBody {
-            gate: rx,
-            current: Vec::new(),
-        });
+        let body = gated_body(rx);
         client()
             .patch(&slow_location)
             .body(body)
@@ -666,10 +675,7 @@ fn a_chunk_must_be_as_long_as_its_content_range() {
     let (tx, rx) = mpsc::channel();
     tx.send(b"abc".to_vec()).unwrap();
     drop(tx);
-    let body = reqwest::blocking::Body::new(GatedBody {
-        gate: rx,
-        current: Vec::new(),
-    });
+    let body = gated_body(rx);
     let r = client()
         .patch(&location)
         .header("Content-Range", "0-9")
