@@ -121,32 +121,23 @@ impl UploadManager {
         self.sessions.lock().unwrap().len()
     }
 
-    async fn session(&self, repo: &RepoName, id: &str) -> Result<Addr<UploadSession>> {
-        let addr = self
-            .sessions
+    /// The session's actor; whether it belongs to the request's repository is checked by the
+    /// message the caller sends it.
+    fn session(&self, id: &str) -> Result<Addr<UploadSession>> {
+        self.sessions
             .lock()
             .unwrap()
             .get(id)
             .cloned()
-            .ok_or_else(|| UploadError::Unknown(id.to_string()))?;
-        let status = addr
-            .send(GetStatus)
-            .await
-            .map_err(|_| UploadError::Unknown(id.to_string()))??;
-        if &status.repo != repo {
-            return Err(UploadError::Unknown(id.to_string()));
-        }
-        Ok(addr)
+            .ok_or_else(|| UploadError::Unknown(id.to_string()))
     }
 
     /// Bytes stored so far.
     pub async fn status(&self, repo: &RepoName, id: &str) -> Result<u64> {
-        let addr = self.session(repo, id).await?;
-        let status = addr
-            .send(GetStatus)
+        self.session(id)?
+            .send(GetStatus { repo: repo.clone() })
             .await
-            .map_err(|_| UploadError::Unknown(id.to_string()))??;
-        Ok(status.offset)
+            .map_err(|_| UploadError::Unknown(id.to_string()))?
     }
 
     /// Appends a request body (a PATCH) of `length` bytes if the request said so. Answers the
@@ -164,8 +155,9 @@ impl UploadManager {
         S: Stream<Item = Result<Bytes, E>> + Unpin + 'static,
         E: std::fmt::Display + 'static,
     {
-        let addr = self.session(repo, id).await?;
+        let addr = self.session(id)?;
         let storage = self.storage.clone();
+        let repo = repo.clone();
         let id = id.to_string();
         // The lease is taken and the body read in a task of its own: even if this request's
         // future is dropped (the client went away), the task finishes what it wrote and gives
@@ -175,7 +167,7 @@ impl UploadManager {
                 mut writer,
                 verifier,
                 ..
-            } = acquire(&addr, &id, expected_offset).await?;
+            } = acquire(&addr, &id, repo, expected_offset).await?;
             let outcome = ingest(&mut writer, &verifier, body, length).await;
             let offset = give_back(&addr, &storage, &id, writer).await;
             outcome.and(offset)
@@ -200,8 +192,9 @@ impl UploadManager {
         S: Stream<Item = Result<Bytes, E>> + Unpin + 'static,
         E: std::fmt::Display + 'static,
     {
-        let addr = self.session(repo, id).await?;
+        let addr = self.session(id)?;
         let storage = self.storage.clone();
+        let repo = repo.clone();
         let sessions = self.sessions.clone();
         let digest = digest.clone();
         let id = id.to_string();
@@ -210,7 +203,7 @@ impl UploadManager {
                 mut writer,
                 verifier,
                 algorithm,
-            } = acquire(&addr, &id, expected_offset).await?;
+            } = acquire(&addr, &id, repo, expected_offset).await?;
             if let Err(e) = ingest(&mut writer, &verifier, body, length).await {
                 let _ = give_back(&addr, &storage, &id, writer).await;
                 return Err(e);
@@ -229,11 +222,11 @@ impl UploadManager {
 
     /// Cancels a session and removes its bytes (at once, or when a request writing it is done).
     pub async fn cancel(&self, repo: &RepoName, id: &str) -> Result<()> {
-        let addr = self.session(repo, id).await?;
+        let addr = self.session(id)?;
         let closed = addr
-            .send(Cancel)
+            .send(Cancel { repo: repo.clone() })
             .await
-            .map_err(|_| UploadError::Unknown(id.to_string()))?;
+            .map_err(|_| UploadError::Unknown(id.to_string()))??;
         self.sessions.lock().unwrap().remove(id);
         if let Closed::Idle(writer) = closed {
             writer.abort().await?;
@@ -247,11 +240,15 @@ impl UploadManager {
 async fn acquire(
     addr: &Addr<UploadSession>,
     id: &str,
+    repo: RepoName,
     expected_offset: Option<u64>,
 ) -> Result<Lease> {
-    addr.send(Acquire { expected_offset })
-        .await
-        .map_err(|_| UploadError::Unknown(id.to_string()))?
+    addr.send(Acquire {
+        repo,
+        expected_offset,
+    })
+    .await
+    .map_err(|_| UploadError::Unknown(id.to_string()))?
 }
 
 /// Gives the writer back to its session and answers the new offset; if the session was

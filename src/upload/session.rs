@@ -98,24 +98,30 @@ pub struct Lease {
     pub algorithm: Algorithm,
 }
 
-/// What a status request learns.
-#[derive(Debug, Clone)]
-pub struct Status {
-    pub repo: RepoName,
-    pub offset: u64,
+impl UploadSession {
+    /// Every request names the repository in its URL; a session answers only its own, so an
+    /// upload id is useless in another repository. Checked in each message, saving a round trip.
+    fn check_repo(&self, repo: &RepoName) -> Result<(), UploadError> {
+        if repo == &self.repo {
+            Ok(())
+        } else {
+            Err(UploadError::Unknown(self.expiry.id.clone()))
+        }
+    }
 }
 
+/// The bytes stored so far.
 #[derive(Message)]
-#[rtype(result = "Result<Status, UploadError>")]
-pub struct GetStatus;
+#[rtype(result = "Result<u64, UploadError>")]
+pub struct GetStatus {
+    pub repo: RepoName,
+}
 
 impl Handler<GetStatus> for UploadSession {
-    type Result = Result<Status, UploadError>;
-    fn handle(&mut self, _: GetStatus, _: &mut Self::Context) -> Self::Result {
-        Ok(Status {
-            repo: self.repo.clone(),
-            offset: self.offset,
-        })
+    type Result = Result<u64, UploadError>;
+    fn handle(&mut self, msg: GetStatus, _: &mut Self::Context) -> Self::Result {
+        self.check_repo(&msg.repo)?;
+        Ok(self.offset)
     }
 }
 
@@ -124,12 +130,14 @@ impl Handler<GetStatus> for UploadSession {
 #[derive(Message)]
 #[rtype(result = "Result<Lease, UploadError>")]
 pub struct Acquire {
+    pub repo: RepoName,
     pub expected_offset: Option<u64>,
 }
 
 impl Handler<Acquire> for UploadSession {
     type Result = Result<Lease, UploadError>;
     fn handle(&mut self, msg: Acquire, _: &mut Self::Context) -> Self::Result {
+        self.check_repo(&msg.repo)?;
         if self.writer.is_none() {
             return Err(UploadError::Busy {
                 offset: self.offset,
@@ -183,20 +191,23 @@ pub enum Closed {
 
 /// Cancel the session.
 #[derive(Message)]
-#[rtype(result = "Closed")]
-pub struct Cancel;
+#[rtype(result = "Result<Closed, UploadError>")]
+pub struct Cancel {
+    pub repo: RepoName,
+}
 
 impl Handler<Cancel> for UploadSession {
-    type Result = MessageResult<Cancel>;
-    fn handle(&mut self, _: Cancel, ctx: &mut Self::Context) -> Self::Result {
+    type Result = Result<Closed, UploadError>;
+    fn handle(&mut self, msg: Cancel, ctx: &mut Self::Context) -> Self::Result {
+        self.check_repo(&msg.repo)?;
         match self.writer.take() {
             Some(writer) => {
                 ctx.stop();
-                MessageResult(Closed::Idle(writer))
+                Ok(Closed::Idle(writer))
             }
             None => {
                 self.cancelled = true;
-                MessageResult(Closed::Busy)
+                Ok(Closed::Busy)
             }
         }
     }
