@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{client, error_code, push_blob, sha256, sha512, TestRegistry};
+use common::{assert_error, client, error_code, push_blob, sha256, sha512, TestRegistry};
 
 fn start_upload(reg: &TestRegistry, repo: &str) -> String {
     let r = client()
@@ -34,12 +34,10 @@ fn api_version_check_and_unknown_routes() {
     );
 
     let r = client().get(reg.url("/v2/a/unknown-thing")).send().unwrap();
-    assert_eq!(r.status(), 404);
-    assert_eq!(error_code(&r.text().unwrap()), "NOT_FOUND");
+    assert_error(r, 404, "NOT_FOUND");
 
     let r = client().post(reg.url("/v2/a/tags/list")).send().unwrap();
-    assert_eq!(r.status(), 405);
-    assert_eq!(error_code(&r.text().unwrap()), "UNSUPPORTED");
+    assert_error(r, 405, "UNSUPPORTED");
 }
 
 #[test]
@@ -111,8 +109,7 @@ fn single_request_push_with_post_digest() {
         .body(content.to_vec())
         .send()
         .unwrap();
-    assert_eq!(r.status(), 400);
-    assert_eq!(error_code(&r.text().unwrap()), "DIGEST_INVALID");
+    assert_error(r, 400, "DIGEST_INVALID");
     let r = client()
         .head(reg.url(&format!("/v2/a/blobs/{wrong}")))
         .send()
@@ -173,8 +170,7 @@ fn chunked_upload_with_status_and_out_of_order_chunks() {
         .body(vec![1u8; 5])
         .send()
         .unwrap();
-    assert_eq!(r.status(), 400);
-    assert_eq!(error_code(&r.text().unwrap()), "SIZE_INVALID");
+    assert_error(r, 400, "SIZE_INVALID");
 
     // Final chunk in the PUT.
     let r = c
@@ -193,8 +189,7 @@ fn chunked_upload_with_status_and_out_of_order_chunks() {
 
     // The session is gone once completed.
     let r = c.get(&location).send().unwrap();
-    assert_eq!(r.status(), 404);
-    assert_eq!(error_code(&r.text().unwrap()), "BLOB_UPLOAD_UNKNOWN");
+    assert_error(r, 404, "BLOB_UPLOAD_UNKNOWN");
 }
 
 #[test]
@@ -205,14 +200,12 @@ fn upload_errors() {
 
     // PUT without a digest, or with a malformed one.
     let r = c.put(&location).send().unwrap();
-    assert_eq!(r.status(), 400);
-    assert_eq!(error_code(&r.text().unwrap()), "DIGEST_INVALID");
+    assert_error(r, 400, "DIGEST_INVALID");
     let r = c
         .put(with_digest(&location, "sha256:nothex"))
         .send()
         .unwrap();
-    assert_eq!(r.status(), 400);
-    assert_eq!(error_code(&r.text().unwrap()), "DIGEST_INVALID");
+    assert_error(r, 400, "DIGEST_INVALID");
     let r = c
         .put(with_digest(
             &location,
@@ -220,8 +213,7 @@ fn upload_errors() {
         ))
         .send()
         .unwrap();
-    assert_eq!(r.status(), 400);
-    assert_eq!(error_code(&r.text().unwrap()), "DIGEST_INVALID");
+    assert_error(r, 400, "DIGEST_INVALID");
 
     // The session belongs to its repository.
     let id = location.rsplit('/').next().unwrap();
@@ -229,15 +221,13 @@ fn upload_errors() {
         .get(reg.url(&format!("/v2/other/blobs/uploads/{id}")))
         .send()
         .unwrap();
-    assert_eq!(r.status(), 404);
-    assert_eq!(error_code(&r.text().unwrap()), "BLOB_UPLOAD_UNKNOWN");
+    assert_error(r, 404, "BLOB_UPLOAD_UNKNOWN");
 
     // Digest mismatch: DIGEST_INVALID, nothing stored, session gone.
     c.patch(&location).body(b"abc".to_vec()).send().unwrap();
     let wrong = sha256(b"abd");
     let r = c.put(with_digest(&location, &wrong)).send().unwrap();
-    assert_eq!(r.status(), 400);
-    assert_eq!(error_code(&r.text().unwrap()), "DIGEST_INVALID");
+    assert_error(r, 400, "DIGEST_INVALID");
     assert_eq!(
         c.head(reg.url(&format!("/v2/a/blobs/{wrong}")))
             .send()
@@ -253,23 +243,20 @@ fn upload_errors() {
     let r = c.delete(&location).send().unwrap();
     assert_eq!(r.status(), 204);
     let r = c.patch(&location).body(b"def".to_vec()).send().unwrap();
-    assert_eq!(r.status(), 404);
-    assert_eq!(error_code(&r.text().unwrap()), "BLOB_UPLOAD_UNKNOWN");
+    assert_error(r, 404, "BLOB_UPLOAD_UNKNOWN");
 
     // Invalid names.
     let r = c
         .post(reg.url("/v2/Bad_Name/blobs/uploads/"))
         .send()
         .unwrap();
-    assert_eq!(r.status(), 400);
-    assert_eq!(error_code(&r.text().unwrap()), "NAME_INVALID");
+    assert_error(r, 400, "NAME_INVALID");
     let long = "a".repeat(256);
     let r = c
         .post(reg.url(&format!("/v2/{long}/blobs/uploads/")))
         .send()
         .unwrap();
-    assert_eq!(r.status(), 400);
-    assert_eq!(error_code(&r.text().unwrap()), "NAME_INVALID");
+    assert_error(r, 400, "NAME_INVALID");
 }
 
 #[test]
@@ -281,8 +268,7 @@ fn unknown_and_invalid_blobs() {
         .get(reg.url(&format!("/v2/a/blobs/{missing}")))
         .send()
         .unwrap();
-    assert_eq!(r.status(), 404);
-    assert_eq!(error_code(&r.text().unwrap()), "BLOB_UNKNOWN");
+    assert_error(r, 404, "BLOB_UNKNOWN");
     assert_eq!(
         c.head(reg.url(&format!("/v2/a/blobs/{missing}")))
             .send()
@@ -291,8 +277,7 @@ fn unknown_and_invalid_blobs() {
         404
     );
     let r = c.get(reg.url("/v2/a/blobs/sha256:1234")).send().unwrap();
-    assert_eq!(r.status(), 400);
-    assert_eq!(error_code(&r.text().unwrap()), "DIGEST_INVALID");
+    assert_error(r, 400, "DIGEST_INVALID");
     // A blob pushed to one repository is not visible from another.
     let d = push_blob(&reg, "one", b"private");
     assert_eq!(
@@ -392,8 +377,7 @@ fn blob_delete_and_disabled_delete() {
     let url = reg.url(&format!("/v2/a/blobs/{d}"));
     assert_eq!(c.delete(&url).send().unwrap().status(), 202);
     let r = c.get(&url).send().unwrap();
-    assert_eq!(r.status(), 404);
-    assert_eq!(error_code(&r.text().unwrap()), "BLOB_UNKNOWN");
+    assert_error(r, 404, "BLOB_UNKNOWN");
     let r = c.delete(&url).send().unwrap();
     assert_eq!(r.status(), 404);
 
@@ -403,8 +387,7 @@ fn blob_delete_and_disabled_delete() {
         .delete(reg.url(&format!("/v2/a/blobs/{d}")))
         .send()
         .unwrap();
-    assert_eq!(r.status(), 405);
-    assert_eq!(error_code(&r.text().unwrap()), "UNSUPPORTED");
+    assert_error(r, 405, "UNSUPPORTED");
     assert_eq!(
         c.head(reg.url(&format!("/v2/a/blobs/{d}")))
             .send()
@@ -682,8 +665,7 @@ fn a_chunk_must_be_as_long_as_its_content_range() {
         .body(body)
         .send()
         .unwrap();
-    assert_eq!(r.status(), 400);
-    assert_eq!(error_code(&r.text().unwrap()), "SIZE_INVALID");
+    assert_error(r, 400, "SIZE_INVALID");
 }
 
 #[test]

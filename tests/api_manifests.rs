@@ -2,7 +2,9 @@
 
 mod common;
 
-use common::{client, error_code, image_manifest, push_blob, push_image, sha256, TestRegistry};
+use common::{
+    assert_error, client, error_code, image_manifest, push_blob, push_image, sha256, TestRegistry,
+};
 use serde_json::{json, Value};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -118,8 +120,7 @@ fn docker_schema2_and_manifest_lists() {
         .header("Accept", DOCKER_MANIFEST)
         .send()
         .unwrap();
-    assert_eq!(r.status(), 404);
-    assert_eq!(error_code(&r.text().unwrap()), "MANIFEST_UNKNOWN");
+    assert_error(r, 404, "MANIFEST_UNKNOWN");
     let r = c
         .get(reg.url("/v2/d/manifests/multi"))
         .header("Accept", format!("{DOCKER_MANIFEST}, {DOCKER_LIST}"))
@@ -135,8 +136,7 @@ fn indexes_need_their_children() {
     let md = sha256(m.as_bytes());
     let idx = index(OCI_INDEX, &[(OCI_MANIFEST, &md, m.len())]);
     let r = put_manifest(&reg, "i", "all", OCI_INDEX, &idx);
-    assert_eq!(r.status(), 400);
-    assert_eq!(error_code(&r.text().unwrap()), "MANIFEST_BLOB_UNKNOWN");
+    assert_error(r, 400, "MANIFEST_BLOB_UNKNOWN");
     assert_eq!(put_manifest(&reg, "i", &md, OCI_MANIFEST, &m).status(), 201);
     assert_eq!(
         put_manifest(&reg, "i", "all", OCI_INDEX, &idx).status(),
@@ -173,8 +173,7 @@ fn manifest_errors() {
     assert_eq!(body["errors"][0]["detail"]["digest"], missing.as_str());
 
     let r = put_manifest(&reg, "e", "t", OCI_MANIFEST, "{not json");
-    assert_eq!(r.status(), 400);
-    assert_eq!(error_code(&r.text().unwrap()), "MANIFEST_INVALID");
+    assert_error(r, 400, "MANIFEST_INVALID");
 
     let schema1 = r#"{"schemaVersion":1,"name":"e","tag":"t","architecture":"amd64","fsLayers":[],"history":[]}"#;
     let r = put_manifest(
@@ -192,28 +191,23 @@ fn manifest_errors() {
     // mediaType and Content-Type disagree.
     let good = image_manifest((&config, 2), &[]);
     let r = put_manifest(&reg, "e", "t", DOCKER_MANIFEST, &good);
-    assert_eq!(r.status(), 400);
-    assert_eq!(error_code(&r.text().unwrap()), "MANIFEST_INVALID");
+    assert_error(r, 400, "MANIFEST_INVALID");
 
     // The digest in the URL must be the content's.
     let r = put_manifest(&reg, "e", &sha256(b"other"), OCI_MANIFEST, &good);
-    assert_eq!(r.status(), 400);
-    assert_eq!(error_code(&r.text().unwrap()), "DIGEST_INVALID");
+    assert_error(r, 400, "DIGEST_INVALID");
 
     // Over 4 MiB.
     let mut big: Value = serde_json::from_str(&good).unwrap();
     big["annotations"] = json!({"pad": "x".repeat(4 * 1024 * 1024)});
     let r = put_manifest(&reg, "e", "big", OCI_MANIFEST, &big.to_string());
-    assert_eq!(r.status(), 413);
-    assert_eq!(error_code(&r.text().unwrap()), "SIZE_INVALID");
+    assert_error(r, 413, "SIZE_INVALID");
 
     // An invalid tag: unknown when read, invalid when pushed.
     let r = c.get(reg.url("/v2/e/manifests/.bad")).send().unwrap();
-    assert_eq!(r.status(), 404);
-    assert_eq!(error_code(&r.text().unwrap()), "MANIFEST_UNKNOWN");
+    assert_error(r, 404, "MANIFEST_UNKNOWN");
     let r = put_manifest(&reg, "e", "-bad", OCI_MANIFEST, &good);
-    assert_eq!(r.status(), 400);
-    assert_eq!(error_code(&r.text().unwrap()), "TAG_INVALID");
+    assert_error(r, 400, "TAG_INVALID");
 
     // Unknown manifest in a known repository; unknown repository.
     assert_eq!(
@@ -221,14 +215,12 @@ fn manifest_errors() {
         201
     );
     let r = c.get(reg.url("/v2/e/manifests/nope")).send().unwrap();
-    assert_eq!(r.status(), 404);
-    assert_eq!(error_code(&r.text().unwrap()), "MANIFEST_UNKNOWN");
+    assert_error(r, 404, "MANIFEST_UNKNOWN");
     let r = c
         .get(reg.url("/v2/nobody/here/manifests/latest"))
         .send()
         .unwrap();
-    assert_eq!(r.status(), 404);
-    assert_eq!(error_code(&r.text().unwrap()), "NAME_UNKNOWN");
+    assert_error(r, 404, "NAME_UNKNOWN");
     assert_eq!(
         c.head(reg.url("/v2/e/manifests/nope"))
             .send()
@@ -358,14 +350,12 @@ fn deletes_by_tag_and_by_digest() {
         .delete(reg.url(&format!("/v2/del/manifests/{d}")))
         .send()
         .unwrap();
-    assert_eq!(r.status(), 404);
-    assert_eq!(error_code(&r.text().unwrap()), "MANIFEST_UNKNOWN");
+    assert_error(r, 404, "MANIFEST_UNKNOWN");
 
     let reg = TestRegistry::builder().delete_enabled(false).start();
     push_image(&reg, "keep", "v1", b"l");
     let r = c.delete(reg.url("/v2/keep/manifests/v1")).send().unwrap();
-    assert_eq!(r.status(), 405);
-    assert_eq!(error_code(&r.text().unwrap()), "UNSUPPORTED");
+    assert_error(r, 405, "UNSUPPORTED");
 }
 
 #[test]
@@ -414,8 +404,7 @@ fn tag_listing_is_sorted_and_paginated() {
     let r = c.get(reg.url("/v2/t/tags/list?n=-1")).send().unwrap();
     assert_eq!(r.status(), 400);
     let r = c.get(reg.url("/v2/unknown/tags/list")).send().unwrap();
-    assert_eq!(r.status(), 404);
-    assert_eq!(error_code(&r.text().unwrap()), "NAME_UNKNOWN");
+    assert_error(r, 404, "NAME_UNKNOWN");
 }
 
 #[test]
@@ -527,8 +516,7 @@ fn referrers_list_and_filter() {
         .get(reg.url("/v2/r/referrers/sha256:nope"))
         .send()
         .unwrap();
-    assert_eq!(r.status(), 400);
-    assert_eq!(error_code(&r.text().unwrap()), "DIGEST_INVALID");
+    assert_error(r, 400, "DIGEST_INVALID");
 
     // Deleting a referrer takes it off the list.
     c.delete(reg.url(&format!("/v2/r/manifests/{}", pushed[0].0)))

@@ -261,6 +261,17 @@ pub fn push_image(reg: &TestRegistry, repo: &str, reference: &str, layer: &[u8])
     sha256(manifest.as_bytes())
 }
 
+/// Asserts a response is the spec's JSON error with this status and (first) code.
+pub fn assert_error(response: reqwest::blocking::Response, status: u16, code: &str) {
+    assert_eq!(
+        response.status().as_u16(),
+        status,
+        "status of {}",
+        response.url()
+    );
+    assert_eq!(error_code(&response.text().unwrap()), code);
+}
+
 /// The first error code of a spec error body.
 pub fn error_code(body: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(body)
