@@ -14,10 +14,9 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
@@ -220,27 +219,11 @@ impl Distribution {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start docker-registry: {e}"));
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            // Keeps draining stderr so the pipe never fills.
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent {
-                    if let Some(rest) = line.split("listening on ").nth(1) {
-                        let addr: String = rest
-                            .chars()
-                            .take_while(|c| !c.is_whitespace() && *c != '"')
-                            .collect();
-                        let _ = tx.send(addr);
-                        sent = true;
-                    }
-                }
-                if std::env::var_os("BERTH_TEST_LOG").is_some() {
-                    eprintln!("docker-registry: {line}");
-                }
-            }
-        });
+        let rx = common::watch_for_address(
+            child.stderr.take().unwrap(),
+            "listening on ",
+            "docker-registry",
+        );
         let host = match rx.recv_timeout(Duration::from_secs(20)) {
             Ok(host) => host,
             Err(e) => {

@@ -166,22 +166,11 @@ impl BerthProcess {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("berth binary starts");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent {
-                    if let Some(rest) = line.split("listening on http://").nth(1) {
-                        let _ = tx.send(rest.trim().to_string());
-                        sent = true;
-                    }
-                }
-                if std::env::var_os("BERTH_TEST_LOG").is_some() {
-                    eprintln!("berth: {line}");
-                }
-            }
-        });
+        let rx = watch_for_address(
+            child.stderr.take().unwrap(),
+            "listening on http://",
+            "berth",
+        );
         let host = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("berth reports its address");
@@ -198,6 +187,35 @@ impl Drop for BerthProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Reads a server's log (to its end, so the pipe never fills) and sends the address that follows
+/// `marker` on the first line that has it. With `BERTH_TEST_LOG` set, echoes the log as `name:`.
+pub fn watch_for_address(
+    log: impl std::io::Read + Send + 'static,
+    marker: &'static str,
+    name: &'static str,
+) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(log).lines().map_while(Result::ok) {
+            if !sent {
+                if let Some(rest) = line.split(marker).nth(1) {
+                    let addr: String = rest
+                        .chars()
+                        .take_while(|c| !c.is_whitespace() && *c != '"')
+                        .collect();
+                    let _ = tx.send(addr);
+                    sent = true;
+                }
+            }
+            if std::env::var_os("BERTH_TEST_LOG").is_some() {
+                eprintln!("{name}: {line}");
+            }
+        }
+    });
+    rx
 }
 
 /// A blocking HTTP client that does not follow redirects.
