@@ -154,6 +154,7 @@ impl Storage {
         use object_store::ClientOptions;
 
         let mut builder = AmazonS3Builder::from_env().with_bucket_name(&config.bucket);
+        let mut plain_http = false;
         if let Some(key) = &config.accesskey {
             builder = builder.with_access_key_id(key);
         }
@@ -171,12 +172,13 @@ impl Storage {
                 let scheme = if config.secure { "https" } else { "http" };
                 format!("{scheme}://{endpoint}")
             };
-            builder = builder
-                .with_allow_http(endpoint.starts_with("http://"))
-                .with_endpoint(endpoint);
+            plain_http = endpoint.starts_with("http://");
+            builder = builder.with_endpoint(endpoint);
         }
         builder = builder.with_virtual_hosted_style_request(!config.forcepathstyle);
+        // (These client options replace the builder's, `allow_http` included.)
         let mut client = ClientOptions::new()
+            .with_allow_http(plain_http)
             .with_allow_invalid_certificates(config.skipverify)
             // Bodies of large parts take a while on slow links; the default 30 s is too short.
             .with_timeout(std::time::Duration::from_secs(300))
