@@ -27,6 +27,7 @@ pub fn sha512(bytes: &[u8]) -> String {
 }
 
 /// Which storage a test registry uses.
+#[derive(Clone)]
 pub enum Store {
     Memory,
     Filesystem(PathBuf),
