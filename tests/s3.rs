@@ -48,6 +48,17 @@ fn chunks_of_64_kib_become_parts_of_at_least_5_mib() {
     let server = S3Server::start();
     let reg = registry_on(&server);
     let blob = data(12 * 1024 * 1024 + 100);
+    let r = client()
+        .post(reg.url("/v2/tiny/chunks/blobs/uploads/"))
+        .send()
+        .unwrap();
+    assert_eq!(
+        r.headers()["oci-chunk-min-length"],
+        (10 * 1024 * 1024).to_string().as_str(),
+        "whole parts are advertised as the efficient chunk size"
+    );
+    let unused = r.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(client().delete(unused).send().unwrap().status(), 204);
     let location = start_upload(&reg, "tiny/chunks");
     let mut offset = 0u64;
     for piece in blob.chunks(64 * 1024) {

@@ -121,6 +121,15 @@ impl Storage {
         }
     }
 
+    /// The chunk size a client is best advised to send (`OCI-Chunk-Min-Length`): a multipart
+    /// part on object stores; none on local disk, where every size is as cheap.
+    pub fn preferred_chunk_size(&self) -> Option<u64> {
+        match &self.backend {
+            Backend::Objects { part_size, .. } => Some(*part_size as u64),
+            Backend::Filesystem { .. } => None,
+        }
+    }
+
     /// Whether hash states must cover every accepted byte before a record is written: on object
     /// stores the bytes already sent as parts cannot be read back to catch up.
     pub fn upload_hash_must_be_exact(&self) -> bool {
