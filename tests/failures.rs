@@ -25,7 +25,7 @@ fn a_failed_commit_shows_nothing_and_a_retry_succeeds() {
         .body(content.clone())
         .send()
         .unwrap();
-    assert_error(r, 500, "UNKNOWN");
+    assert_error(r, 503, "UNAVAILABLE");
     assert_eq!(
         c.head(reg.url(&format!("/v2/f/blobs/{digest}")))
             .send()
@@ -68,7 +68,7 @@ fn a_failed_manifest_write_leaves_no_tag() {
             .unwrap()
     };
     let r = put("v1");
-    assert_error(r, 500, "UNKNOWN");
+    assert_error(r, 503, "UNAVAILABLE");
     let r = c.get(reg.url("/v2/m/manifests/v1")).send().unwrap();
     assert_eq!(
         r.status(),
@@ -89,7 +89,7 @@ fn a_failed_read_is_a_json_error() {
     let d = push_blob(&reg, "r", b"content");
     faults.fail(Op::Get, "/blobs/", 1);
     let r = c.get(reg.url(&format!("/v2/r/blobs/{d}"))).send().unwrap();
-    assert_error(r, 500, "UNKNOWN");
+    assert_error(r, 503, "UNAVAILABLE");
     let r = c.get(reg.url(&format!("/v2/r/blobs/{d}"))).send().unwrap();
     assert_eq!(r.bytes().unwrap().as_ref(), b"content");
 }
