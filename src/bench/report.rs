@@ -630,24 +630,25 @@ impl Comparison {
             return;
         }
         md.push_str("\n### Server profiles\n\n");
-        md.push_str("`perf record` of the server (cpu-clock, DWARF call graphs) during the timed part of each scenario only; self time is the share of samples in which the function itself was running.\n");
+        md.push_str("`perf record` of the server (cpu-clock, DWARF call graphs) during the timed part of each scenario only; self time is the server CPU time in which the function itself was running (folded weights are cpu-clock nanoseconds), inlined functions counted on their own.\n");
         for (scenario, (folded, link)) in &self.profiles {
             let (top, total) = top_self(folded, 10);
             let _ = writeln!(
                 md,
-                "\n#### <a id=\"profile-{scenario}\"></a>{scenario} ({total} samples)\n"
+                "\n#### <a id=\"profile-{scenario}\"></a>{scenario} ({} CPU ms)\n",
+                fmt_ms(total as f64 / 1e6)
             );
             if let Some(link) = link {
                 let _ = writeln!(md, "Flamegraph: [{link}]({link})\n");
             }
-            md.push_str("| # | function (self time) | samples | share |\n|---:|---|---:|---:|\n");
+            md.push_str("| # | function (self time) | CPU ms | share |\n|---:|---|---:|---:|\n");
             for (i, t) in top.iter().enumerate() {
                 let _ = writeln!(
                     md,
                     "| {} | {} | {} | {:.1} % |",
                     i + 1,
                     symbol_cell(&t.symbol, 110),
-                    t.samples,
+                    fmt_ms(t.samples as f64 / 1e6),
                     100.0 * t.share
                 );
             }
@@ -1001,7 +1002,7 @@ mod tests {
         let mut cmp = Comparison::new(&results, "berth", "distribution");
         cmp.add_profile(
             "push-small",
-            "main;sha256 3\nmain;memcpy 1\n".into(),
+            "main;sha256 3000000\nmain;memcpy 1000000\n".into(),
             Some("benches/results/flame-push-small.svg".into()),
         );
         let md = cmp.markdown();
@@ -1010,10 +1011,10 @@ mod tests {
             "{md}"
         );
         assert!(
-            md.contains("<a id=\"profile-push-small\"></a>push-small (4 samples)"),
+            md.contains("<a id=\"profile-push-small\"></a>push-small (4.0 CPU ms)"),
             "{md}"
         );
-        assert!(md.contains("| 1 | `sha256` | 3 | 75.0 % |"), "{md}");
+        assert!(md.contains("| 1 | `sha256` | 3.0 | 75.0 % |"), "{md}");
         assert!(md.contains(
             "[benches/results/flame-push-small.svg](benches/results/flame-push-small.svg)"
         ));
