@@ -48,6 +48,7 @@ pub enum Driver {
     #[default]
     Filesystem,
     InMemory,
+    S3,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -95,7 +96,158 @@ pub struct StorageConfig {
     #[serde(default)]
     pub filesystem: Option<FilesystemConfig>,
     #[serde(default)]
+    pub s3: Option<S3Config>,
+    #[serde(default)]
     pub delete: DeleteConfig,
+    #[serde(default)]
+    pub redirect: RedirectConfig,
+    #[serde(default)]
+    pub maintenance: MaintenanceConfig,
+}
+
+/// distribution's `storage.s3` keys. Credentials left out here come from the usual AWS
+/// environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, …).
+#[derive(Clone, Deserialize, Default)]
+pub struct S3Config {
+    #[serde(default)]
+    pub accesskey: Option<String>,
+    #[serde(default)]
+    pub secretkey: Option<String>,
+    #[serde(default)]
+    pub sessiontoken: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    /// An S3-compatible endpoint (`http://127.0.0.1:9000`); AWS's own when absent.
+    #[serde(default)]
+    pub regionendpoint: Option<String>,
+    pub bucket: String,
+    /// A prefix inside the bucket under which everything is kept.
+    #[serde(default)]
+    pub rootdirectory: Option<String>,
+    /// Address the bucket in the path (`endpoint/bucket/key`) rather than as a subdomain.
+    #[serde(default)]
+    pub forcepathstyle: bool,
+    /// Use HTTPS for an endpoint given without a scheme.
+    #[serde(default = "yes")]
+    pub secure: bool,
+    /// Accept any TLS certificate from the endpoint.
+    #[serde(default)]
+    pub skipverify: bool,
+    /// Multipart part size in bytes (at least 5 MiB, S3's minimum for all parts but the last).
+    #[serde(default = "default_chunksize")]
+    pub chunksize: u64,
+}
+
+/// Secrets are never printed, not even in debug output.
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("region", &self.region)
+            .field("regionendpoint", &self.regionendpoint)
+            .field("bucket", &self.bucket)
+            .field("rootdirectory", &self.rootdirectory)
+            .field("forcepathstyle", &self.forcepathstyle)
+            .field("secure", &self.secure)
+            .field("chunksize", &self.chunksize)
+            .finish_non_exhaustive()
+    }
+}
+
+/// S3's minimum size of a multipart part other than the last.
+pub const S3_MIN_PART: u64 = 5 * 1024 * 1024;
+
+fn default_chunksize() -> u64 {
+    10 * 1024 * 1024
+}
+
+/// `storage.redirect`: whether blob downloads may be redirected to the backend (presigned URLs).
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct RedirectConfig {
+    #[serde(default)]
+    pub disable: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct MaintenanceConfig {
+    #[serde(default)]
+    pub uploadpurging: UploadPurgingConfig,
+}
+
+/// `storage.maintenance.uploadpurging`: removal of uploads abandoned for longer than `age`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct UploadPurgingConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "default_purge_age", with = "duration")]
+    pub age: std::time::Duration,
+    #[serde(default = "default_purge_interval", with = "duration")]
+    pub interval: std::time::Duration,
+    #[serde(default)]
+    pub dryrun: bool,
+}
+
+impl Default for UploadPurgingConfig {
+    fn default() -> Self {
+        UploadPurgingConfig {
+            enabled: true,
+            age: default_purge_age(),
+            interval: default_purge_interval(),
+            dryrun: false,
+        }
+    }
+}
+
+fn default_purge_age() -> std::time::Duration {
+    std::time::Duration::from_secs(168 * 3600)
+}
+
+fn default_purge_interval() -> std::time::Duration {
+    std::time::Duration::from_secs(24 * 3600)
+}
+
+/// Durations written as Go does (`168h`, `90m`, `1h30m`, `500ms`, `10s`).
+mod duration {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a duration such as 168h, 30m, 10s or 500ms"
+            ))
+        })
+    }
+
+    pub fn parse(text: &str) -> Option<Duration> {
+        let mut total = Duration::ZERO;
+        let mut rest = text.trim();
+        if rest.is_empty() {
+            return None;
+        }
+        while !rest.is_empty() {
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit() && c != '.')
+                .unwrap_or(rest.len());
+            let value: f64 = rest[..digits].parse().ok()?;
+            rest = &rest[digits..];
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            let seconds = match &rest[..unit_len] {
+                "h" => 3600.0,
+                "m" => 60.0,
+                "s" => 1.0,
+                "ms" => 0.001,
+                "us" | "µs" => 0.000_001,
+                "ns" => 0.000_000_001,
+                _ => return None,
+            };
+            rest = &rest[unit_len..];
+            total += Duration::from_secs_f64(value * seconds);
+        }
+        Some(total)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -199,10 +351,11 @@ impl Config {
         cfg.driver = match env.get("REGISTRY_STORAGE").map(String::as_str) {
             Some("filesystem") => Driver::Filesystem,
             Some("inmemory") => Driver::InMemory,
+            Some("s3") => Driver::S3,
             Some(other) => {
                 return Err(ConfigError::Invalid {
                     key: "storage",
-                    reason: format!("driver {other:?} is not supported (filesystem, inmemory)"),
+                    reason: format!("driver {other:?} is not supported (filesystem, inmemory, s3)"),
                 })
             }
             None => {
@@ -221,11 +374,12 @@ impl Config {
                 match drivers.as_slice() {
                     [] | ["filesystem"] => Driver::Filesystem,
                     ["inmemory"] => Driver::InMemory,
+                    ["s3"] => Driver::S3,
                     [one] => {
                         return Err(ConfigError::Invalid {
                             key: "storage",
                             reason: format!(
-                                "driver {one:?} is not supported yet (filesystem, inmemory)"
+                                "driver {one:?} is not supported yet (filesystem, inmemory, s3)"
                             ),
                         })
                     }
@@ -246,6 +400,27 @@ impl Config {
                 rootdirectory: default_root(),
                 fsync: true,
             });
+        }
+        if cfg.driver == Driver::S3 {
+            let s3 = cfg.storage.s3.as_ref().ok_or(ConfigError::Invalid {
+                key: "storage.s3",
+                reason: "the s3 driver needs at least storage.s3.bucket".into(),
+            })?;
+            if s3.bucket.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "storage.s3.bucket",
+                    reason: "must name a bucket".into(),
+                });
+            }
+            if s3.chunksize < S3_MIN_PART {
+                return Err(ConfigError::Invalid {
+                    key: "storage.s3.chunksize",
+                    reason: format!(
+                        "{} is below S3's minimum part size ({S3_MIN_PART})",
+                        s3.chunksize
+                    ),
+                });
+            }
         }
         let auth_selected = env.contains_key("REGISTRY_AUTH");
         if auth_selected
@@ -355,6 +530,70 @@ mod tests {
     fn driver_selector_variable() {
         let cfg = Config::load(None, &env(&[("REGISTRY_STORAGE", "inmemory")])).unwrap();
         assert_eq!(cfg.driver, Driver::InMemory);
+    }
+
+    #[test]
+    fn s3_from_distribution_variables() {
+        let cfg = Config::load(
+            None,
+            &env(&[
+                ("REGISTRY_STORAGE", "s3"),
+                ("REGISTRY_STORAGE_S3_ACCESSKEY", "AKIA1"),
+                ("REGISTRY_STORAGE_S3_SECRETKEY", "very-secret"),
+                ("REGISTRY_STORAGE_S3_REGION", "eu-west-1"),
+                (
+                    "REGISTRY_STORAGE_S3_REGIONENDPOINT",
+                    "http://127.0.0.1:9000",
+                ),
+                ("REGISTRY_STORAGE_S3_BUCKET", "images"),
+                ("REGISTRY_STORAGE_S3_ROOTDIRECTORY", "/registry"),
+                ("REGISTRY_STORAGE_S3_FORCEPATHSTYLE", "true"),
+                ("REGISTRY_STORAGE_S3_SECURE", "false"),
+                ("REGISTRY_STORAGE_S3_CHUNKSIZE", "8388608"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cfg.driver, Driver::S3);
+        let s3 = cfg.storage.s3.clone().unwrap();
+        assert_eq!(s3.bucket, "images");
+        assert_eq!(s3.accesskey.as_deref(), Some("AKIA1"));
+        assert_eq!(s3.regionendpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert!(s3.forcepathstyle && !s3.secure && !s3.skipverify);
+        assert_eq!(s3.chunksize, 8 << 20);
+        assert!(!format!("{cfg:?}").contains("very-secret"));
+        let err = Config::load(
+            None,
+            &env(&[
+                ("REGISTRY_STORAGE", "s3"),
+                ("REGISTRY_STORAGE_S3_BUCKET", "b"),
+                ("REGISTRY_STORAGE_S3_CHUNKSIZE", "1024"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("chunksize"), "{err}");
+    }
+
+    #[test]
+    fn upload_purging_durations() {
+        let cfg = from_yaml(
+            "storage:\n  filesystem:\n    rootdirectory: /x\n  maintenance:\n    uploadpurging:\n      enabled: true\n      age: 1h30m\n      interval: 90s\n      dryrun: false\n",
+            &[],
+        )
+        .unwrap();
+        let purging = cfg.storage.maintenance.uploadpurging;
+        assert_eq!(purging.age, std::time::Duration::from_secs(5400));
+        assert_eq!(purging.interval, std::time::Duration::from_secs(90));
+        let default = Config::load(None, &env(&[])).unwrap();
+        assert_eq!(
+            default.storage.maintenance.uploadpurging.age,
+            std::time::Duration::from_secs(168 * 3600)
+        );
+        let err = from_yaml(
+            "storage:\n  maintenance:\n    uploadpurging:\n      age: soon\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("duration"), "{err}");
     }
 
     #[test]

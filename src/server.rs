@@ -28,6 +28,13 @@ pub enum ServerError {
 pub fn open_storage(config: &Config) -> Result<Storage, StorageError> {
     match config.driver {
         Driver::InMemory => Ok(Storage::in_memory()),
+        Driver::S3 => Storage::s3(
+            config
+                .storage
+                .s3
+                .as_ref()
+                .expect("config loading checks the s3 section"),
+        ),
         Driver::Filesystem => {
             let fs = config
                 .storage
@@ -37,6 +44,34 @@ pub fn open_storage(config: &Config) -> Result<Storage, StorageError> {
             Storage::filesystem(fs.rootdirectory, fs.fsync)
         }
     }
+}
+
+/// Removes abandoned uploads now and then (`storage.maintenance.uploadpurging`), as distribution
+/// does: a first pass shortly after start, then one every `interval`.
+fn start_upload_purging(config: &Config, registry: &Registry) {
+    let purging = config.storage.maintenance.uploadpurging.clone();
+    if !purging.enabled {
+        return;
+    }
+    let uploads = registry.uploads().clone();
+    actix_web::rt::spawn(async move {
+        // Not at once: a fleet restarting together should not list the bucket together.
+        let first = std::time::Duration::from_secs(30 + rand_below(60));
+        actix_web::rt::time::sleep(first.min(purging.interval)).await;
+        loop {
+            match uploads.purge(purging.age, purging.dryrun).await {
+                Ok(0) => {}
+                Ok(n) => log::info!("upload purging: {n} abandoned upload(s)"),
+                Err(e) => log::warn!("upload purging failed: {e}"),
+            }
+            actix_web::rt::time::sleep(purging.interval).await;
+        }
+    });
+}
+
+/// A number below `n` that differs between processes (no need for a real random source).
+fn rand_below(n: u64) -> u64 {
+    u64::from(std::process::id()) % n.max(1)
 }
 
 /// A bound, not yet running server. Must be created inside a running actix system.
@@ -53,9 +88,11 @@ pub fn bind(config: &Config, storage: Storage) -> Result<Bound, ServerError> {
         storage,
         Options {
             delete_enabled: config.storage.delete.enabled,
+            redirect: !config.storage.redirect.disable,
         },
         hashing_threads,
     );
+    start_upload_purging(config, &registry);
     let state = web::Data::new(AppState {
         registry,
         urls: Urls {

@@ -291,7 +291,15 @@ fn unknown_and_invalid_blobs() {
 
 #[test]
 fn sha512_and_empty_blobs() {
-    let reg = TestRegistry::start();
+    // s3s-fs names a file after the base64 of each object key, and a sha512 blob's key is too
+    // long for that (ENAMETOOLONG: its limit, not S3's): on S3 runs this test uses local disk.
+    let dir = tempfile::tempdir().unwrap();
+    let reg = if common::s3::selected() {
+        eprintln!("sha512_and_empty_blobs: on local disk (s3s-fs cannot hold sha512 keys)");
+        TestRegistry::builder().filesystem(dir.path()).start()
+    } else {
+        TestRegistry::start()
+    };
     let c = client();
     let content = b"sha512 content";
     let digest = sha512(content);

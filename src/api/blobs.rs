@@ -50,6 +50,12 @@ pub async fn get(
         Some(Ok(r)) => r,
         Some(Err(_)) => Some(ByteRange::Invalid),
     };
+    if let Some(url) = reg.blob_redirect(repo, digest).await? {
+        return Ok(HttpResponse::TemporaryRedirect()
+            .insert_header((DIGEST_HEADER, digest.to_string()))
+            .insert_header((actix_web::http::header::LOCATION, url))
+            .finish());
+    }
     let read = reg.open_blob(repo, digest, range).await?;
     let (builder, len) = match read.range {
         Some((start, end)) => {

@@ -113,11 +113,21 @@ impl From<OciError> for ApiError {
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
         log::error!("storage: {e}");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "UNKNOWN",
-            "the storage backend failed; see the registry's log",
-        )
+        match e {
+            // The backend did not answer in time (an object store down or unreachable, after
+            // object_store's retries): worth retrying later, and the client is told so.
+            StorageError::Backend(object_store::Error::Generic { .. }) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "the storage backend is unavailable; retry later",
+            )
+            .with_header(actix_web::http::header::RETRY_AFTER, "10".into()),
+            _ => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "UNKNOWN",
+                "the storage backend failed; see the registry's log",
+            ),
+        }
     }
 }
 

@@ -101,7 +101,16 @@ pub async fn start(
         return Ok(created(state, req, repo, &digest));
     }
     let id = reg.start_upload(repo, None).await?;
-    Ok(in_progress(state, req, repo, &id, 0))
+    let mut response = in_progress(state, req, repo, &id, 0);
+    if let Some(size) = reg.storage().preferred_chunk_size() {
+        // Any chunk size works (small ones are staged), but chunks of a whole part cost the
+        // fewest backend requests.
+        response.headers_mut().insert(
+            actix_web::http::header::HeaderName::from_static("oci-chunk-min-length"),
+            size.into(),
+        );
+    }
+    Ok(response)
 }
 
 pub async fn status(

@@ -157,6 +157,29 @@ impl Hasher {
         }
     }
 
+    /// The running state, to be saved and resumed elsewhere ([`Self::restore`]) without
+    /// re-reading the bytes already hashed.
+    pub fn snapshot(&self) -> Vec<u8> {
+        use sha2::digest::common::hazmat::SerializableState;
+        match self {
+            Hasher::Sha256(h) => h.serialize().to_vec(),
+            Hasher::Sha512(h) => h.serialize().to_vec(),
+        }
+    }
+
+    /// A hasher continuing from a [`Self::snapshot`]; `None` if the bytes are not one.
+    pub fn restore(algorithm: Algorithm, state: &[u8]) -> Option<Hasher> {
+        use sha2::digest::common::hazmat::SerializableState;
+        Some(match algorithm {
+            Algorithm::Sha256 => {
+                Hasher::Sha256(sha2::Sha256::deserialize(state.try_into().ok()?).ok()?)
+            }
+            Algorithm::Sha512 => {
+                Hasher::Sha512(sha2::Sha512::deserialize(state.try_into().ok()?).ok()?)
+            }
+        })
+    }
+
     pub fn finish(self) -> Digest {
         let (algorithm, hex) = match self {
             Hasher::Sha256(h) => (Algorithm::Sha256, hex::encode(h.finalize())),
@@ -172,6 +195,20 @@ mod tests {
 
     const EMPTY_SHA256: &str =
         "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn a_snapshot_resumes_the_hash() {
+        for algorithm in [Algorithm::Sha256, Algorithm::Sha512] {
+            let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+            let mut first = algorithm.hasher();
+            first.update(&data[..12_345]);
+            let saved = first.snapshot();
+            let mut resumed = Hasher::restore(algorithm, &saved).expect("a valid snapshot");
+            resumed.update(&data[12_345..]);
+            assert_eq!(resumed.finish(), Digest::of(algorithm, &data));
+            assert!(Hasher::restore(algorithm, &saved[1..]).is_none());
+        }
+    }
 
     #[test]
     fn hashes_known_values() {

@@ -35,6 +35,22 @@ impl Registry {
             .ok_or_else(|| RegistryError::BlobUnknown(digest.clone()))
     }
 
+    /// Where the client may fetch the blob itself (a presigned backend URL), when redirects are
+    /// on and the blob is large enough to be worth the extra round trip.
+    pub async fn blob_redirect(&self, repo: &RepoName, digest: &Digest) -> Result<Option<String>> {
+        /// Smaller blobs (configs, small layers) are served directly.
+        const REDIRECT_MIN: u64 = 256 * 1024;
+        /// distribution's validity for redirect URLs.
+        const VALID_FOR: std::time::Duration = std::time::Duration::from_secs(20 * 60);
+        if !self.options.redirect {
+            return Ok(None);
+        }
+        if self.stat_blob(repo, digest).await? < REDIRECT_MIN {
+            return Ok(None);
+        }
+        Ok(self.storage.presigned_blob_url(digest, VALID_FOR).await?)
+    }
+
     /// Opens a blob for reading, whole or the part named by a `Range` header.
     pub async fn open_blob(
         &self,

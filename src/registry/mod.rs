@@ -59,6 +59,9 @@ pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
 #[derive(Debug, Clone)]
 pub struct Options {
     pub delete_enabled: bool,
+    /// Answer blob downloads with a redirect to the backend where it can serve them itself
+    /// (`storage.redirect.disable: false`).
+    pub redirect: bool,
 }
 
 /// The registry: cheap to clone, shared by all requests.
@@ -113,6 +116,7 @@ pub(crate) mod test_support {
             Storage::in_memory(),
             Options {
                 delete_enabled: true,
+                redirect: false,
             },
             1,
         )

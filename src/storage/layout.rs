@@ -106,6 +106,26 @@ pub fn upload_data(id: &str) -> Path {
     path(format!("{ROOT}/_berth/uploads/{id}/data"))
 }
 
+/// Where everything about uploads in progress lives.
+pub fn uploads_root() -> Path {
+    path(format!("{ROOT}/_berth/uploads"))
+}
+
+/// The upload's durable record (offset, hash state, parts): see `storage::uploads`.
+pub fn upload_record(id: &str) -> Path {
+    path(format!("{ROOT}/_berth/uploads/{id}/state"))
+}
+
+/// On object stores: who may write the upload now (see `storage::lock`).
+pub fn upload_lease(id: &str) -> Path {
+    path(format!("{ROOT}/_berth/uploads/{id}/lease"))
+}
+
+/// On object stores: bytes received but not yet a multipart part, starting at `offset`.
+pub fn upload_staged(id: &str, offset: u64) -> Path {
+    path(format!("{ROOT}/_berth/uploads/{id}/staged/{offset:020}"))
+}
+
 /// The upload directory holding an upload's `data` object.
 pub fn upload_dir_of(data: &Path) -> Path {
     let parts: Vec<_> = data.parts().collect();

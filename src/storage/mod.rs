@@ -7,6 +7,8 @@
 
 pub mod faults;
 pub mod layout;
+mod lock;
+mod uploads;
 mod writer;
 
 use std::path::PathBuf;
@@ -16,13 +18,18 @@ use bytes::Bytes;
 use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
+use object_store::multipart::MultipartStore;
 use object_store::path::Path;
+use object_store::signer::Signer;
 use object_store::{
     GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, PutPayload,
 };
 use thiserror::Error;
 
+use crate::config::S3Config;
 use crate::oci::Digest;
+pub use lock::UploadGuard;
+pub use uploads::{HashRecord, UploadRecord};
 pub use writer::BlobWriter;
 
 /// Reads of blob content from local files use buffers this large: few syscalls, and large
@@ -39,6 +46,10 @@ pub enum StorageError {
     Io(#[from] std::io::Error),
     #[error("corrupt content at {path}: {reason}")]
     Corrupt { path: String, reason: String },
+    #[error("storage configuration: {0}")]
+    Config(String),
+    #[error("another request holds upload {0}")]
+    Locked(String),
 }
 
 impl From<object_store::Error> for StorageError {
@@ -53,14 +64,36 @@ impl From<object_store::Error> for StorageError {
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
 /// Which kind of backend sits under the store: some operations have a faster or only path on one.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 enum Backend {
     Filesystem {
         local: Arc<LocalFileSystem>,
         fsync: bool,
     },
-    InMemory(Arc<InMemory>),
+    /// S3 or the in-memory store: uploads become multipart uploads.
+    Objects {
+        multipart: Arc<dyn MultipartStore>,
+        /// Presigns blob downloads (S3); `None` where the store cannot.
+        signer: Option<Arc<dyn Signer>>,
+        /// Size of a multipart part (all but the last).
+        part_size: usize,
+        name: String,
+    },
 }
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Backend::Filesystem { local, fsync } => {
+                write!(f, "Filesystem({local}, fsync: {fsync})")
+            }
+            Backend::Objects { name, .. } => write!(f, "Objects({name})"),
+        }
+    }
+}
+
+/// Part size for stores without S3's limits (in-memory): small, so tests cross part boundaries.
+const IN_MEMORY_PART: usize = 5 * 1024 * 1024;
 
 /// The registry's storage. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -103,9 +136,102 @@ impl Storage {
         let mem = Arc::new(InMemory::new());
         Storage {
             store: mem.clone(),
-            backend: Backend::InMemory(mem),
+            backend: Backend::Objects {
+                multipart: mem,
+                signer: None,
+                part_size: IN_MEMORY_PART,
+                name: "in-memory".into(),
+            },
             direct_reads: None,
         }
+    }
+
+    /// An S3 bucket (AWS or any S3-compatible server), configured with distribution's keys.
+    /// Credentials missing from `config` come from the AWS environment variables.
+    pub fn s3(config: &S3Config) -> Result<Storage> {
+        use object_store::aws::AmazonS3Builder;
+        use object_store::prefix::PrefixStore;
+        use object_store::ClientOptions;
+
+        let mut builder = AmazonS3Builder::from_env().with_bucket_name(&config.bucket);
+        let mut plain_http = false;
+        if let Some(key) = &config.accesskey {
+            builder = builder.with_access_key_id(key);
+        }
+        if let Some(secret) = &config.secretkey {
+            builder = builder.with_secret_access_key(secret);
+        }
+        if let Some(token) = &config.sessiontoken {
+            builder = builder.with_token(token);
+        }
+        builder = builder.with_region(config.region.as_deref().unwrap_or("us-east-1"));
+        if let Some(endpoint) = &config.regionendpoint {
+            let endpoint = if endpoint.contains("://") {
+                endpoint.clone()
+            } else {
+                let scheme = if config.secure { "https" } else { "http" };
+                format!("{scheme}://{endpoint}")
+            };
+            plain_http = endpoint.starts_with("http://");
+            builder = builder.with_endpoint(endpoint);
+        }
+        builder = builder.with_virtual_hosted_style_request(!config.forcepathstyle);
+        // (These client options replace the builder's, `allow_http` included.)
+        let mut client = ClientOptions::new()
+            .with_allow_http(plain_http)
+            .with_allow_invalid_certificates(config.skipverify)
+            // Bodies of large parts take a while on slow links; the default 30 s is too short.
+            .with_timeout(std::time::Duration::from_secs(300))
+            .with_connect_timeout(std::time::Duration::from_secs(10));
+        if let Some(bundle) = std::env::var_os("AWS_CA_BUNDLE").filter(|b| !b.is_empty()) {
+            // object_store does not read AWS_CA_BUNDLE itself; an S3 server with a private CA
+            // (MinIO, Ceph) is how people use it.
+            match std::fs::read(&bundle) {
+                Ok(pem) => {
+                    for cert in object_store::Certificate::from_pem_bundle(&pem)
+                        .map_err(|e| StorageError::Config(format!("AWS_CA_BUNDLE: {e}")))?
+                    {
+                        client = client.with_root_certificate(cert);
+                    }
+                }
+                Err(e) => log::warn!("AWS_CA_BUNDLE {bundle:?} cannot be read ({e}); ignored"),
+            }
+        }
+        // object_store retries for up to 3 minutes by default: a push would hang that long on a
+        // backend that is down. Fail within seconds with a spec error the client can retry on.
+        let retry = object_store::RetryConfig {
+            max_retries: 3,
+            retry_timeout: std::time::Duration::from_secs(15),
+            ..Default::default()
+        };
+        let s3 = builder
+            .with_retry(retry)
+            .with_client_options(client)
+            .build()
+            .map_err(|e| StorageError::Config(e.to_string()))?;
+        let root = config
+            .rootdirectory
+            .as_deref()
+            .unwrap_or("")
+            .trim_matches('/')
+            .to_string();
+        let name = format!(
+            "s3 (bucket {}{}{})",
+            config.bucket,
+            if root.is_empty() { "" } else { ", root /" },
+            root
+        );
+        let store = Arc::new(PrefixStore::new(s3, root.as_str()));
+        Ok(Storage {
+            store: store.clone(),
+            backend: Backend::Objects {
+                multipart: store.clone(),
+                signer: Some(store),
+                part_size: config.chunksize as usize,
+                name,
+            },
+            direct_reads: None,
+        })
     }
 
     /// The same storage with faults injected where `faults` says (failure tests).
@@ -121,7 +247,7 @@ impl Storage {
     pub fn describe(&self) -> String {
         match &self.backend {
             Backend::Filesystem { local, .. } => format!("filesystem ({local})"),
-            Backend::InMemory(_) => "in-memory".to_string(),
+            Backend::Objects { name, .. } => name.clone(),
         }
     }
 
@@ -141,7 +267,7 @@ impl Storage {
     }
 
     /// Reads a small object whole; `None` if there is none.
-    async fn read_small(&self, path: &Path) -> Result<Option<Bytes>> {
+    pub(crate) async fn read_small(&self, path: &Path) -> Result<Option<Bytes>> {
         if let Some(local) = &self.direct_reads {
             let file = local.path_to_filesystem(path)?;
             let read = tokio::task::spawn_blocking(move || std::fs::read(file))
@@ -247,6 +373,30 @@ impl Storage {
         Ok(())
     }
 
+    /// A URL from which a client can download the blob straight from the backend for a while
+    /// (S3's presigned GET), or `None` where the backend has no such thing.
+    pub async fn presigned_blob_url(
+        &self,
+        digest: &Digest,
+        valid_for: std::time::Duration,
+    ) -> Result<Option<String>> {
+        let Backend::Objects {
+            signer: Some(signer),
+            ..
+        } = &self.backend
+        else {
+            return Ok(None);
+        };
+        let url = signer
+            .signed_url(
+                object_store::signer::Method::GET,
+                &layout::blob_data(digest),
+                valid_for,
+            )
+            .await?;
+        Ok(Some(url.to_string()))
+    }
+
     /// Streams `range` (end exclusive) of a blob, or the whole blob.
     pub async fn stream_blob(
         &self,
@@ -256,7 +406,7 @@ impl Storage {
         self.stream_object(&layout::blob_data(digest), range).await
     }
 
-    async fn stream_object(
+    pub(crate) async fn stream_object(
         &self,
         path: &Path,
         range: Option<std::ops::Range<u64>>,
@@ -270,58 +420,6 @@ impl Storage {
             GetResultPayload::Stream(s) => s.map_err(StorageError::from).boxed(),
         };
         Ok(BlobStream { size, stream })
-    }
-
-    // ---- uploads -----------------------------------------------------------------------
-
-    /// Starts the bytes of a new upload.
-    pub async fn new_upload_writer(&self, upload_id: &str) -> Result<BlobWriter> {
-        let location = layout::upload_data(upload_id);
-        match &self.backend {
-            Backend::Filesystem { local, fsync } => {
-                let path = local.path_to_filesystem(&location)?;
-                BlobWriter::create_file(location, path, *fsync).await
-            }
-            Backend::InMemory(mem) => BlobWriter::create_multipart(mem.clone(), location).await,
-        }
-    }
-
-    /// Streams the data of a finished upload (at `location`) to re-hash it under another algorithm.
-    pub async fn stream_upload(&self, location: &Path) -> Result<BlobStream> {
-        self.stream_object(location, None).await
-    }
-
-    /// Makes the finished upload at `location` visible as the blob `digest`. The blob appears
-    /// whole or not at all: a rename on the filesystem, a copy on object stores.
-    pub async fn commit_upload(&self, location: &Path, digest: &Digest) -> Result<()> {
-        let target = layout::blob_data(digest);
-        if self.exists(&target).await? {
-            self.delete(location).await?;
-        } else {
-            self.store.rename(location, &target).await?;
-        }
-        self.remove_upload_dir(&layout::upload_dir_of(location))
-            .await
-    }
-
-    /// Removes an upload's bytes and state.
-    pub async fn discard_upload(&self, upload_id: &str) -> Result<()> {
-        self.remove_upload_dir(&layout::upload_dir(upload_id)).await
-    }
-
-    async fn remove_upload_dir(&self, dir: &Path) -> Result<()> {
-        self.delete_prefix(dir).await?;
-        if let Backend::Filesystem { local, .. } = &self.backend {
-            // A directory whose data was renamed away has no file left for object_store's
-            // cleanup to start from.
-            let path = local.path_to_filesystem(dir)?;
-            match tokio::fs::remove_dir(&path).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
     }
 }
 

@@ -1,8 +1,11 @@
 //! Where an upload's bytes go while it is in progress.
 //!
-//! On the filesystem the bytes are appended to one file (object_store's `LocalFileSystem` has no
-//! resumable multipart upload); on object stores they become multipart parts. Either way a write
-//! takes a batch of `Bytes` as received from the network: no copy, large writes.
+//! On the filesystem the bytes are appended to one file with positioned writes (object_store's
+//! `LocalFileSystem` has no resumable multipart upload); on object stores they become multipart
+//! parts of the configured size. Bytes that do not fill a part by the end of a request are
+//! *staged* as an object of their own (`staged/<offset>`) and read back into the next part, so no
+//! request size is too small for S3's 5 MiB part minimum and an idle upload holds no memory.
+//! Either way a write takes a batch of `Bytes` as received from the network: no copy.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,16 +13,26 @@ use std::sync::Arc;
 use bytes::Bytes;
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
-use object_store::{MultipartId, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
 
-use super::{Result, StorageError};
+use super::{layout, Result, StorageError};
 
 /// With fsync on, write-back of the upload file is started every this many bytes, so the disk
 /// works while the network does and the final fsync only waits for the tail.
 const WRITEBACK_STEP: u64 = 16 * 1024 * 1024;
 
-/// Object-store parts are flushed once this much is pending (S3 wants ≥ 5 MiB but the last).
-const PART_SIZE: usize = 8 * 1024 * 1024;
+/// The durable part of an object-store upload: enough for another process to continue it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PartsState {
+    pub multipart_id: String,
+    /// The `content_id` (ETag) of each part sent, in order.
+    pub parts: Vec<String>,
+    /// Bytes in those parts.
+    pub parts_len: u64,
+    /// Staged pieces after the parts, in order: `(offset, length)`.
+    pub staged: Vec<(u64, u64)>,
+}
 
 pub struct BlobWriter {
     location: Path,
@@ -39,11 +52,17 @@ enum Sink {
         settled_to: u64,
     },
     Multipart {
-        store: Arc<dyn MultipartStore>,
-        id: MultipartId,
-        parts: Vec<PartId>,
+        multipart: Arc<dyn MultipartStore>,
+        store: Arc<dyn ObjectStore>,
+        upload_id: String,
+        part_size: usize,
+        state: PartsState,
+        /// Received in this request, not yet in a part or staged.
         pending: Vec<Bytes>,
         pending_len: usize,
+        /// Staged objects already copied into a part: removed once the record no longer
+        /// names them.
+        garbage: Vec<Path>,
     },
 }
 
@@ -83,22 +102,106 @@ impl BlobWriter {
         })
     }
 
-    pub(super) async fn create_multipart(
-        store: Arc<dyn MultipartStore>,
-        location: Path,
-    ) -> Result<Self> {
-        let id = store.create_multipart(&location).await?;
-        Ok(BlobWriter {
+    /// Continues an upload file of which `offset` bytes count (anything after them is a torn
+    /// write of a request that never finished, and is overwritten).
+    pub(super) fn resume_file(location: Path, path: PathBuf, fsync: bool, offset: u64) -> Self {
+        BlobWriter {
             location,
-            written: 0,
+            written: offset,
+            sink: Sink::File {
+                path,
+                file: None,
+                fsync,
+                writeback_from: offset,
+                settled_to: offset,
+            },
+        }
+    }
+
+    pub(super) async fn create_multipart(
+        multipart: Arc<dyn MultipartStore>,
+        store: Arc<dyn ObjectStore>,
+        upload_id: &str,
+        location: Path,
+        part_size: usize,
+    ) -> Result<Self> {
+        let id = multipart.create_multipart(&location).await?;
+        let state = PartsState {
+            multipart_id: id,
+            ..Default::default()
+        };
+        Ok(Self::resume_multipart(
+            multipart, store, upload_id, location, part_size, 0, state,
+        ))
+    }
+
+    pub(super) fn resume_multipart(
+        multipart: Arc<dyn MultipartStore>,
+        store: Arc<dyn ObjectStore>,
+        upload_id: &str,
+        location: Path,
+        part_size: usize,
+        offset: u64,
+        state: PartsState,
+    ) -> Self {
+        BlobWriter {
+            location,
+            written: offset,
             sink: Sink::Multipart {
+                multipart,
                 store,
-                id,
-                parts: Vec::new(),
+                upload_id: upload_id.to_string(),
+                part_size,
+                state,
                 pending: Vec::new(),
                 pending_len: 0,
+                garbage: Vec::new(),
             },
-        })
+        }
+    }
+
+    /// The multipart state to record (object stores), after [`Self::checkpoint`].
+    pub fn parts_state(&self) -> Option<PartsState> {
+        match &self.sink {
+            Sink::Multipart { state, .. } => Some(state.clone()),
+            Sink::File { .. } => None,
+        }
+    }
+
+    /// Puts bytes held in memory somewhere durable (object stores: a staged object), so the
+    /// writer can be recorded and left idle. A no-op on files, whose writes are already there.
+    pub async fn checkpoint(&mut self) -> Result<()> {
+        if let Sink::Multipart {
+            store,
+            upload_id,
+            state,
+            pending,
+            pending_len,
+            ..
+        } = &mut self.sink
+        {
+            if *pending_len == 0 {
+                return Ok(());
+            }
+            let offset = self.written - *pending_len as u64;
+            let payload: PutPayload = pending.iter().cloned().collect();
+            store
+                .put(&layout::upload_staged(upload_id, offset), payload)
+                .await?;
+            state.staged.push((offset, *pending_len as u64));
+            pending.clear();
+            *pending_len = 0;
+        }
+        Ok(())
+    }
+
+    /// Removes staged objects that the last saved record no longer names.
+    pub async fn collect_garbage(&mut self) {
+        if let Sink::Multipart { store, garbage, .. } = &mut self.sink {
+            for path in garbage.drain(..) {
+                let _ = store.delete(&path).await;
+            }
+        }
     }
 
     /// Lets go of what an idle upload need not hold (the open file).
@@ -163,11 +266,14 @@ impl BlobWriter {
             Sink::Multipart {
                 pending,
                 pending_len,
+                part_size,
+                state,
                 ..
             } => {
                 pending.extend(batch);
                 *pending_len += len;
-                if *pending_len >= PART_SIZE {
+                let staged: u64 = state.staged.iter().map(|(_, l)| l).sum();
+                if staged + *pending_len as u64 >= *part_size as u64 {
                     if let Err(e) = self.flush_part().await {
                         self.unstage(len);
                         return Err(e);
@@ -200,23 +306,63 @@ impl BlobWriter {
         }
     }
 
-    async fn flush_part(&mut self) -> Result<()> {
-        if let Sink::Multipart {
+    /// The staged pieces followed by the pending bytes: the content of the next part.
+    async fn next_part_payload(&self) -> Result<PutPayload> {
+        let Sink::Multipart {
             store,
-            id,
-            parts,
+            upload_id,
+            state,
+            pending,
+            ..
+        } = &self.sink
+        else {
+            unreachable!("only multipart sinks have parts");
+        };
+        let mut pieces: Vec<Bytes> = Vec::with_capacity(state.staged.len() + pending.len());
+        for &(offset, len) in &state.staged {
+            let path = layout::upload_staged(upload_id, offset);
+            let bytes = store.get(&path).await?.bytes().await?;
+            if bytes.len() as u64 != len {
+                return Err(StorageError::Corrupt {
+                    path: path.to_string(),
+                    reason: format!("staged piece has {} bytes, {len} recorded", bytes.len()),
+                });
+            }
+            pieces.push(bytes);
+        }
+        pieces.extend(pending.iter().cloned());
+        Ok(pieces.into_iter().collect())
+    }
+
+    /// Sends the staged and pending bytes as the next part.
+    async fn flush_part(&mut self) -> Result<()> {
+        let payload = self.next_part_payload().await?;
+        if let Sink::Multipart {
+            multipart,
+            upload_id,
+            state,
             pending,
             pending_len,
+            garbage,
+            ..
         } = &mut self.sink
         {
-            if pending.is_empty() {
+            let len = payload.content_length() as u64;
+            if len == 0 {
                 return Ok(());
             }
-            let payload: PutPayload = pending.iter().cloned().collect();
-            let part = store
-                .put_part(&self.location, id, parts.len(), payload)
+            let id = state.multipart_id.clone();
+            let part = multipart
+                .put_part(&self.location, &id, state.parts.len(), payload)
                 .await?;
-            parts.push(part);
+            state.parts.push(part.content_id);
+            state.parts_len += len;
+            garbage.extend(
+                state
+                    .staged
+                    .drain(..)
+                    .map(|(offset, _)| layout::upload_staged(upload_id, offset)),
+            );
             pending.clear();
             *pending_len = 0;
         }
@@ -225,17 +371,51 @@ impl BlobWriter {
 
     /// Makes the written bytes durable and complete at [`Self::location`].
     pub async fn finish(mut self) -> Result<Path> {
-        self.flush_part().await?;
-        match self.sink {
+        match &self.sink {
             Sink::File { path, fsync, .. } => {
-                if fsync {
-                    blocking(move || std::fs::File::open(path)?.sync_all()).await?;
-                }
+                let (path, fsync, len) = (path.clone(), *fsync, self.written);
+                blocking(move || {
+                    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+                    // Bytes past the recorded end are a torn write of an interrupted request.
+                    if file.metadata()?.len() != len {
+                        file.set_len(len)?;
+                    }
+                    if fsync {
+                        file.sync_all()?;
+                    }
+                    Ok(())
+                })
+                .await?;
             }
             Sink::Multipart {
-                store, id, parts, ..
+                multipart,
+                store,
+                state,
+                ..
             } => {
-                store.complete_multipart(&self.location, &id, parts).await?;
+                let (multipart, store) = (multipart.clone(), store.clone());
+                let id = state.multipart_id.clone();
+                if state.parts.is_empty() {
+                    // Smaller than one part: a plain object (S3 wants at least one part).
+                    let payload = self.next_part_payload().await?;
+                    store.put(&self.location, payload).await?;
+                    let _ = multipart.abort_multipart(&self.location, &id).await;
+                } else {
+                    self.flush_part().await?;
+                    let Sink::Multipart { state, .. } = &self.sink else {
+                        unreachable!()
+                    };
+                    let parts = state
+                        .parts
+                        .iter()
+                        .map(|c| PartId {
+                            content_id: c.clone(),
+                        })
+                        .collect();
+                    multipart
+                        .complete_multipart(&self.location, &id, parts)
+                        .await?;
+                }
             }
         }
         Ok(self.location)
@@ -243,8 +423,13 @@ impl BlobWriter {
 
     /// Releases what the upload holds on the backend (the caller removes the files).
     pub async fn abort(self) -> Result<()> {
-        if let Sink::Multipart { store, id, .. } = self.sink {
-            store.abort_multipart(&self.location, &id).await?;
+        if let Sink::Multipart {
+            multipart, state, ..
+        } = self.sink
+        {
+            multipart
+                .abort_multipart(&self.location, &state.multipart_id)
+                .await?;
         }
         Ok(())
     }

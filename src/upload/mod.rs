@@ -1,11 +1,15 @@
 //! Uploads in progress: session actors, digest verification, and the streaming of request bodies
 //! into storage.
 //!
-//! Each upload is an [`UploadSession`] actor (its offset and writer) paired with a
-//! [`DigestVerifier`] actor (its running hash, on a hashing thread). A request body streams
-//! through [`ingest`]: each batch is written to storage first and then handed to the verifier,
-//! so the hash never covers bytes that are not stored, and writing the next batch overlaps with
-//! hashing the last one. A blob becomes visible under its digest only once the verifier agrees.
+//! Each upload is an [`UploadSession`] actor (this process's cache of the upload: its writer and
+//! its [`DigestVerifier`], which keeps the running hash on a hashing thread) over a durable record
+//! on storage. A request that writes takes the session's lease (one writer per process), then the
+//! upload's storage lock (one writer across processes), reads the record under it and rebuilds the
+//! cache if another process wrote since; then its body streams through [`ingest`]: each batch is
+//! written to storage first and then handed to the verifier, so the hash never covers bytes that
+//! are not stored. Before the lock is let go the record is rewritten (offset, hash state, parts),
+//! so a restarted process or another instance continues exactly there. A blob becomes visible
+//! under its digest only once the verifier agrees.
 
 pub mod session;
 pub mod verifier;
@@ -19,10 +23,10 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use thiserror::Error;
 
-use crate::oci::{Algorithm, Digest, RepoName};
-use crate::storage::{BlobWriter, Storage, StorageError};
+use crate::oci::{Algorithm, Digest, Hasher, RepoName};
+use crate::storage::{BlobWriter, HashRecord, Storage, StorageError, UploadGuard, UploadRecord};
 pub use session::UploadSession;
-use session::{Acquire, Cancel, Closed, Expiry, Finish, GetStatus, Lease, Release};
+use session::{Acquire, Cached, Cancel, Check, Closed, Finish, Lease, Release};
 use verifier::{Current, Progress, Update};
 pub use verifier::{DigestVerifier, HashingPool};
 
@@ -63,11 +67,11 @@ pub struct Committed {
     pub size: u64,
 }
 
-/// The live sessions by id.
+/// The sessions this process holds in memory, by id.
 pub type Sessions = Arc<Mutex<HashMap<String, Addr<UploadSession>>>>;
 
-/// An upload idle this long (no request for it) is abandoned and removed.
-pub const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// A session nobody used for this long leaves memory (its upload stays on storage).
+pub const DEFAULT_EVICT_AFTER: Duration = Duration::from_secs(10 * 60);
 /// A request body that sends nothing for this long is treated as broken, so a stalled client
 /// cannot hold an upload's lease for ever.
 const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -81,7 +85,16 @@ pub struct UploadManager {
     storage: Storage,
     hashing: HashingPool,
     sessions: Sessions,
-    idle_ttl: Duration,
+    evict_after: Duration,
+}
+
+/// A request's hold on an upload: both locks, the record read under them, the cache.
+struct Writing {
+    addr: Addr<UploadSession>,
+    guard: UploadGuard,
+    record: UploadRecord,
+    cached: Cached,
+    algorithm: Algorithm,
 }
 
 impl UploadManager {
@@ -90,54 +103,292 @@ impl UploadManager {
             storage,
             hashing,
             sessions: Default::default(),
-            idle_ttl: DEFAULT_IDLE_TTL,
+            evict_after: DEFAULT_EVICT_AFTER,
         }
+    }
+
+    /// Sets how long an untouched session stays in memory.
+    pub fn with_evict_after(mut self, after: Duration) -> Self {
+        self.evict_after = after;
+        self
+    }
+
+    /// How many sessions this process holds in memory.
+    pub fn sessions_in_memory(&self) -> usize {
+        self.sessions.lock().unwrap().len()
     }
 
     /// Opens a session in `repo`, hashing with `algorithm` as the bytes arrive.
     pub async fn start(&self, repo: RepoName, algorithm: Algorithm) -> Result<String> {
         let id = uuid::Uuid::new_v4().to_string();
         let writer = self.storage.new_upload_writer(&id).await?;
-        let verifier = self.hashing.spawn(algorithm);
-        let expiry = Expiry {
-            id: id.clone(),
-            storage: self.storage.clone(),
-            sessions: self.sessions.clone(),
-            idle_ttl: self.idle_ttl,
+        let record = UploadRecord {
+            repo: repo.to_string(),
+            algorithm: algorithm.as_str().to_string(),
+            started_at: chrono::Utc::now().to_rfc3339(),
+            offset: 0,
+            generation: 1,
+            hash: None,
+            parts: writer.parts_state(),
         };
-        let session = UploadSession::new(repo, algorithm, writer, verifier, expiry).start();
+        self.storage.save_upload(&id, &record).await?;
+        let (verifier, latest) = self.hashing.spawn(algorithm);
+        let cached = Cached {
+            writer,
+            verifier,
+            latest,
+        };
+        let session = UploadSession::new(
+            id.clone(),
+            repo,
+            algorithm,
+            self.sessions.clone(),
+            self.evict_after,
+        )
+        .with_cache(cached, record.generation)
+        .start();
         self.sessions.lock().unwrap().insert(id.clone(), session);
         Ok(id)
     }
 
-    /// Sets how long an untouched session lives.
-    pub fn with_idle_ttl(mut self, ttl: Duration) -> Self {
-        self.idle_ttl = ttl;
-        self
+    /// The session's actor, brought back from storage if this process does not hold it.
+    async fn session(&self, repo: &RepoName, id: &str) -> Result<Addr<UploadSession>> {
+        if let Some(addr) = self.sessions.lock().unwrap().get(id) {
+            return Ok(addr.clone());
+        }
+        let record = self.record(repo, id).await?;
+        let algorithm: Algorithm = record
+            .algorithm
+            .parse()
+            .map_err(|_| UploadError::Unknown(id.to_string()))?;
+        let mut sessions = self.sessions.lock().unwrap();
+        let addr = sessions.entry(id.to_string()).or_insert_with(|| {
+            UploadSession::new(
+                id.to_string(),
+                repo.clone(),
+                algorithm,
+                self.sessions.clone(),
+                self.evict_after,
+            )
+            .start()
+        });
+        Ok(addr.clone())
     }
 
-    /// How many sessions are open.
-    pub fn open_sessions(&self) -> usize {
-        self.sessions.lock().unwrap().len()
+    /// The upload's record, if it belongs to `repo`.
+    async fn record(&self, repo: &RepoName, id: &str) -> Result<UploadRecord> {
+        if uuid::Uuid::parse_str(id).is_err() {
+            return Err(UploadError::Unknown(id.to_string()));
+        }
+        match self.storage.load_upload(id).await? {
+            Some(record) if record.repo == repo.as_str() => Ok(record),
+            _ => Err(UploadError::Unknown(id.to_string())),
+        }
     }
 
-    /// The session's actor; whether it belongs to the request's repository is checked by the
-    /// message the caller sends it.
-    fn session(&self, id: &str) -> Result<Addr<UploadSession>> {
-        self.sessions
-            .lock()
-            .unwrap()
-            .get(id)
-            .cloned()
-            .ok_or_else(|| UploadError::Unknown(id.to_string()))
-    }
-
-    /// Bytes stored so far.
+    /// Bytes stored so far, as recorded on storage (whichever process wrote them).
     pub async fn status(&self, repo: &RepoName, id: &str) -> Result<u64> {
-        self.session(id)?
-            .send(GetStatus { repo: repo.clone() })
+        let in_memory = self.sessions.lock().unwrap().get(id).cloned();
+        if let Some(addr) = in_memory {
+            // Cancelled while a request writes it: gone, though its bytes are not removed yet.
+            if let Ok(Err(e)) = addr.send(Check { repo: repo.clone() }).await {
+                return Err(e);
+            }
+        }
+        Ok(self.record(repo, id).await?.offset)
+    }
+
+    /// Takes the session's lease and the upload's storage lock, and makes the cache match the
+    /// record. `expected_offset` is where the request's bytes start (from `Content-Range`).
+    async fn begin(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        expected_offset: Option<u64>,
+    ) -> Result<Writing> {
+        let addr = self.session(repo, id).await?;
+        let Lease {
+            cached,
+            generation,
+            algorithm,
+        } = addr
+            .send(Acquire { repo: repo.clone() })
             .await
-            .map_err(|_| UploadError::Unknown(id.to_string()))?
+            .map_err(|_| UploadError::Unknown(id.to_string()))??;
+        let locked = self.storage.lock_upload(id).await;
+        let (guard, record) = match locked {
+            Ok(Some(held)) => held,
+            Ok(None) => {
+                let _ = give_back(&addr, cached, None).await;
+                self.forget(id, &addr);
+                return Err(UploadError::Unknown(id.to_string()));
+            }
+            Err(e) => {
+                let _ = give_back(&addr, cached, Some(generation)).await;
+                return Err(match e {
+                    StorageError::Locked(_) => UploadError::Busy {
+                        offset: self.status(repo, id).await.unwrap_or(0),
+                    },
+                    e => e.into(),
+                });
+            }
+        };
+        let cached = match cached {
+            Some(c) if generation == record.generation => c,
+            _ => match self.rebuild(id, algorithm, &record).await {
+                Ok(c) => c,
+                Err(e) => {
+                    guard.release().await;
+                    let _ = give_back(&addr, None, None).await;
+                    return Err(e);
+                }
+            },
+        };
+        if let Some(start) = expected_offset.filter(|&s| s != record.offset) {
+            log::debug!("upload {id}: chunk at {start}, offset is {}", record.offset);
+            guard.release().await;
+            let _ = give_back(&addr, Some(cached), Some(record.generation)).await;
+            return Err(UploadError::OutOfOrder {
+                offset: record.offset,
+            });
+        }
+        Ok(Writing {
+            addr,
+            guard,
+            record,
+            cached,
+            algorithm,
+        })
+    }
+
+    /// Rebuilds the cache from the record: the writer at the recorded offset, the verifier from
+    /// the recorded hash state (on local disk, bytes it had not reached are re-read).
+    async fn rebuild(
+        &self,
+        id: &str,
+        algorithm: Algorithm,
+        record: &UploadRecord,
+    ) -> Result<Cached> {
+        let writer = self.storage.resume_upload_writer(id, record)?;
+        let corrupt = |reason: String| {
+            UploadError::Storage(StorageError::Corrupt {
+                path: format!("upload {id}"),
+                reason,
+            })
+        };
+        let (hasher, hashed) = match &record.hash {
+            Some(HashRecord { offset, state }) if *offset <= record.offset => {
+                let bytes = hex::decode(state).map_err(|e| corrupt(e.to_string()))?;
+                let hasher = Hasher::restore(algorithm, &bytes)
+                    .ok_or_else(|| corrupt("unreadable hash state".into()))?;
+                (hasher, *offset)
+            }
+            _ => (algorithm.hasher(), 0),
+        };
+        if hashed < record.offset && self.storage.upload_hash_must_be_exact() {
+            return Err(corrupt(format!(
+                "hash state covers {hashed} of {} bytes",
+                record.offset
+            )));
+        }
+        let (verifier, latest) = self.hashing.spawn_resumed(hasher, hashed);
+        if hashed < record.offset {
+            log::debug!("upload {id}: re-hashing bytes {hashed}..{}", record.offset);
+            let mut data = self
+                .storage
+                .stream_upload_range(id, hashed..record.offset)
+                .await?
+                .stream;
+            let mut in_flight = VecDeque::new();
+            while let Some(chunk) = data.next().await {
+                verifier.do_send(Update(vec![chunk?]));
+                in_flight.push_back(verifier.send(Progress));
+                if in_flight.len() > MAX_HASH_IN_FLIGHT {
+                    let _ = in_flight.pop_front().expect("non-empty").await;
+                }
+            }
+        }
+        Ok(Cached {
+            writer,
+            verifier,
+            latest,
+        })
+    }
+
+    /// Saves what the request wrote (the record, under the lock), lets go of the locks and
+    /// answers the new offset. Called after every write, successful or not: bytes that arrived
+    /// before a broken connection are kept.
+    async fn end(&self, id: &str, writing: Writing) -> Result<u64> {
+        let Writing {
+            addr,
+            guard,
+            record,
+            mut cached,
+            ..
+        } = writing;
+        let saved = self.save(id, &record, &mut cached).await;
+        guard.release().await;
+        match saved {
+            Ok(record) => match give_back(&addr, Some(cached), Some(record.generation)).await {
+                Ok(()) => Ok(record.offset),
+                Err(cancelled) => {
+                    self.discard(id, cancelled).await;
+                    self.forget(id, &addr);
+                    Err(UploadError::Unknown(id.to_string()))
+                }
+            },
+            Err(e) => {
+                // The cache may be ahead of the record: drop it, the next request rebuilds.
+                let _ = give_back(&addr, None, None).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes the record for the cache's current state.
+    async fn save(
+        &self,
+        id: &str,
+        record: &UploadRecord,
+        cached: &mut Cached,
+    ) -> Result<UploadRecord> {
+        cached.writer.checkpoint().await?;
+        if self.storage.upload_hash_must_be_exact() {
+            let _ = cached.verifier.send(Progress).await;
+        }
+        let hash = cached.latest.get().map(|(offset, state)| HashRecord {
+            offset,
+            state: hex::encode(state),
+        });
+        let next = UploadRecord {
+            offset: cached.writer.written(),
+            generation: record.generation + 1,
+            hash: hash.or_else(|| record.hash.clone()),
+            parts: cached.writer.parts_state(),
+            ..record.clone()
+        };
+        self.storage.save_upload(id, &next).await?;
+        cached.writer.collect_garbage().await;
+        Ok(next)
+    }
+
+    /// Forgets the in-memory session `addr` if it is still the one registered for `id`.
+    fn forget(&self, id: &str, addr: &Addr<UploadSession>) {
+        let mut sessions = self.sessions.lock().unwrap();
+        if sessions.get(id).is_some_and(|a| a == addr) {
+            sessions.remove(id);
+        }
+    }
+
+    /// Removes an upload's bytes and record.
+    async fn discard(&self, id: &str, cached: Option<Cached>) {
+        if let Some(c) = cached {
+            // Aborting the multipart upload is part of `discard_upload`.
+            drop(c);
+        }
+        if let Err(e) = self.storage.discard_upload(id).await {
+            log::warn!("cannot remove upload {id}: {e}");
+        }
     }
 
     /// Appends a request body (a PATCH) of `length` bytes if the request said so. Answers the
@@ -155,21 +406,18 @@ impl UploadManager {
         S: Stream<Item = Result<Bytes, E>> + Unpin + 'static,
         E: std::fmt::Display + 'static,
     {
-        let addr = self.session(id)?;
-        let storage = self.storage.clone();
+        let this = self.clone();
         let repo = repo.clone();
         let id = id.to_string();
-        // The lease is taken and the body read in a task of its own: even if this request's
-        // future is dropped (the client went away), the task finishes what it wrote and gives
-        // the lease back.
+        // The body is read in a task of its own: even if this request's future is dropped (the
+        // client went away), the task finishes what it wrote, records it and lets go.
         let task = actix_rt::spawn(async move {
-            let Lease {
-                mut writer,
-                verifier,
-                ..
-            } = acquire(&addr, &id, repo, expected_offset).await?;
-            let outcome = ingest(&mut writer, &verifier, body, length).await;
-            let offset = give_back(&addr, &storage, &id, writer).await;
+            let mut writing = this.begin(&repo, &id, expected_offset).await?;
+            let Cached {
+                writer, verifier, ..
+            } = &mut writing.cached;
+            let outcome = ingest(writer, verifier, body, length).await;
+            let offset = this.end(&id, writing).await;
             outcome.and(offset)
         });
         task.await
@@ -192,87 +440,122 @@ impl UploadManager {
         S: Stream<Item = Result<Bytes, E>> + Unpin + 'static,
         E: std::fmt::Display + 'static,
     {
-        let addr = self.session(id)?;
-        let storage = self.storage.clone();
+        let this = self.clone();
         let repo = repo.clone();
-        let sessions = self.sessions.clone();
         let digest = digest.clone();
         let id = id.to_string();
         let task = actix_rt::spawn(async move {
-            let Lease {
-                mut writer,
-                verifier,
-                algorithm,
-            } = acquire(&addr, &id, repo, expected_offset).await?;
-            if let Err(e) = ingest(&mut writer, &verifier, body, length).await {
-                let _ = give_back(&addr, &storage, &id, writer).await;
+            let mut writing = this.begin(&repo, &id, expected_offset).await?;
+            let Cached {
+                writer, verifier, ..
+            } = &mut writing.cached;
+            if let Err(e) = ingest(writer, verifier, body, length).await {
+                let _ = this.end(&id, writing).await;
                 return Err(e);
             }
+            let Writing {
+                addr,
+                guard,
+                cached,
+                algorithm,
+                ..
+            } = writing;
             let finished = addr.send(Finish).await;
-            sessions.lock().unwrap().remove(&id);
-            if !matches!(finished, Ok(Ok(()))) {
-                discard(&storage, &id, writer).await;
-                return Err(UploadError::Unknown(id));
-            }
-            finish(&storage, &id, writer, &verifier, algorithm, &digest).await
+            this.forget(&id, &addr);
+            let outcome = if matches!(finished, Ok(Ok(()))) {
+                let Cached {
+                    writer, verifier, ..
+                } = cached;
+                finish(&this.storage, &id, writer, &verifier, algorithm, &digest).await
+            } else {
+                this.discard(&id, Some(cached)).await;
+                Err(UploadError::Unknown(id.clone()))
+            };
+            guard.release().await;
+            outcome
         });
         task.await
             .map_err(|e| UploadError::BodyInterrupted(e.to_string()))?
     }
 
-    /// Cancels a session and removes its bytes (at once, or when a request writing it is done).
+    /// Cancels a session and removes its bytes (at once, or when a request writing it in this
+    /// process is done).
     pub async fn cancel(&self, repo: &RepoName, id: &str) -> Result<()> {
-        let addr = self.session(id)?;
+        let addr = self.session(repo, id).await?;
         let closed = addr
             .send(Cancel { repo: repo.clone() })
             .await
             .map_err(|_| UploadError::Unknown(id.to_string()))??;
-        self.sessions.lock().unwrap().remove(id);
-        if let Closed::Idle(writer) = closed {
-            writer.abort().await?;
-            self.storage.discard_upload(id).await?;
+        if let Closed::Idle(cached) = closed {
+            self.forget(id, &addr);
+            // Wait for a writer in another process; if it does not let go, remove anyway.
+            let held = match self.storage.lock_upload(id).await {
+                Ok(Some((guard, _))) => Some(guard),
+                Ok(None) => return Err(UploadError::Unknown(id.to_string())),
+                Err(_) => None,
+            };
+            self.discard(id, cached.map(|c| *c)).await;
+            if let Some(guard) = held {
+                guard.release().await;
+            }
         }
         Ok(())
     }
-}
 
-/// Takes a session's lease.
-async fn acquire(
-    addr: &Addr<UploadSession>,
-    id: &str,
-    repo: RepoName,
-    expected_offset: Option<u64>,
-) -> Result<Lease> {
-    addr.send(Acquire {
-        repo,
-        expected_offset,
-    })
-    .await
-    .map_err(|_| UploadError::Unknown(id.to_string()))?
-}
-
-/// Gives the writer back to its session and answers the new offset; if the session was
-/// cancelled meanwhile, removes its bytes instead.
-async fn give_back(
-    addr: &Addr<UploadSession>,
-    storage: &Storage,
-    id: &str,
-    writer: BlobWriter,
-) -> Result<u64> {
-    match addr.send(Release(writer)).await {
-        Ok(Ok(offset)) => Ok(offset),
-        Ok(Err(cancelled)) => {
-            discard(storage, id, cancelled).await;
-            Err(UploadError::Unknown(id.to_string()))
+    /// Removes uploads untouched for longer than `age` (distribution's
+    /// `storage.maintenance.uploadpurging`). Answers how many were (or, on a dry run, would be)
+    /// removed.
+    pub async fn purge(&self, age: Duration, dry_run: bool) -> Result<usize> {
+        let cutoff =
+            chrono::Utc::now() - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
+        let mut purged = 0;
+        for upload in self.storage.list_uploads().await? {
+            if upload.last_modified >= cutoff {
+                continue;
+            }
+            if dry_run {
+                log::info!(
+                    "upload purging (dry run): would remove upload {}",
+                    upload.id
+                );
+                purged += 1;
+                continue;
+            }
+            // A lock held means someone is writing it right now: not abandoned.
+            match self.storage.lock_upload(&upload.id).await {
+                Ok(Some((guard, _))) => {
+                    if let Some(addr) = self.sessions.lock().unwrap().remove(&upload.id) {
+                        addr.do_send(Finish);
+                    }
+                    self.discard(&upload.id, None).await;
+                    guard.release().await;
+                }
+                // No record: a directory left by a crash before its first record.
+                Ok(None) => self.discard(&upload.id, None).await,
+                Err(_) => continue,
+            }
+            log::info!(
+                "upload purging: removed upload {} (untouched since {})",
+                upload.id,
+                upload.last_modified
+            );
+            purged += 1;
         }
-        Err(_) => Err(UploadError::Unknown(id.to_string())),
+        Ok(purged)
     }
 }
 
-/// Removes an upload that no session owns any more.
-async fn discard(storage: &Storage, id: &str, writer: BlobWriter) {
-    let _ = writer.abort().await;
-    let _ = storage.discard_upload(id).await;
+/// Gives the cache back to its session; `Err` carries it back when the session was cancelled
+/// meanwhile (the caller removes the upload).
+async fn give_back(
+    addr: &Addr<UploadSession>,
+    cached: Option<Cached>,
+    generation: Option<u64>,
+) -> Result<(), Option<Cached>> {
+    match addr.send(Release { cached, generation }).await {
+        Ok(outcome) => outcome,
+        Err(_) => Ok(()),
+    }
 }
 
 /// Streams `body` into `writer`, hashing behind it. `length`, when the request gave one, is how
@@ -445,10 +728,10 @@ mod tests {
     }
 
     #[actix_rt::test]
-    async fn abandoned_sessions_expire_with_their_bytes() {
+    async fn abandoned_uploads_are_purged_with_their_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::filesystem(dir.path(), false).unwrap();
-        let uploads = manager(&storage).with_idle_ttl(Duration::from_millis(200));
+        let uploads = manager(&storage);
         let repo: RepoName = "a".parse().unwrap();
         let id = uploads
             .start(repo.clone(), Algorithm::Sha256)
@@ -463,13 +746,90 @@ mod tests {
             .join("docker/registry/v2/_berth/uploads")
             .join(&id);
         assert!(data.exists());
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert_eq!(
+            uploads
+                .purge(Duration::from_secs(3600), false)
+                .await
+                .unwrap(),
+            0
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            uploads
+                .purge(Duration::from_millis(10), true)
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(data.exists(), "a dry run removes nothing");
+        assert_eq!(
+            uploads
+                .purge(Duration::from_millis(10), false)
+                .await
+                .unwrap(),
+            1
+        );
         assert!(matches!(
             uploads.status(&repo, &id).await,
             Err(UploadError::Unknown(_))
         ));
-        assert_eq!(uploads.open_sessions(), 0);
+        assert_eq!(uploads.sessions_in_memory(), 0);
         assert!(!data.exists(), "the abandoned upload's bytes are removed");
+    }
+
+    /// A second manager over the same storage stands for a restarted process or another
+    /// instance: it continues the upload from its record, hash state included.
+    async fn continues_elsewhere(storage: Storage) {
+        let repo: RepoName = "r".parse().unwrap();
+        let first = manager(&storage);
+        let id = first.start(repo.clone(), Algorithm::Sha256).await.unwrap();
+        let chunk = |i: u8| -> &'static [u8] { Box::leak(vec![i; 700_000].into_boxed_slice()) };
+        let mut all = Vec::new();
+        let mut offset = 0;
+        for i in 0..12u8 {
+            let uploads = if i % 3 == 0 {
+                first.clone()
+            } else {
+                manager(&storage)
+            };
+            offset = uploads
+                .append(&repo, &id, Some(offset), None, body(&[chunk(i)]))
+                .await
+                .unwrap();
+            all.extend_from_slice(chunk(i));
+            assert_eq!(manager(&storage).status(&repo, &id).await.unwrap(), offset);
+        }
+        // The first manager's cache is stale: it must notice and rebuild.
+        let err = first
+            .append(&repo, &id, Some(0), None, body(&[b"x"]))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, UploadError::OutOfOrder { offset: o } if o == offset));
+        let digest = Digest::sha256(&all);
+        let committed = first
+            .complete(&repo, &id, Some(offset), None, body(&[]), &digest)
+            .await
+            .unwrap();
+        assert_eq!(committed.size, all.len() as u64);
+        assert_eq!(
+            storage.blob_size(&digest).await.unwrap(),
+            Some(all.len() as u64)
+        );
+        assert!(matches!(
+            first.status(&repo, &id).await,
+            Err(UploadError::Unknown(_))
+        ));
+    }
+
+    #[actix_rt::test]
+    async fn uploads_continue_in_another_process_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        continues_elsewhere(Storage::filesystem(dir.path(), true).unwrap()).await;
+    }
+
+    #[actix_rt::test]
+    async fn uploads_continue_in_another_process_on_object_stores() {
+        continues_elsewhere(Storage::in_memory()).await;
     }
 
     #[actix_rt::test]

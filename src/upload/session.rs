@@ -1,84 +1,100 @@
-//! The upload-session actor: the single owner of one upload's state.
+//! The upload-session actor: this process's owner of one upload in memory.
 //!
-//! A request that writes to the session first takes a [`Lease`] (the writer), so two requests can
-//! never write one session at once; the loser gets [`UploadError::Busy`]. The lease goes back to
-//! the actor when the request is done ([`Release`]), with the new offset. A session cancelled
-//! while leased hands the writer back to the releasing request for clean-up; a session idle for
-//! longer than its time-to-live removes itself and its bytes.
+//! The durable truth about an upload is its record on storage (see `storage::uploads`); the actor
+//! caches what is expensive to rebuild from it (the open writer, the verifier holding the running
+//! hash) and serialises this process's requests on the upload. A request that writes takes a
+//! [`Lease`] from the actor (a second one gets [`UploadError::Busy`]) and gives it back with
+//! [`Release`], stating which record generation the cache now matches. A session cancelled while
+//! leased hands the cache back to the releasing request for clean-up. A session idle for a while
+//! leaves memory (not storage): the next request rebuilds it from the record.
 
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::verifier::DigestVerifier;
+use super::verifier::{DigestVerifier, LatestHash};
 use super::{Sessions, UploadError};
 use crate::oci::{Algorithm, RepoName};
-use crate::storage::{BlobWriter, Storage};
+use crate::storage::BlobWriter;
 
 /// How often a session checks whether it has been idle too long.
 const EXPIRY_CHECK: Duration = Duration::from_secs(60);
 
-/// What a session needs to remove itself when abandoned.
-pub struct Expiry {
-    pub id: String,
-    pub storage: Storage,
-    pub sessions: Sessions,
-    pub idle_ttl: Duration,
+/// The expensive part of an upload's in-memory state.
+pub struct Cached {
+    pub writer: BlobWriter,
+    pub verifier: Addr<DigestVerifier>,
+    pub latest: LatestHash,
 }
 
 pub struct UploadSession {
+    id: String,
     repo: RepoName,
     algorithm: Algorithm,
+    /// `None` when not built yet (or dropped after a failure): rebuilt from the record.
+    cached: Option<Cached>,
+    /// The record generation `cached` matches.
+    generation: u64,
+    /// The offset when last released (for the `Range` of a busy answer).
     offset: u64,
-    /// `None` while a request holds the lease.
-    writer: Option<BlobWriter>,
-    verifier: Addr<DigestVerifier>,
+    leased: bool,
     last_active: Instant,
     /// Cancelled while a request held the lease: clean up when it comes back.
     cancelled: bool,
-    expiry: Expiry,
+    sessions: Sessions,
+    evict_after: Duration,
 }
 
 impl UploadSession {
     pub fn new(
+        id: String,
         repo: RepoName,
         algorithm: Algorithm,
-        mut writer: BlobWriter,
-        verifier: Addr<DigestVerifier>,
-        expiry: Expiry,
+        sessions: Sessions,
+        evict_after: Duration,
     ) -> Self {
-        writer.park();
         UploadSession {
+            id,
             repo,
             algorithm,
-            offset: writer.written(),
-            writer: Some(writer),
-            verifier,
+            cached: None,
+            generation: 0,
+            offset: 0,
+            leased: false,
             last_active: Instant::now(),
             cancelled: false,
-            expiry,
+            sessions,
+            evict_after,
         }
     }
 
-    fn expire_if_idle(&mut self, ctx: &mut Context<Self>) {
-        if self.writer.is_none() || self.last_active.elapsed() < self.expiry.idle_ttl {
+    /// A session whose cache is already built (a new upload).
+    pub fn with_cache(mut self, cached: Cached, generation: u64) -> Self {
+        self.offset = cached.writer.written();
+        self.cached = Some(cached);
+        self.generation = generation;
+        self
+    }
+
+    fn evict_if_idle(&mut self, ctx: &mut Context<Self>) {
+        if self.leased || self.last_active.elapsed() < self.evict_after {
             return;
         }
-        log::info!(
-            "upload {} in {} abandoned after {:?} idle; removing it",
-            self.expiry.id,
-            self.repo,
-            self.expiry.idle_ttl
-        );
-        self.expiry.sessions.lock().unwrap().remove(&self.expiry.id);
-        let writer = self.writer.take().expect("checked above");
-        let storage = self.expiry.storage.clone();
-        let id = self.expiry.id.clone();
-        actix_rt::spawn(async move {
-            let _ = writer.abort().await;
-            let _ = storage.discard_upload(&id).await;
-        });
+        let mut sessions = self.sessions.lock().unwrap();
+        if sessions.get(&self.id).is_some_and(|a| a == &ctx.address()) {
+            sessions.remove(&self.id);
+        }
         ctx.stop();
+    }
+
+    /// Every request names the repository in its URL; a session answers only its own, so an
+    /// upload id is useless in another repository. Checked in each message, saving a round trip.
+    fn check_repo(&self, repo: &RepoName) -> Result<(), UploadError> {
+        if repo == &self.repo {
+            Ok(())
+        } else {
+            Err(UploadError::Unknown(self.id.clone()))
+        }
     }
 }
 
@@ -86,105 +102,107 @@ impl Actor for UploadSession {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let every = EXPIRY_CHECK.min(self.expiry.idle_ttl / 2);
-        ctx.run_interval(every, Self::expire_if_idle);
+        let every = EXPIRY_CHECK.min(self.evict_after / 2);
+        ctx.run_interval(every, Self::evict_if_idle);
     }
 }
 
-/// Exclusive right to write to the session.
+/// Exclusive right, within this process, to write the upload.
 pub struct Lease {
-    pub writer: BlobWriter,
-    pub verifier: Addr<DigestVerifier>,
+    pub cached: Option<Cached>,
+    pub generation: u64,
     pub algorithm: Algorithm,
 }
 
-impl UploadSession {
-    /// Every request names the repository in its URL; a session answers only its own, so an
-    /// upload id is useless in another repository. Checked in each message, saving a round trip.
-    fn check_repo(&self, repo: &RepoName) -> Result<(), UploadError> {
-        if repo == &self.repo {
-            Ok(())
-        } else {
-            Err(UploadError::Unknown(self.expiry.id.clone()))
-        }
-    }
-}
-
-/// The bytes stored so far.
+/// Whether the session answers `repo` and is not cancelled.
 #[derive(Message)]
-#[rtype(result = "Result<u64, UploadError>")]
-pub struct GetStatus {
+#[rtype(result = "Result<(), UploadError>")]
+pub struct Check {
     pub repo: RepoName,
 }
 
-impl Handler<GetStatus> for UploadSession {
-    type Result = Result<u64, UploadError>;
-    fn handle(&mut self, msg: GetStatus, _: &mut Self::Context) -> Self::Result {
+impl Handler<Check> for UploadSession {
+    type Result = Result<(), UploadError>;
+    fn handle(&mut self, msg: Check, _: &mut Self::Context) -> Self::Result {
         self.check_repo(&msg.repo)?;
-        Ok(self.offset)
+        if self.cancelled {
+            return Err(UploadError::Unknown(self.id.clone()));
+        }
+        Ok(())
     }
 }
 
-/// Take the lease. `expected_offset` is where the request's bytes start (from `Content-Range`);
-/// a mismatch is refused with the session's real offset.
+/// Take the lease.
 #[derive(Message)]
 #[rtype(result = "Result<Lease, UploadError>")]
 pub struct Acquire {
     pub repo: RepoName,
-    pub expected_offset: Option<u64>,
 }
 
 impl Handler<Acquire> for UploadSession {
     type Result = Result<Lease, UploadError>;
     fn handle(&mut self, msg: Acquire, _: &mut Self::Context) -> Self::Result {
         self.check_repo(&msg.repo)?;
-        if self.writer.is_none() {
+        if self.cancelled {
+            return Err(UploadError::Unknown(self.id.clone()));
+        }
+        if self.leased {
             return Err(UploadError::Busy {
                 offset: self.offset,
             });
         }
-        if let Some(start) = msg.expected_offset {
-            if start != self.offset {
-                return Err(UploadError::OutOfOrder {
-                    offset: self.offset,
-                });
-            }
-        }
+        self.leased = true;
         self.last_active = Instant::now();
         Ok(Lease {
-            writer: self.writer.take().expect("checked above"),
-            verifier: self.verifier.clone(),
+            cached: self.cached.take(),
+            generation: self.generation,
             algorithm: self.algorithm,
         })
     }
 }
 
-/// Give the lease back after writing. Answers the new offset, or the writer itself when the
-/// session was cancelled meanwhile (the caller removes its bytes).
+/// Give the lease back, with the cache and the record generation it matches (`None`: the cache
+/// is not to be trusted). Answers the cache itself when the session was cancelled meanwhile
+/// (the caller removes the upload).
 #[derive(Message)]
-#[rtype(result = "Result<u64, BlobWriter>")]
-pub struct Release(pub BlobWriter);
+#[rtype(result = "Result<(), Option<Cached>>")]
+pub struct Release {
+    pub cached: Option<Cached>,
+    pub generation: Option<u64>,
+}
 
 impl Handler<Release> for UploadSession {
-    type Result = Result<u64, BlobWriter>;
+    type Result = Result<(), Option<Cached>>;
     fn handle(&mut self, msg: Release, ctx: &mut Self::Context) -> Self::Result {
-        let mut writer = msg.0;
-        writer.park();
+        let mut cached = msg.cached;
+        if let Some(c) = &mut cached {
+            c.writer.park();
+        }
+        self.leased = false;
+        self.last_active = Instant::now();
         if self.cancelled {
             ctx.stop();
-            return Err(writer);
+            return Err(cached);
         }
-        self.offset = writer.written();
-        self.writer = Some(writer);
-        self.last_active = Instant::now();
-        Ok(self.offset)
+        match (cached, msg.generation) {
+            (Some(c), Some(generation)) => {
+                self.offset = c.writer.written();
+                self.cached = Some(c);
+                self.generation = generation;
+            }
+            _ => {
+                self.cached = None;
+                self.generation = 0;
+            }
+        }
+        Ok(())
     }
 }
 
 /// How a session ended.
 pub enum Closed {
-    /// It was idle: here is its writer, to be aborted.
-    Idle(BlobWriter),
+    /// It was idle: here is its cache, if it had one.
+    Idle(Option<Box<Cached>>),
     /// A request holds the lease and will clean up when it releases it.
     Busy,
 }
@@ -200,15 +218,12 @@ impl Handler<Cancel> for UploadSession {
     type Result = Result<Closed, UploadError>;
     fn handle(&mut self, msg: Cancel, ctx: &mut Self::Context) -> Self::Result {
         self.check_repo(&msg.repo)?;
-        match self.writer.take() {
-            Some(writer) => {
-                ctx.stop();
-                Ok(Closed::Idle(writer))
-            }
-            None => {
-                self.cancelled = true;
-                Ok(Closed::Busy)
-            }
+        if self.leased {
+            self.cancelled = true;
+            Ok(Closed::Busy)
+        } else {
+            ctx.stop();
+            Ok(Closed::Idle(self.cached.take().map(Box::new)))
         }
     }
 }
@@ -224,7 +239,7 @@ impl Handler<Finish> for UploadSession {
     fn handle(&mut self, _: Finish, ctx: &mut Self::Context) -> Self::Result {
         ctx.stop();
         if self.cancelled {
-            Err(UploadError::Unknown(self.expiry.id.clone()))
+            Err(UploadError::Unknown(self.id.clone()))
         } else {
             Ok(())
         }

@@ -1,6 +1,8 @@
 //! The digest-verifier actor: hashes an upload's bytes as they arrive, on a hashing thread of its
 //! own so that the I/O threads never spend their time in SHA-256.
 
+use std::sync::{Arc, Mutex};
+
 use actix::prelude::*;
 use bytes::Bytes;
 
@@ -10,14 +12,41 @@ use crate::oci::{Algorithm, Digest, Hasher};
 pub struct DigestVerifier {
     hasher: Hasher,
     hashed: u64,
+    latest: LatestHash,
+}
+
+/// The verifier's most recent saved state, readable without queueing behind its pending
+/// batches: an upload's record is written with whatever the hash has reached, so a request need
+/// not wait for its last batches to be hashed (on local disk the rest is re-read on resume).
+#[derive(Clone, Default)]
+pub struct LatestHash(Arc<Mutex<Option<HashState>>>);
+
+/// `(bytes hashed, serialized hasher state)`.
+pub type HashState = (u64, Vec<u8>);
+
+impl LatestHash {
+    /// The state after the last batch hashed, if any was.
+    pub fn get(&self) -> Option<HashState> {
+        self.0.lock().unwrap().clone()
+    }
 }
 
 impl DigestVerifier {
     pub fn new(algorithm: Algorithm) -> Self {
+        Self::resume(algorithm.hasher(), 0)
+    }
+
+    /// A verifier continuing `hasher`, which has hashed `hashed` bytes.
+    pub fn resume(hasher: Hasher, hashed: u64) -> Self {
         DigestVerifier {
-            hasher: algorithm.hasher(),
-            hashed: 0,
+            hasher,
+            hashed,
+            latest: LatestHash::default(),
         }
+    }
+
+    pub fn latest(&self) -> LatestHash {
+        self.latest.clone()
     }
 }
 
@@ -38,6 +67,8 @@ impl Handler<Update> for DigestVerifier {
             self.hasher.update(b);
             self.hashed += b.len() as u64;
         }
+        // A few hundred bytes per batch of ~1 MiB.
+        *self.latest.0.lock().unwrap() = Some((self.hashed, self.hasher.snapshot()));
     }
 }
 
@@ -86,8 +117,17 @@ impl HashingPool {
         }
     }
 
-    pub fn spawn(&self, algorithm: Algorithm) -> Addr<DigestVerifier> {
+    /// Starts a verifier for a new upload.
+    pub fn spawn(&self, algorithm: Algorithm) -> (Addr<DigestVerifier>, LatestHash) {
+        self.spawn_resumed(algorithm.hasher(), 0)
+    }
+
+    /// Starts a verifier continuing `hasher`, which has hashed `hashed` bytes.
+    pub fn spawn_resumed(&self, hasher: Hasher, hashed: u64) -> (Addr<DigestVerifier>, LatestHash) {
+        let verifier = DigestVerifier::resume(hasher, hashed);
+        let latest = verifier.latest();
         let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.arbiters.len();
-        DigestVerifier::start_in_arbiter(&self.arbiters[i], move |_| DigestVerifier::new(algorithm))
+        let addr = DigestVerifier::start_in_arbiter(&self.arbiters[i], move |_| verifier);
+        (addr, latest)
     }
 }

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use sha2::Digest as _;
 
+pub mod s3;
+
 /// The repository's `storage-fixtures/`.
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("storage-fixtures")
@@ -25,9 +27,23 @@ pub fn sha512(bytes: &[u8]) -> String {
 }
 
 /// Which storage a test registry uses.
+#[derive(Clone)]
 pub enum Store {
     Memory,
     Filesystem(PathBuf),
+    /// A bucket on an S3 server: `(endpoint variables)`.
+    S3(Vec<(String, String)>),
+}
+
+/// The storage of tests that do not ask for a particular one: in memory, or a fresh bucket on
+/// the shared S3 server when the suite runs with `BERTH_TEST_STORAGE=s3`.
+pub fn default_store() -> Store {
+    if s3::selected() {
+        let server = s3::S3Server::shared();
+        Store::S3(server.env(&server.bucket()))
+    } else {
+        Store::Memory
+    }
 }
 
 /// Builds a registry served from a thread of the test process.
@@ -40,6 +56,12 @@ pub struct Builder {
 impl Builder {
     pub fn filesystem(mut self, root: &Path) -> Self {
         self.store = Store::Filesystem(root.to_path_buf());
+        self
+    }
+
+    /// Any storage, e.g. a bucket shared with another registry.
+    pub fn store(mut self, store: Store) -> Self {
+        self.store = store;
         self
     }
 
@@ -77,6 +99,7 @@ impl Builder {
                     root.display().to_string(),
                 );
             }
+            Store::S3(vars) => env.extend(vars.iter().cloned()),
         }
         let config = berth::config::Config::load(None, &env).expect("test configuration loads");
         let (tx, rx) = mpsc::channel();
@@ -119,7 +142,7 @@ pub struct TestRegistry {
 impl TestRegistry {
     pub fn builder() -> Builder {
         Builder {
-            store: Store::Memory,
+            store: default_store(),
             env: HashMap::new(),
             faults: None,
         }

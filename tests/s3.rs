@@ -1,0 +1,196 @@
+//! What only the S3 backend has: a backend that can go away, parts with a minimum size, and
+//! downloads redirected to the bucket. Each test starts its own `s3s-fs`.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::s3::S3Server;
+use common::{client, error_code, run, sha256, Store, TestRegistry};
+
+fn registry_on(server: &S3Server) -> TestRegistry {
+    TestRegistry::builder()
+        .store(Store::S3(server.env(&server.bucket())))
+        .start()
+}
+
+fn start_upload(reg: &TestRegistry, repo: &str) -> String {
+    let r = client()
+        .post(reg.url(&format!("/v2/{repo}/blobs/uploads/")))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().unwrap());
+    r.headers()["location"].to_str().unwrap().to_string()
+}
+
+fn patch(location: &str, offset: u64, bytes: &[u8]) -> reqwest::blocking::Response {
+    client()
+        .patch(location)
+        .header("Content-Type", "application/octet-stream")
+        .header(
+            "Content-Range",
+            format!("{offset}-{}", offset + bytes.len() as u64 - 1),
+        )
+        .body(bytes.to_vec())
+        .send()
+        .unwrap()
+}
+
+fn data(len: usize) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect()
+}
+
+#[test]
+fn chunks_of_64_kib_become_parts_of_at_least_5_mib() {
+    let server = S3Server::start();
+    let reg = registry_on(&server);
+    let blob = data(12 * 1024 * 1024 + 100);
+    let r = client()
+        .post(reg.url("/v2/tiny/chunks/blobs/uploads/"))
+        .send()
+        .unwrap();
+    assert_eq!(
+        r.headers()["oci-chunk-min-length"],
+        (10 * 1024 * 1024).to_string().as_str(),
+        "whole parts are advertised as the efficient chunk size"
+    );
+    let unused = r.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(client().delete(unused).send().unwrap().status(), 204);
+    let location = start_upload(&reg, "tiny/chunks");
+    let mut offset = 0u64;
+    for piece in blob.chunks(64 * 1024) {
+        let r = patch(&location, offset, piece);
+        assert_eq!(r.status(), 202, "at {offset}: {}", r.text().unwrap());
+        offset += piece.len() as u64;
+    }
+    let digest = sha256(&blob);
+    let r = client()
+        .put(format!("{location}?digest={digest}"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    // Read back through the registry (a redirect to the bucket) and byte for byte.
+    let got = reqwest::blocking::get(reg.url(&format!("/v2/tiny/chunks/blobs/{digest}")))
+        .unwrap()
+        .bytes()
+        .unwrap();
+    assert_eq!(sha256(&got), digest);
+    assert_eq!(got.len(), blob.len());
+    // No staged pieces or leases are left behind.
+    let bucket_files: Vec<_> = walk(&server.dir)
+        .into_iter()
+        .filter(|p| p.contains("_berth"))
+        .collect();
+    assert!(bucket_files.is_empty(), "left over: {bucket_files:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path.display().to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn an_s3_outage_is_a_spec_error_and_pushes_resume_when_it_is_back() {
+    let mut server = S3Server::start();
+    let reg = registry_on(&server);
+    let blob = data(9 * 1024 * 1024);
+    let location = start_upload(&reg, "outage");
+    assert_eq!(patch(&location, 0, &blob[..3_000_000]).status(), 202);
+
+    server.stop();
+    let started = Instant::now();
+    let r = patch(&location, 3_000_000, &blob[3_000_000..6_000_000]);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "no hang: answered in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(error_code(&r.text().unwrap()), "UNAVAILABLE");
+    let r = client()
+        .post(reg.url("/v2/outage/blobs/uploads/"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 503, "new pushes fail cleanly too");
+
+    server.resume();
+    // The upload continues from what was stored before the outage.
+    let r = client().get(&location).send().unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.headers()["range"], "0-2999999");
+    assert_eq!(
+        patch(&location, 3_000_000, &blob[3_000_000..]).status(),
+        202
+    );
+    let digest = sha256(&blob);
+    let r = client()
+        .put(format!("{location}?digest={digest}"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    let r = client()
+        .head(reg.url(&format!("/v2/outage/blobs/{digest}")))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["content-length"],
+        blob.len().to_string().as_str()
+    );
+}
+
+#[test]
+fn skopeo_pulls_large_layers_through_the_presigned_redirect() {
+    let server = S3Server::start();
+    let reg = registry_on(&server);
+    let layer = data(3 * 1024 * 1024);
+    let image = common::push_image(&reg, "redirect/app", "v1", &layer);
+    let layer_digest = sha256(&layer);
+
+    let r = client()
+        .get(reg.url(&format!("/v2/redirect/app/blobs/{layer_digest}")))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 307, "large blobs are redirected to the bucket");
+    let target = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(target.starts_with(&server.endpoint()), "{target}");
+    assert!(target.contains("X-Amz-Signature="), "{target}");
+    let r = client()
+        .head(reg.url(&format!("/v2/redirect/app/blobs/{layer_digest}")))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "HEAD is answered directly");
+
+    // `dir:` keeps every blob as fetched (an OCI layout destination may recompress layers).
+    let out = tempfile::tempdir().unwrap();
+    let copy = out.path().join("copy");
+    run(Command::new("skopeo")
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(format!("docker://{}/redirect/app:v1", reg.host))
+        .arg(format!("dir:{}", copy.display())));
+    let manifest = std::fs::read(copy.join("manifest.json")).unwrap();
+    assert_eq!(
+        sha256(&manifest),
+        image,
+        "the manifest comes through byte-exact"
+    );
+    let hex = layer_digest.strip_prefix("sha256:").unwrap();
+    let pulled = std::fs::read(copy.join(hex))
+        .unwrap_or_else(|e| panic!("{e}: the copy holds {:?}", walk(&copy)));
+    assert_eq!(
+        pulled, layer,
+        "skopeo got the layer's bytes from the bucket"
+    );
+}
