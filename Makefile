@@ -43,10 +43,12 @@ unit:
 	$(CARGO) test --lib --test api_blobs --test api_manifests
 
 ## Load benchmark: berth against CNCF distribution 2.8.2 (Debian's docker-registry) on this machine,
-## with the machine's ceilings; writes BENCHMARKS.md and benches/results/ (about 10 minutes, root
-## for apt-get). Knobs: BENCH_REPEAT, BENCH_BLOB_SIZE, … (see scripts/bench.sh).
+## with the machine's ceilings (median and spread), 50 concurrent uploads, resume after kill -9,
+## berth on S3 (s3s-fs); writes BENCHMARKS.md and benches/results/ (about 12 minutes on 2 cores,
+## root for apt-get; a first `cargo install s3s-fs` adds ~4). BENCH_PROFILE=1 adds perf
+## flamegraphs of berth. Knobs: BENCH_REPEAT, BENCH_GROUPS, BENCH_BLOB_SIZE, … (see scripts/bench.sh).
 bench:
-	CARGO="$(CARGO)" bash scripts/bench.sh
+	CARGO="$(CARGO)" BENCH_PROFILE="$(BENCH_PROFILE)" bash scripts/bench.sh
 
 ## Criterion micro-benchmarks.
 bench-micro:

@@ -8,23 +8,45 @@
 # rounds and groups. `berth bench --report` turns the JSON lines into medians and ratios; the result
 # goes to BENCHMARKS.md and benches/results/ (results.jsonl, report.md, throughput.svg).
 #
-# Knobs (environment): BENCH_REPEAT=3, BENCH_BLOB_SIZE=1GiB, BENCH_HUGE_SIZE=4GiB (0 skips the
-# 4 GiB push), BENCH_DURATION=10 (seconds of manifest-get), BENCH_TMPDIR=/var/tmp,
-# BENCH_NO_BUILD=1 (use target/release/berth as is), BENCH_NO_MD=1 (leave BENCHMARKS.md alone).
+# Knobs (environment): BENCH_REPEAT=3 (rounds of the registry scenarios), BENCH_CEILING_REPEAT=5
+# (runs of each ceiling), BENCH_COLD_REPEAT=3 (runs of the cold-memory PUT and first touch; 0
+# skips), BENCH_BLOB_SIZE=1GiB, BENCH_HUGE_SIZE=4GiB (0 skips the 4 GiB push), BENCH_DURATION=10
+# (seconds of manifest-get), BENCH_CONCURRENT="50 32MiB 8MiB" (uploads, blob size, PATCH size of
+# push-chunked-concurrent), BENCH_RESUME="resume-100m resume-2g", BENCH_S3_BLOB_SIZE=256MiB,
+# BENCH_GROUPS="ceilings large many manifest concurrent resume s3 huge" (which parts run; drop
+# some for a quick run), BENCH_PROFILE=1 (perf profiles and flamegraphs of berth; installs
+# inferno with cargo when missing), BENCH_TMPDIR=/var/tmp, BENCH_NO_BUILD=1 (use
+# target/release/berth as is), BENCH_NO_MD=1 (leave BENCHMARKS.md alone).
+#
+# The s3 group runs berth on S3 against s3s-fs (installed with `cargo install s3s-fs` when missing,
+# about 4 minutes, not counted in the run's time). It is skipped, with the reason printed, only when
+# berth refuses REGISTRY_STORAGE=s3 at start; any other failure fails the run.
 set -euo pipefail
 export LC_ALL=C
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CARGO=${CARGO:-cargo}
 REPEAT=${BENCH_REPEAT:-3}
+CEIL_REPEAT=${BENCH_CEILING_REPEAT:-5}
+COLD_REPEAT=${BENCH_COLD_REPEAT:-3}
 BLOB_SIZE=${BENCH_BLOB_SIZE:-1GiB}
 HUGE_SIZE=${BENCH_HUGE_SIZE:-4GiB}
 DURATION=${BENCH_DURATION:-10}
+read -r CONC_COUNT CONC_SIZE CONC_CHUNK <<<"${BENCH_CONCURRENT:-50 32MiB 8MiB}"
+RESUMES=${BENCH_RESUME-resume-100m resume-2g}
+S3_BLOB_SIZE=${BENCH_S3_BLOB_SIZE:-256MiB}
+GROUPS_RUN=" ${BENCH_GROUPS:-ceilings large many manifest concurrent resume s3 huge} "
+PROFILE=${BENCH_PROFILE:-}
+# Fresh memory is touched and freed right before each ceiling's timed part (see
+# ceiling-first-touch in BENCHMARKS.md).
+WARM=1536MiB
+S3S_VERSION=0.14.1
 OUT="$ROOT/benches/results"
 BERTH="$ROOT/target/release/berth"
 T0=$(date +%s)
 
 log() { printf '[bench %4ss] %s\n' "$(($(date +%s) - T0))" "$*" >&2; }
+want() { [[ $GROUPS_RUN == *" $1 "* ]]; }
 die() { log "error: $*"; exit 1; }
 
 # --- build and tools ---------------------------------------------------------------------------
@@ -51,6 +73,29 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 command -v docker-registry >/dev/null 2>&1 || die "docker-registry (CNCF distribution) is not installed"
+
+# Tools built with cargo: their install time is kept apart from the run's.
+INSTALL_SECONDS=0
+cargo_tool() { # binary crate args...
+  local bin=$1 t
+  shift
+  if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/$bin" ]; then
+    log "installing $bin: cargo install $*"
+    t=$(date +%s)
+    $CARGO install --quiet "$@" || die "cargo install $* failed"
+    INSTALL_SECONDS=$((INSTALL_SECONDS + $(date +%s) - t))
+  fi
+}
+S3S_FS=""
+if want s3; then
+  cargo_tool s3s-fs s3s-fs --version "$S3S_VERSION" --features binary --locked
+  S3S_FS=$(command -v s3s-fs || echo "$HOME/.cargo/bin/s3s-fs")
+fi
+if [ -n "$PROFILE" ]; then
+  command -v perf >/dev/null 2>&1 || die "BENCH_PROFILE needs perf (apt-get install linux-perf)"
+  cargo_tool inferno-flamegraph inferno --locked
+  export PATH="$PATH:$HOME/.cargo/bin"
+fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [ -x "$NGINX" ] || NGINX=""
 DIST_VERSION=$(docker-registry --version 2>/dev/null | awk '{print $3}')
@@ -75,10 +120,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# A port below the kernel's ephemeral range (32768 and up by default), so that no client
+# connection of this run can hold it when a server binds it.
 free_port() {
   local p
   for _ in $(seq 1 50); do
-    p=$((20000 + RANDOM % 30000))
+    p=$((20000 + RANDOM % 12000))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
       echo "$p"
       return
@@ -104,8 +151,8 @@ stop() { # pid
 
 # Both registries get the same treatment: loopback, fresh filesystem storage, deletes enabled, no
 # per-request log lines. berth keeps its default storage.filesystem.fsync: true (distribution
-# never fsyncs).
-registry_config() { # dir port
+# never fsyncs). berth-s3 is berth with its storage on s3s-fs (REGISTRY_STORAGE=s3 and friends).
+registry_config() { # dir port driver
   cat <<EOF
 version: 0.1
 log:
@@ -113,8 +160,11 @@ log:
   accesslog:
     disabled: true
 storage:
-  filesystem:
-    rootdirectory: $1/data
+EOF
+  if [ "$3" = filesystem ]; then
+    printf '  filesystem:\n    rootdirectory: %s/data\n' "$1"
+  fi
+  cat <<EOF
   delete:
     enabled: true
 http:
@@ -125,36 +175,49 @@ EOF
 
 SERVER_PID=""
 SERVER_URL=""
-start_registry() { # name
-  local name=$1 dir="$WORK/$1" port
-  rm -rf "$dir"
-  mkdir -p "$dir/data"
-  port=$(free_port)
-  registry_config "$dir" "$port" >"$dir/config.yml"
+SERVER_PORT=""
+S3_ENV=()
+start_registry() { # name [restart: same storage, same port]
+  local name=$1 dir="$WORK/$1" driver=filesystem
+  [ "$name" = berth-s3 ] && driver=s3
+  if [ "${2:-}" != restart ]; then
+    rm -rf "$dir"
+    mkdir -p "$dir/data"
+    SERVER_PORT=$(free_port)
+    registry_config "$dir" "$SERVER_PORT" "$driver" >"$dir/config.yml"
+  fi
   case $name in
-    berth) "$BERTH" serve "$dir/config.yml" >"$WORK/$name.log" 2>&1 &
+    berth) "$BERTH" serve "$dir/config.yml" >>"$WORK/$name.log" 2>&1 &
       ;;
-    distribution) env -u AWS_CA_BUNDLE docker-registry serve "$dir/config.yml" >"$WORK/$name.log" 2>&1 &
+    berth-s3) env "${S3_ENV[@]}" "$BERTH" serve "$dir/config.yml" >>"$WORK/$name.log" 2>&1 &
+      ;;
+    distribution) env -u AWS_CA_BUNDLE docker-registry serve "$dir/config.yml" >>"$WORK/$name.log" 2>&1 &
       ;;
   esac
   SERVER_PID=$!
   PIDS+=("$SERVER_PID")
-  SERVER_URL="http://127.0.0.1:$port"
-  wait_http "$SERVER_URL/v2/" "$SERVER_PID" "$name" || die "$name did not start"
+  SERVER_URL="http://127.0.0.1:$SERVER_PORT"
+  wait_http "$SERVER_URL/v2/" "$SERVER_PID" "$name"
 }
 
 FAILED=0
-bench() { # label url pid seed scenarios... (extra args after --)
-  local label=$1 url=$2 pid=$3 seed=$4
+FAILURES=()
+bench() { # label url pid seed scenarios... [-- extra berth bench arguments]
+  local label=$1 url=$2 pid=$3 seed=$4 scenarios=() extra=()
   shift 4
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do scenarios+=("$1"); shift; done
+  [ $# -gt 0 ] && shift
+  extra=("$@")
   sync
-  local args=(bench --url "$url" --label "$label" --seed "$seed" --json "$JSON"
-    --blob-size "$BLOB_SIZE" --huge-blob-size "$HUGE_SIZE" --duration "$DURATION")
+  local args=(bench --url "$url" --label "$label" --seed "$seed" --json "${JSON_TO:-$JSON}"
+    --blob-size "$BLOB_SIZE" --duration "$DURATION")
+  if [ "$HUGE_SIZE" != 0 ]; then args+=(--huge-blob-size "$HUGE_SIZE"); fi
   if [ -n "$pid" ]; then args+=(--server-pid "$pid"); fi
-  for s in "$@"; do args+=(--scenario "$s"); done
-  if ! "$BERTH" "${args[@]}" >"$WORK/last-table.txt"; then
+  for s in "${scenarios[@]}"; do args+=(--scenario "$s"); done
+  if ! "$BERTH" "${args[@]}" "${extra[@]}" >"$WORK/last-table.txt"; then
     FAILED=1
-    log "FAILED: $label $* (seed $seed)"
+    FAILURES+=("$label ${scenarios[*]} (seed $seed)")
+    log "FAILED: $label ${scenarios[*]} (seed $seed)"
   fi
   sed 's/^/    /' "$WORK/last-table.txt" >&2
 }
@@ -180,8 +243,16 @@ PIDS+=($!)
 MEASURE_T0=$(date +%s)
 
 # --- machine ceilings --------------------------------------------------------------------------
+# Every ceiling runs CEIL_REPEAT times; the report prints median, min–max and spread. Before each
+# write ceiling: `sync`, a second to settle, and fresh memory touched and freed (WARM): this VM's
+# balloon hands freed memory back to the hypervisor within seconds, and a page-cache write into
+# memory taken back runs 3-5x slower (ceiling-first-touch and http-put-cold show by how much).
+warm() { "$BERTH" bench --scenario ceiling-first-touch --blob-size "$WARM" --no-progress >/dev/null 2>&1 || true; }
+settle() { sync; sleep "${1:-1}"; }
+NGINX_NOTE=""
+if want ceilings; then
 log "ceilings: SHA-256 on one core"
-for r in $(seq 1 "$REPEAT"); do
+for r in $(seq 1 "$CEIL_REPEAT"); do
   bench sha2 "http://127.0.0.1:9" "" "$r" ceiling-sha256
 done
 if command -v openssl >/dev/null 2>&1; then
@@ -191,20 +262,27 @@ fi
 
 log "ceilings: sequential write + fsync (dd, 1 GiB)"
 dd_seconds() { dd if=/dev/zero of="$WORK/dd.bin" bs=1M count=1024 "$@" 2>&1 | sed -n 's/.*copied, \([0-9.e+-]*\) s.*/\1/p'; rm -f "$WORK/dd.bin"; }
-for r in $(seq 1 "$REPEAT"); do
-  sync
+for r in $(seq 1 "$CEIL_REPEAT"); do
+  settle
+  warm
   s=$(dd_seconds conv=fsync)
   if [ -n "$s" ]; then json_line ceiling-fsync-write dd $((1 << 30)) "$s"; fi
 done
-s=$(dd_seconds oflag=direct conv=fsync || true)
-if [ -n "$s" ]; then json_line ceiling-direct-write dd $((1 << 30)) "$s"; fi
+for r in $(seq 1 "$CEIL_REPEAT"); do
+  settle
+  s=$(dd_seconds oflag=direct conv=fsync || true)
+  if [ -n "$s" ]; then json_line ceiling-direct-write dd $((1 << 30)) "$s"; fi
+done
 
-NGINX_NOTE=""
 if [ -n "$NGINX" ]; then
   log "ceilings: loopback HTTP through nginx (PUT and GET of the large blob)"
   NG="$WORK/nginx"
   mkdir -p "$NG/www/bench" "$NG/tmp" "$NG/logs"
   NPORT=$(free_port)
+  # nginx's DAV PUT streams the body into a temporary file under client_body_temp_path and renames
+  # it over the target: both are under $NG, one filesystem, so it is a rename, never a copy. The
+  # target is removed before each PUT (a rename over an existing 1 GiB file frees its pages inside
+  # the request and halves the figure).
   {
     [ "$(id -u)" = 0 ] && echo "user root;"
     cat <<EOF
@@ -235,11 +313,24 @@ EOF
   NGINX_PID=$!
   PIDS+=("$NGINX_PID")
   if wait_http "http://127.0.0.1:$NPORT/" "$NGINX_PID" nginx; then
-    for r in $(seq 1 "$REPEAT"); do
+    for r in $(seq 1 "$CEIL_REPEAT"); do
       rm -f "$NG/www/bench/blob"
-      bench nginx "http://127.0.0.1:$NPORT" "" "$r" http-put
+      settle
+      bench nginx "http://127.0.0.1:$NPORT" "" "$r" http-put -- --warm-memory "$WARM"
       bench nginx "http://127.0.0.1:$NPORT" "" "$r" http-get
     done
+    # The same PUT, and a first touch of fresh memory, after the machine sat idle long enough for
+    # freed memory to go back to the hypervisor: what a write into the page cache meets then.
+    for r in $(seq 1 "$COLD_REPEAT"); do
+      rm -f "$NG/www/bench/blob"
+      settle 8
+      JSON_TO="$WORK/cold.jsonl" bench nginx "http://127.0.0.1:$NPORT" "" "$r" http-put
+      settle 8
+      bench machine "http://127.0.0.1:9" "" "$r" ceiling-first-touch
+    done
+    if [ -s "$WORK/cold.jsonl" ]; then
+      sed 's/"scenario":"http-put"/"scenario":"http-put-cold"/' "$WORK/cold.jsonl" >>"$JSON"
+    fi
   else
     NGINX_NOTE="nginx did not start: no loopback HTTP ceiling."
   fi
@@ -247,6 +338,7 @@ EOF
   rm -rf "$NG"
 else
   NGINX_NOTE="nginx could not be installed: no loopback HTTP ceiling."
+fi
 fi
 
 # --- the registries ----------------------------------------------------------------------------
@@ -260,7 +352,7 @@ run_group() { # round group-index scenarios...
   local order=(berth distribution)
   (((round + g) % 2 == 0)) || order=(distribution berth)
   for name in "${order[@]}"; do
-    start_registry "$name"
+    start_registry "$name" || die "$name did not start"
     log "round $round: $name: $*"
     bench "$name" "$SERVER_URL" "$SERVER_PID" "$round" "$@"
     stop "$SERVER_PID"
@@ -268,21 +360,124 @@ run_group() { # round group-index scenarios...
   done
 }
 
+# Resuming after kill -9: push N bytes of each resume scenario, SIGKILL the registry, start it again
+# on the same storage and port, then status, the rest, completion, and the verify pass.
+run_resume() { # round
+  local round=$1 order=(berth distribution) state
+  ((round % 2 == 1)) || order=(distribution berth)
+  for name in "${order[@]}"; do
+    state="$WORK/resume-$name.json"
+    rm -f "$state"
+    start_registry "$name" || die "$name did not start"
+    log "round $round: $name: $RESUMES, kill -9, restart, resume"
+    # shellcheck disable=SC2086
+    bench "$name" "$SERVER_URL" "$SERVER_PID" "$round" $RESUMES -- --resume-phase prepare --resume-file "$state"
+    kill -9 "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    start_registry "$name" restart || die "$name did not start again after kill -9"
+    # shellcheck disable=SC2086
+    bench "$name" "$SERVER_URL" "$SERVER_PID" "$round" $RESUMES -- --resume-phase finish --resume-file "$state"
+    stop "$SERVER_PID"
+    rm -rf "${WORK:?}/$name"
+  done
+}
+
+CONC_ARGS=(-- --concurrent-count "$CONC_COUNT" --concurrent-size "$CONC_SIZE" --concurrent-chunk "$CONC_CHUNK")
 for round in $(seq 1 "$REPEAT"); do
-  run_group "$round" 0 "${GROUPS_LARGE[@]}"
-  run_group "$round" 1 "${GROUPS_MANY[@]}"
-  run_group "$round" 2 "${GROUPS_MANIFEST[@]}"
+  if want large; then run_group "$round" 0 "${GROUPS_LARGE[@]}"; fi
+  if want many; then run_group "$round" 1 "${GROUPS_MANY[@]}"; fi
+  if want manifest; then run_group "$round" 2 "${GROUPS_MANIFEST[@]}"; fi
+  if want concurrent && [ "$CONC_COUNT" != 0 ]; then run_group "$round" 3 push-chunked-concurrent "${CONC_ARGS[@]}"; fi
+  if want resume && [ -n "$RESUMES" ]; then run_resume "$round"; fi
 done
-if [ "$HUGE_SIZE" != 0 ]; then
+if want huge && [ "$HUGE_SIZE" != 0 ]; then
   run_group 1 1 push-monolithic-4g
+fi
+
+# --- berth on S3 (s3s-fs) ----------------------------------------------------------------------
+# distribution's S3 driver cannot run on s3s-fs (it lists multipart uploads, which s3s-fs does not
+# implement), so there is no like-for-like comparison: berth-s3 is reported on its own, with
+# berth's and distribution's filesystem figures beside it for information.
+S3_NOTE=""
+if want s3; then
+  S3DIR="$WORK/s3"
+  mkdir -p "$S3DIR/berth"
+  S3PORT=$(free_port)
+  "$S3S_FS" --host 127.0.0.1 --port "$S3PORT" --access-key berth-bench --secret-key berth-bench-secret "$S3DIR" >"$WORK/s3s-fs.log" 2>&1 &
+  S3S_PID=$!
+  PIDS+=("$S3S_PID")
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$S3PORT") 2>/dev/null && break
+    kill -0 "$S3S_PID" 2>/dev/null || die "s3s-fs did not start: $(tail -c 2000 "$WORK/s3s-fs.log")"
+    sleep 0.1
+  done
+  S3_ENV=(REGISTRY_STORAGE=s3 REGISTRY_STORAGE_S3_ACCESSKEY=berth-bench REGISTRY_STORAGE_S3_SECRETKEY=berth-bench-secret
+    REGISTRY_STORAGE_S3_REGION=us-east-1 REGISTRY_STORAGE_S3_REGIONENDPOINT="http://127.0.0.1:$S3PORT"
+    REGISTRY_STORAGE_S3_BUCKET=berth REGISTRY_STORAGE_S3_FORCEPATHSTYLE=true REGISTRY_STORAGE_S3_SECURE=false)
+  for round in $(seq 1 "$REPEAT"); do
+    if ! start_registry berth-s3; then
+      if ! kill -0 "$SERVER_PID" 2>/dev/null && grep -qiE 's3.*(not supported|unsupported|unknown)|(not supported|unsupported|unknown).*s3' "$WORK/berth-s3.log"; then
+        S3_NOTE="skipped: this berth refuses REGISTRY_STORAGE=s3 at start ($(grep -iE 's3' "$WORK/berth-s3.log" | head -1 | cut -c1-200))."
+        log "S3 rows $S3_NOTE"
+        break
+      fi
+      die "berth on S3 (s3s-fs) did not start: $(tail -c 2000 "$WORK/berth-s3.log")"
+    fi
+    log "round $round: berth-s3: push-chunked-1m push-chunked-8m push-chunked-64m ($S3_BLOB_SIZE)"
+    BLOB_SIZE_SAVED=$BLOB_SIZE
+    BLOB_SIZE=$S3_BLOB_SIZE
+    bench berth-s3 "$SERVER_URL" "$SERVER_PID" "$round" push-chunked-1m push-chunked-8m push-chunked-64m
+    BLOB_SIZE=$BLOB_SIZE_SAVED
+    stop "$SERVER_PID"
+    rm -rf "${S3DIR:?}/berth" && mkdir -p "$S3DIR/berth"
+  done
+  stop "$S3S_PID"
+  rm -rf "$S3DIR"
+fi
+
+# --- profiles of berth (BENCH_PROFILE=1) -------------------------------------------------------
+# perf records the berth process (cpu-clock, DWARF call graphs: the release profile already keeps
+# line tables, `debug = 1` in Cargo.toml) during the timed part of each scenario only, switched on
+# and off by `berth bench --perf-ctl`; folded with inferno, drawn as flamegraphs.
+PROFILE_ARGS=()
+if [ -n "$PROFILE" ]; then
+  mkdir -p "$OUT"
+  rm -f "$OUT"/flame-*.svg
+  start_registry berth || die "berth did not start"
+  for sc in push-chunked-1m push-small pull-large-nohash; do
+    log "profile: berth: $sc"
+    rm -f "$WORK/perf.ctl" "$WORK/perf.ack" "$WORK/perf.data"
+    mkfifo "$WORK/perf.ctl" "$WORK/perf.ack"
+    exec 8<>"$WORK/perf.ctl" 9<>"$WORK/perf.ack"
+    perf record -q -e cpu-clock -F 499 --call-graph dwarf,16384 -D -1 \
+      --control "fifo:$WORK/perf.ctl,$WORK/perf.ack" -p "$SERVER_PID" -o "$WORK/perf.data" \
+      >"$WORK/perf.log" 2>&1 &
+    PERF_PID=$!
+    sleep 1
+    JSON_TO="$WORK/profile.jsonl" bench berth "$SERVER_URL" "$SERVER_PID" 1 "$sc" -- --no-verify \
+      --perf-ctl "$WORK/perf.ctl" --perf-ack "$WORK/perf.ack" --repo-prefix "profile/$sc"
+    kill -INT "$PERF_PID" 2>/dev/null || true
+    wait "$PERF_PID" 2>/dev/null || true
+    exec 8>&- 9>&-
+    if perf script -i "$WORK/perf.data" 2>/dev/null | inferno-collapse-perf >"$WORK/$sc.folded" && [ -s "$WORK/$sc.folded" ]; then
+      inferno-flamegraph --minwidth 0.5 --title "berth: $sc (server CPU, timed part)" <"$WORK/$sc.folded" >"$OUT/flame-$sc.svg"
+      PROFILE_ARGS+=(--profile "$sc=$WORK/$sc.folded=benches/results/flame-$sc.svg")
+    else
+      log "profile of $sc failed: $(tail -c 500 "$WORK/perf.log")"
+      FAILED=1
+      FAILURES+=("profile $sc")
+    fi
+  done
+  stop "$SERVER_PID"
+  rm -rf "${WORK:?}/berth"
 fi
 
 # --- report ------------------------------------------------------------------------------------
 mkdir -p "$OUT"
 cp "$JSON" "$OUT/results.jsonl"
-"$BERTH" bench --report "$JSON" --markdown "$OUT/report.md" --svg "$OUT/throughput.svg" >/dev/null
-TOTAL=$(($(date +%s) - T0))
-log "done in ${TOTAL}s (build ${BUILD_SECONDS}s)"
+"$BERTH" bench --report "$JSON" --markdown "$OUT/report.md" --svg "$OUT/throughput.svg" "${PROFILE_ARGS[@]}" >/dev/null
+TOTAL=$(($(date +%s) - T0 - INSTALL_SECONDS))
+log "done in ${TOTAL}s (build ${BUILD_SECONDS}s; cargo installs ${INSTALL_SECONDS}s, not counted)"
 
 MEASURED=$(($(date +%s) - MEASURE_T0))
 busy=$(awk '{ n++; if ($1 > max) max = $1; if ($2 > 0) c++ } END { printf "%d %.2f %d", n, max, c }' "$SAMPLES" 2>/dev/null || echo "0 0 0")
@@ -341,7 +536,33 @@ $(cat "$OUT/report.md")
   \`dd if=/dev/zero bs=1M count=1024 conv=fsync\` (and with \`oflag=direct\`) on the storage's
   filesystem; HTTP is nginx ($("${NGINX:-true}" -v 2>&1 | sed 's/.*nginx\///'), DAV \`PUT\` into a file, \`GET\` with sendfile from page cache)
   driven by the same client. ${NGINX_NOTE}
-- Total time of this run: ${TOTAL} s, of which ${BUILD_SECONDS} s building.
+- Each ceiling runs ${CEIL_REPEAT} times (the table gives median, min – max and spread). Why the
+  loopback PUT used to move between runs (1482, then 768 MB/s; 548 – 1995 within one run): nginx
+  streams the body into a temporary file on the same filesystem and renames it over the target (a
+  rename, no copy, no fsync), so the PUT is a 1 GiB write into the page cache, and on this virtual
+  machine that depends on the memory it lands in: the balloon device reports freed memory to the
+  hypervisor (virtio-balloon free page reporting) and a DAMON \`pageout\` scheme evicts page cache
+  idle for ~30 s, and the first touch of a page the host has taken back costs a host fault. While
+  this was investigated, touching 1 GiB of fresh memory ran at ~3,000 MB/s right after the same
+  amount had been freed but at 400 – 950 MB/s after 6 s idle, and one 1 GiB \`dd\` into the page
+  cache took 0.24 – 0.73 s over five back-to-back runs; how much the host takes back varies, so
+  \`ceiling-first-touch\` and \`http-put-cold\` (both after 8 s idle, memory not warmed) show what
+  it was in this run. Before each write ceiling the script now runs \`sync\`, waits a second, and
+  touches and frees ${WARM} of memory (so the write gets pages the host still backs), and removes
+  the PUT's target first (a rename over an existing 1 GiB file frees its pages inside the request
+  and alone halved the figure). CPU taken by other processes (see above) is the other source of
+  spread, which no settling removes. The registries' scenarios are not warmed: both meet the same
+  machine, alternating.
+- \`push-chunked-concurrent\`: ${CONC_COUNT} uploads of ${CONC_SIZE} at once, each in ${CONC_CHUNK}
+  PATCHes (all sessions in flight together); peak RSS in the server-cost table.
+- Resume rows: \`berth bench --resume-phase prepare\` PATCHes N bytes (${RESUMES// /, }) in 8 MiB
+  chunks and saves the upload URL; the script kills the registry with \`kill -9\` and starts it again
+  on the same storage and port; \`--resume-phase finish\` then times the status request, one PATCH of
+  the last MiB and the completing PUT, and the verify pass reads the blob back by digest. A
+  registry that loses its sessions on restart shows as a failed row (its first error quoted).
+- berth on S3: ${S3_NOTE:-berth with \`REGISTRY_STORAGE=s3\` against s3s-fs ${S3S_VERSION} on loopback (a bucket that is a directory on the same disk), ${S3_BLOB_SIZE} blobs.} distribution's S3 driver cannot run against s3s-fs (it needs ListMultipartUploads, which s3s-fs does not implement), so there is no distribution-on-S3 row; the table of other configurations sets berth-s3 beside both registries on the filesystem for information only.
+$(if [ -n "$PROFILE" ]; then echo "- Profiles: \`perf record -e cpu-clock -F 499 --call-graph dwarf\` of the berth process, switched on and off around each scenario's timed part through perf's control FIFOs (\`berth bench --perf-ctl\`); the release build already carries line tables (\`debug = 1\`), so no separate build. Folded and drawn with inferno."; fi)
+- Total time of this run: ${TOTAL} s, of which ${BUILD_SECONDS} s building$(if [ "$INSTALL_SECONDS" -gt 0 ]; then echo "; ${INSTALL_SECONDS} s of \`cargo install\` (s3s-fs, inferno) came on top and are not counted"; fi).
 
 ## Commands
 
@@ -361,4 +582,7 @@ EOF
 fi
 
 cat "$OUT/report.md"
-[ "$FAILED" = 0 ] || die "some scenarios failed (see above)"
+if [ "$FAILED" != 0 ]; then
+  for f in "${FAILURES[@]}"; do log "failed: $f"; done
+  die "some scenarios failed (see above; the report was written all the same)"
+fi

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use reqwest::header::{HeaderMap, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use reqwest::header::{HeaderMap, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RANGE};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use sha2::{Digest as _, Sha256};
 
@@ -82,6 +82,17 @@ impl Client {
         self.base
             .join(path.trim_start_matches('/'))
             .expect("a relative path joins")
+    }
+
+    /// A URL a registry gave earlier (perhaps to another process on another port), moved onto
+    /// this client's base: its path and query are kept.
+    pub fn rebase(&self, saved: &str) -> OpResult<Url> {
+        let old =
+            Url::parse(saved).map_err(|e| OpError(format!("bad saved URL {saved:?}: {e}")))?;
+        let mut url = self.base.clone();
+        url.set_path(old.path());
+        url.set_query(old.query());
+        Ok(url)
     }
 
     fn request(&self, method: Method, url: Url) -> RequestBuilder {
@@ -215,26 +226,62 @@ impl Client {
         chunk: u64,
         tick: Tick,
     ) -> OpResult<()> {
-        let mut upload = self.start_upload(repo).await?;
-        let mut offset = 0u64;
-        while offset < spec.size {
-            let len = (spec.size - offset).min(chunk);
-            let t = tick.clone();
-            let body = reqwest::Body::wrap_stream(spec.stream(offset, len, move |n| t(n)));
-            let resp = self
-                .request(Method::PATCH, upload.clone())
-                .header(CONTENT_TYPE, "application/octet-stream")
-                .header(CONTENT_LENGTH, len)
-                .header("Content-Range", format!("{}-{}", offset, offset + len - 1))
-                .body(body)
-                .send()
+        let upload = self.start_upload(repo).await?;
+        let upload = self
+            .patch_chunks(upload, spec, 0, spec.size, chunk, tick)
+            .await?;
+        self.complete_upload(upload, digest).await
+    }
+
+    /// PATCHes the blob's bytes `[from, to)` in pieces of `chunk` bytes; returns where to continue.
+    pub async fn patch_chunks(
+        &self,
+        mut upload: Url,
+        spec: BlobSpec,
+        from: u64,
+        to: u64,
+        chunk: u64,
+        tick: Tick,
+    ) -> OpResult<Url> {
+        let mut offset = from;
+        while offset < to {
+            let len = (to - offset).min(chunk.max(1));
+            upload = self
+                .patch_chunk(upload, spec, offset, len, tick.clone())
                 .await?;
-            let what = format!("PATCH {}-{}", offset, offset + len - 1);
-            let resp = expect(resp, StatusCode::ACCEPTED, &what).await?;
-            upload = self.location(&resp, &what)?;
-            drain(resp).await;
             offset += len;
         }
+        Ok(upload)
+    }
+
+    /// One `PATCH` of the blob's bytes `[offset, offset + len)` with `Content-Range`; 202 and
+    /// the `Location` to continue at.
+    pub async fn patch_chunk(
+        &self,
+        upload: Url,
+        spec: BlobSpec,
+        offset: u64,
+        len: u64,
+        tick: Tick,
+    ) -> OpResult<Url> {
+        let body = reqwest::Body::wrap_stream(spec.stream(offset, len, move |n| tick(n)));
+        let resp = self
+            .request(Method::PATCH, upload)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_LENGTH, len)
+            .header("Content-Range", format!("{}-{}", offset, offset + len - 1))
+            .body(body)
+            .send()
+            .await?;
+        let what = format!("PATCH {}-{}", offset, offset + len - 1);
+        let resp = expect(resp, StatusCode::ACCEPTED, &what).await?;
+        let next = self.location(&resp, &what)?;
+        drain(resp).await;
+        Ok(next)
+    }
+
+    /// `PUT ?digest=` without a body: 201 with the digest.
+    pub async fn complete_upload(&self, mut upload: Url, digest: &str) -> OpResult<()> {
         upload.query_pairs_mut().append_pair("digest", digest);
         let resp = self
             .request(Method::PUT, upload)
@@ -245,6 +292,25 @@ impl Client {
             expect(resp, StatusCode::CREATED, "PUT ?digest=").await?,
             digest,
         )
+    }
+
+    /// `GET` of an upload: 204 with `Range: 0-<last>`; returns the bytes stored and where to
+    /// continue (the `Location` answered, else the URL asked).
+    pub async fn upload_status(&self, upload: Url) -> OpResult<(u64, Url)> {
+        let resp = self.request(Method::GET, upload.clone()).send().await?;
+        let resp = expect(resp, StatusCode::NO_CONTENT, "GET upload status").await?;
+        let range = resp
+            .headers()
+            .get(RANGE)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| OpError("GET upload status: no Range header".into()))?;
+        let offset = upload_offset(range)
+            .ok_or_else(|| OpError(format!("GET upload status: bad Range {range:?}")))?;
+        let next = match resp.headers().get(LOCATION) {
+            Some(_) => self.location(&resp, "GET upload status")?,
+            None => upload,
+        };
+        Ok((offset, next))
     }
 
     /// `GET /v2/<repo>/blobs/<digest>`: the body is counted and, with `hash`, checked against the
@@ -394,6 +460,17 @@ fn check_digest(resp: Response, digest: &str) -> OpResult<()> {
     Ok(())
 }
 
+/// The bytes an upload holds from its `Range: 0-<last>` header (`0-0` is ambiguous in the spec:
+/// read as nothing stored, as registries answer for an empty upload).
+pub fn upload_offset(range: &str) -> Option<u64> {
+    let (first, last) = range.trim().split_once('-')?;
+    if first.trim() != "0" {
+        return None;
+    }
+    let last: u64 = last.trim().parse().ok()?;
+    Some(if last == 0 { 0 } else { last + 1 })
+}
+
 fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
     headers.get(name)?.to_str().ok()?.parse().ok()
 }
@@ -427,4 +504,42 @@ async fn read_body(
         n,
         hasher.map(|h| format!("sha256:{}", hex::encode(h.finalize()))),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saved_upload_urls_move_to_the_new_base() {
+        let c = Client::new(
+            "http://127.0.0.1:6000",
+            ClientOptions {
+                user: None,
+                password: None,
+                insecure: false,
+                timeout: Duration::from_secs(1),
+            },
+        )
+        .unwrap();
+        let u = c
+            .rebase("http://127.0.0.1:5000/v2/a/b/blobs/uploads/x?_state=s%3D&n=1")
+            .unwrap();
+        assert_eq!(
+            u.as_str(),
+            "http://127.0.0.1:6000/v2/a/b/blobs/uploads/x?_state=s%3D&n=1"
+        );
+        assert!(c.rebase("/relative").is_err());
+    }
+
+    #[test]
+    fn upload_ranges() {
+        assert_eq!(upload_offset("0-104857599"), Some(100 << 20));
+        assert_eq!(upload_offset(" 0-9 "), Some(10));
+        assert_eq!(upload_offset("0-0"), Some(0));
+        assert_eq!(upload_offset("5-9"), None);
+        assert_eq!(upload_offset("bytes=0-9"), None);
+        assert_eq!(upload_offset("0-x"), None);
+        assert_eq!(upload_offset("0"), None);
+    }
 }

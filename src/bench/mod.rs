@@ -6,11 +6,14 @@
 //! - [`scenarios`]: what is measured (names are stable: they key the JSON lines);
 //! - [`stats`]: the JSON line of a result, percentiles and medians;
 //! - [`procstat`]: a server's CPU seconds and peak RSS from `/proc` (`--server-pid`);
+//! - [`profile`]: perf switched on around the timed part (`--perf-ctl`), top functions of a
+//!   profile (`--profile` in report mode);
 //! - [`report`]: medians over repeats, berth/distribution ratios, the markdown table and SVG chart.
 
 pub mod client;
 pub mod data;
 pub mod procstat;
+pub mod profile;
 pub mod report;
 pub mod scenarios;
 pub mod stats;
@@ -20,7 +23,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 pub use scenarios::Scenario;
 
@@ -42,7 +45,8 @@ pub struct BenchArgs {
     /// Scenario to run (repeatable); default: every registry scenario, then verify. One of:
     /// push-monolithic, push-single-post, push-chunked-1m, push-chunked-8m, push-chunked-64m,
     /// push-small, push-medium, pull-large, pull-large-nohash, manifest-get, verify,
-    /// push-monolithic-4g; ceilings: http-put, http-get (plain HTTP server), ceiling-sha256 (CPU).
+    /// push-monolithic-4g, push-chunked-concurrent, resume-100m, resume-2g; ceilings: http-put,
+    /// http-get (plain HTTP server), ceiling-sha256 (CPU), ceiling-first-touch (memory).
     #[arg(long = "scenario", value_name = "NAME")]
     pub scenarios: Vec<String>,
     /// Skip the verify pass that otherwise follows any push.
@@ -86,6 +90,38 @@ pub struct BenchArgs {
     /// How long manifest-get runs, in seconds.
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
+    /// push-chunked-concurrent: how many uploads run at once (one blob each).
+    #[arg(long, default_value_t = 50)]
+    pub concurrent_count: usize,
+    /// push-chunked-concurrent: size of each blob.
+    #[arg(long, default_value = "32MiB", value_parser = parse_size)]
+    pub concurrent_size: u64,
+    /// push-chunked-concurrent: bytes per PATCH.
+    #[arg(long, default_value = "8MiB", value_parser = parse_size)]
+    pub concurrent_chunk: u64,
+    /// resume-*: bytes per PATCH before the restart.
+    #[arg(long, default_value = "8MiB", value_parser = parse_size)]
+    pub resume_chunk: u64,
+    /// resume-*: run only the half before the restart (push N bytes, save the upload in
+    /// --resume-file) or the half after it (status, rest, complete). Without it, both halves run
+    /// back to back, without a restart.
+    #[arg(long, value_enum)]
+    pub resume_phase: Option<ResumePhase>,
+    /// resume-*: where the first half saves the upload for the second.
+    #[arg(long, value_name = "FILE")]
+    pub resume_file: Option<PathBuf>,
+    /// Touch and free this much fresh memory right before each timed part (see
+    /// `ceiling-first-touch`): page-cache writes then do not depend on what the hypervisor took
+    /// back.
+    #[arg(long, value_parser = parse_size)]
+    pub warm_memory: Option<u64>,
+    /// perf's control FIFO (`perf record -D -1 --control fifo:CTL,ACK`): perf is enabled for the
+    /// timed part of each scenario only. Needs --perf-ack.
+    #[arg(long, value_name = "FIFO", requires = "perf_ack")]
+    pub perf_ctl: Option<PathBuf>,
+    /// perf's acknowledgement FIFO.
+    #[arg(long, value_name = "FIFO", requires = "perf_ctl")]
+    pub perf_ack: Option<PathBuf>,
     /// Path under --url that http-put PUTs to and http-get GETs.
     #[arg(long, default_value = "bench/blob")]
     pub http_path: String,
@@ -117,6 +153,17 @@ pub struct BenchArgs {
     /// Report mode: the label compared against.
     #[arg(long, default_value = "distribution")]
     pub baseline: String,
+    /// Report mode: a server profile, `SCENARIO=FOLDED[=LINK]` (repeatable): folded stacks as
+    /// inferno-collapse-perf writes them, and where the flamegraph is, for a link.
+    #[arg(long, value_name = "SCENARIO=FOLDED[=LINK]")]
+    pub profile: Vec<String>,
+}
+
+/// The halves of a resume scenario, on both sides of a registry restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ResumePhase {
+    Prepare,
+    Finish,
 }
 
 /// `1GiB`, `64m`, `4096`, `1.5G`: suffixes K, M, G, T (with or without `i`/`B`) are powers of 1024.
@@ -147,7 +194,9 @@ pub fn run(args: BenchArgs) -> ExitCode {
     if !args.report.is_empty() {
         return report::run(&args);
     }
-    let scenarios = match scenarios::selection(&args.scenarios, args.no_verify) {
+    // The first half of a resume completes nothing: there is nothing to verify yet.
+    let no_verify = args.no_verify || args.resume_phase == Some(ResumePhase::Prepare);
+    let scenarios = match scenarios::selection(&args.scenarios, no_verify) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("berth bench: {e}");
@@ -205,10 +254,16 @@ async fn run_scenarios(args: &BenchArgs, selected: &[Scenario]) -> Result<bool, 
         ),
         None => None,
     };
+    let perf = match (&args.perf_ctl, &args.perf_ack) {
+        (Some(ctl), Some(ack)) => Some(std::sync::Arc::new(std::sync::Mutex::new(
+            profile::PerfCtl::open(ctl, ack)?,
+        ))),
+        _ => None,
+    };
     let mut results = Vec::new();
     for i in 0..args.repeat.max(1) {
         let seed = args.seed + i;
-        let mut ctx = scenarios::Context::new(client.clone(), args, seed);
+        let mut ctx = scenarios::Context::new(client.clone(), args, seed, perf.clone());
         for scenario in selected {
             let result = ctx.run(*scenario).await;
             if let Some(file) = json.as_mut() {

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
+use super::profile::{symbol_cell, top_self};
 use super::scenarios::Scenario;
 use super::stats::{median, ScenarioResult, GIB};
 use super::BenchArgs;
@@ -15,7 +16,7 @@ use super::BenchArgs;
 pub fn table(results: &[ScenarioResult], medians: bool) -> String {
     let mut out = String::new();
     let header = format!(
-        "{:<20} {:<14} {:>5} {:>10} {:>10} {:>10} {:>10} {:>8} {:>6} {:>8} {:>9}\n",
+        "{:<24} {:<14} {:>5} {:>10} {:>10} {:>10} {:>10} {:>8} {:>6} {:>8} {:>9}\n",
         "scenario",
         "registry",
         "seed",
@@ -32,7 +33,7 @@ pub fn table(results: &[ScenarioResult], medians: bool) -> String {
     for r in results {
         let _ = writeln!(
             out,
-            "{:<20} {:<14} {:>5} {:>10.1} {:>10.1} {:>10.2} {:>10.2} {:>8.2} {:>6} {:>8} {:>9}{}",
+            "{:<24} {:<14} {:>5} {:>10.1} {:>10.1} {:>10.2} {:>10.2} {:>8.2} {:>6} {:>8} {:>9}{}",
             r.scenario,
             r.registry,
             r.seed,
@@ -57,7 +58,7 @@ pub fn table(results: &[ScenarioResult], medians: bool) -> String {
             let m = |f: fn(&ScenarioResult) -> f64| med(&runs, f);
             let _ = writeln!(
                 out,
-                "{:<20} {:<14} {:>5} {:>10.1} {:>10.1} {:>10.2} {:>10.2} {:>8.2} {:>6} {:>8} {:>9}",
+                "{:<24} {:<14} {:>5} {:>10.1} {:>10.1} {:>10.2} {:>10.2} {:>8.2} {:>6} {:>8} {:>9}",
                 scenario,
                 registry,
                 runs.len(),
@@ -141,7 +142,20 @@ pub fn run(args: &BenchArgs) -> ExitCode {
             }
         }
     }
-    let cmp = Comparison::new(&results, &args.candidate, &args.baseline);
+    let mut cmp = Comparison::new(&results, &args.candidate, &args.baseline);
+    for spec in &args.profile {
+        let Some((scenario, path, link)) = parse_profile_arg(spec) else {
+            eprintln!("berth bench: --profile {spec:?}: expected SCENARIO=FOLDED[=LINK]");
+            return ExitCode::from(2);
+        };
+        match std::fs::read_to_string(path) {
+            Ok(folded) => cmp.add_profile(scenario, folded, link.map(str::to_string)),
+            Err(e) => {
+                eprintln!("berth bench: --profile {path}: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let md = cmp.markdown();
     print!("{md}");
     if let Some(path) = &args.markdown {
@@ -157,6 +171,14 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// `SCENARIO=FOLDED[=LINK]` of `--profile`.
+fn parse_profile_arg(spec: &str) -> Option<(&str, &str, Option<&str>)> {
+    let mut parts = spec.splitn(3, '=');
+    let scenario = parts.next().filter(|s| !s.is_empty())?;
+    let path = parts.next().filter(|s| !s.is_empty())?;
+    Some((scenario, path, parts.next().filter(|s| !s.is_empty())))
 }
 
 /// One scenario, candidate against baseline (medians).
@@ -195,8 +217,14 @@ pub struct Comparison {
     candidate: String,
     baseline: String,
     rows: Vec<Row>,
-    /// name → (MB/s median, label it came from)
-    ceilings: BTreeMap<String, (f64, String)>,
+    /// name → every run's MB/s and the label it came from
+    ceilings: BTreeMap<String, (Vec<f64>, String)>,
+    /// Other labels than candidate and baseline (e.g. berth on S3): (scenario, label) → summary.
+    others: Vec<(String, String, Summary)>,
+    /// Resume scenarios after the restart, by (scenario, label).
+    resumes: Vec<(String, String, Vec<ScenarioResult>)>,
+    /// scenario → (folded stacks' text, link to the flamegraph)
+    profiles: BTreeMap<String, (String, Option<String>)>,
     runs: usize,
 }
 
@@ -214,10 +242,27 @@ impl Comparison {
         let groups = grouped(results);
         let mut rows: Vec<Row> = Vec::new();
         let mut ceilings = BTreeMap::new();
+        let mut others = Vec::new();
+        let mut resumes = Vec::new();
         let mut runs = 0;
         for ((scenario, label), group) in &groups {
             if is_ceiling(scenario) {
-                ceilings.insert(scenario.clone(), (med(group, |r| r.mb_s), label.clone()));
+                ceilings.insert(
+                    scenario.clone(),
+                    (group.iter().map(|r| r.mb_s).collect(), label.clone()),
+                );
+                continue;
+            }
+            if scenario.starts_with("resume-") {
+                // The half before the restart only sets the scene.
+                let after: Vec<ScenarioResult> = group
+                    .iter()
+                    .filter(|r| r.phase.as_deref() != Some("prepare"))
+                    .map(|r| (*r).clone())
+                    .collect();
+                if !after.is_empty() {
+                    resumes.push((scenario.clone(), label.clone(), after));
+                }
                 continue;
             }
             let (unit, f) = metric(scenario);
@@ -234,6 +279,10 @@ impl Comparison {
                     .filter_map(|r| r.server_peak_rss_mib)
                     .reduce(f64::max),
             };
+            if label != candidate && label != baseline {
+                others.push((scenario.clone(), label.clone(), summary));
+                continue;
+            }
             if !matches!(scenario.as_str(), "verify" | "push-monolithic-4g") {
                 runs = runs.max(group.len());
             }
@@ -251,7 +300,7 @@ impl Comparison {
             };
             if label == candidate {
                 rows[idx].cand = Some(summary);
-            } else if label == baseline {
+            } else {
                 rows[idx].base = Some(summary);
             }
         }
@@ -260,8 +309,21 @@ impl Comparison {
             baseline: baseline.to_string(),
             rows,
             ceilings,
+            others,
+            resumes,
+            profiles: BTreeMap::new(),
             runs,
         }
+    }
+
+    /// Adds a server profile of `scenario` (folded stacks) with a link to its flamegraph.
+    pub fn add_profile(&mut self, scenario: &str, folded: String, link: Option<String>) {
+        self.profiles.insert(scenario.to_string(), (folded, link));
+    }
+
+    /// The median of a ceiling's runs.
+    fn ceiling(&self, name: &str) -> Option<f64> {
+        self.ceilings.get(name).and_then(|(v, _)| median(v))
     }
 
     fn row(&self, scenario: &str) -> Option<&Row> {
@@ -273,7 +335,7 @@ impl Comparison {
     fn push_ceiling(&self) -> Option<(f64, &str)> {
         ["ceiling-sha256", "ceiling-fsync-write", "http-put"]
             .iter()
-            .filter_map(|n| self.ceilings.get(*n).map(|(v, _)| (*v, *n)))
+            .filter_map(|n| self.ceiling(n).map(|v| (v, *n)))
             .filter(|(v, _)| *v > 0.0)
             .min_by(|a, b| a.0.total_cmp(&b.0))
     }
@@ -368,7 +430,11 @@ impl Comparison {
                 );
             }
         }
-        for name in LARGE_PUSHES.iter().chain(&["push-small", "manifest-get"]) {
+        for name in
+            LARGE_PUSHES
+                .iter()
+                .chain(&["push-chunked-concurrent", "push-small", "manifest-get"])
+        {
             if let Some(row) = self.row(name) {
                 let _ = writeln!(
                     md,
@@ -383,13 +449,24 @@ impl Comparison {
         }
 
         if !self.ceilings.is_empty() {
-            md.push_str("\n### Machine ceilings (same run)\n\n| ceiling | MB/s | measured by |\n|---|---:|---|\n");
-            for (name, (v, label)) in &self.ceilings {
+            md.push_str("\n### Machine ceilings (same run)\n\n");
+            md.push_str("Medians over the runs, with the lowest and highest run and the spread ((max − min) ÷ median), so it shows how far each ceiling moved within this run.\n\n");
+            md.push_str("| ceiling | MB/s (median) | min – max | spread | runs | measured by |\n|---|---:|---:|---:|---:|---|\n");
+            for (name, (values, label)) in &self.ceilings {
+                let (m, lo, hi) = spread(values);
                 let _ = writeln!(
                     md,
-                    "| {} | {} | {label} |",
+                    "| {} | {} | {} – {} | {} | {} | {label} |",
                     ceiling_title(name),
-                    fmt_num(*v)
+                    fmt_num(m),
+                    fmt_num(lo),
+                    fmt_num(hi),
+                    if m > 0.0 {
+                        format!("{:.0} %", 100.0 * (hi - lo) / m)
+                    } else {
+                        "–".into()
+                    },
+                    values.len()
                 );
             }
             if let Some((limit, name)) = self.push_ceiling() {
@@ -425,17 +502,157 @@ impl Comparison {
 
         let targets = self.targets();
         if !targets.is_empty() {
-            md.push_str("\n### Targets of issue 3\n\n| target | measured | met |\n|---|---|:-:|\n");
+            md.push_str("\n### Targets of issue 3\n\n| target | measured | met | profile |\n|---|---|:-:|---|\n");
             for (what, measured, met) in targets {
                 let mark = match met {
                     Some(true) => "yes",
                     Some(false) => "**no**",
                     None => "–",
                 };
-                let _ = writeln!(md, "| {what} | {measured} | {mark} |");
+                let scenario = what.split_whitespace().next().unwrap_or_default();
+                let profile = match (met, self.profiles.get(scenario)) {
+                    (Some(false), Some(_)) => format!("[{scenario}](#profile-{scenario})"),
+                    _ => String::new(),
+                };
+                let _ = writeln!(md, "| {what} | {measured} | {mark} | {profile} |");
             }
         }
+        self.markdown_resume(&mut md);
+        self.markdown_others(&mut md);
+        self.markdown_profiles(&mut md);
         md
+    }
+
+    /// Resuming an upload after the registry was killed: per N and label, the medians of the
+    /// status request, the first PATCH and their sum (the resume latency), and the completion.
+    fn markdown_resume(&self, md: &mut String) {
+        if self.resumes.is_empty() {
+            return;
+        }
+        md.push_str("\n### Resuming an upload after `kill -9` (issue 4)\n\n");
+        md.push_str("N bytes were PATCHed, the registry was killed with SIGKILL and started again on the same storage; then `GET` of the upload (must report N), one PATCH of the last MiB, `PUT ?digest=` (must be 201), and the blob read back by digest. Resume latency = status + first PATCH accepted; it should not grow with N. Medians (ms).\n\n");
+        md.push_str("| N | registry | resume (status + first PATCH) | status | first PATCH | complete (PUT) | runs ok | failure |\n|---|---|---:|---:|---:|---:|---:|---|\n");
+        let mut list: Vec<&(String, String, Vec<ScenarioResult>)> = self.resumes.iter().collect();
+        let rank = |l: &str| {
+            if l == self.candidate {
+                0
+            } else if l == self.baseline {
+                1
+            } else {
+                2
+            }
+        };
+        list.sort_by_key(|(s, l, _)| (order(s), rank(l), l.clone()));
+        for (scenario, label, runs) in list {
+            let ok: Vec<&ScenarioResult> = runs.iter().filter(|r| r.errors == 0).collect();
+            let phase = |key: &str| {
+                let v: Vec<f64> = ok
+                    .iter()
+                    .filter_map(|r| r.phases_ms.as_ref()?.get(key).copied())
+                    .collect();
+                median(&v).map_or("–".to_string(), fmt_ms)
+            };
+            let failure = runs
+                .iter()
+                .find_map(|r| r.error.as_deref())
+                .map(|e| {
+                    format!(
+                        "`{}`",
+                        e.chars()
+                            .take(120)
+                            .collect::<String>()
+                            .replace('|', "\\|")
+                            .replace('`', "'")
+                    )
+                })
+                .unwrap_or_default();
+            let n = scenario.trim_start_matches("resume-").to_uppercase();
+            let no_restart = runs
+                .iter()
+                .any(|r| r.phase.as_deref() == Some("no-restart"));
+            let _ = writeln!(
+                md,
+                "| {n}{} | {label} | {} | {} | {} | {} | {}/{} | {failure} |",
+                if no_restart { " (no restart)" } else { "" },
+                if ok.is_empty() {
+                    "**failed**".to_string()
+                } else {
+                    phase("resume")
+                },
+                phase("status"),
+                phase("first_patch"),
+                phase("complete"),
+                ok.len(),
+                runs.len()
+            );
+        }
+    }
+
+    /// Other configurations (labels besides candidate and baseline): informational, against the
+    /// candidate's and baseline's own medians of the same scenario.
+    fn markdown_others(&self, md: &mut String) {
+        if self.others.is_empty() {
+            return;
+        }
+        let (c, b) = (&self.candidate, &self.baseline);
+        md.push_str("\n### Other configurations (informational)\n\n");
+        let _ = writeln!(
+            md,
+            "Same scenarios against other set-ups; the ratios compare different storage and are no like-for-like comparison.\n\n| scenario | configuration | unit | value | runs | errors | {c} | {b} | ÷ {c} | ÷ {b} | peak RSS MiB |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        for (scenario, label, s) in &self.others {
+            let row = self.row(scenario);
+            let cv = row.and_then(|r| r.cand).map(|s| s.value);
+            let bv = row.and_then(|r| r.base).map(|s| s.value);
+            let r = |x: Option<f64>| {
+                x.and_then(|x| ratio(s.value, x))
+                    .map_or("–".into(), |r| format!("{r:.2}×"))
+            };
+            let _ = writeln!(
+                md,
+                "| {scenario} | {label} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                metric(scenario).0,
+                fmt_num(s.value),
+                s.runs,
+                s.errors,
+                cv.map_or("–".into(), fmt_num),
+                bv.map_or("–".into(), fmt_num),
+                r(cv),
+                r(bv),
+                opt(s.rss_mib, 0)
+            );
+        }
+    }
+
+    /// Server profiles: a link to each flamegraph and the top 10 functions by self time.
+    fn markdown_profiles(&self, md: &mut String) {
+        if self.profiles.is_empty() {
+            return;
+        }
+        md.push_str("\n### Server profiles\n\n");
+        md.push_str("`perf record` of the server (cpu-clock, DWARF call graphs) during the timed part of each scenario only; self time is the server CPU time in which the function itself was running (folded weights are cpu-clock nanoseconds), inlined functions counted on their own.\n");
+        for (scenario, (folded, link)) in &self.profiles {
+            let (top, total) = top_self(folded, 10);
+            let _ = writeln!(
+                md,
+                "\n#### <a id=\"profile-{scenario}\"></a>{scenario} ({} CPU ms)\n",
+                fmt_ms(total as f64 / 1e6)
+            );
+            if let Some(link) = link {
+                let _ = writeln!(md, "Flamegraph: [{link}]({link})\n");
+            }
+            md.push_str("| # | function (self time) | CPU ms | share |\n|---:|---|---:|---:|\n");
+            for (i, t) in top.iter().enumerate() {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {:.1} % |",
+                    i + 1,
+                    symbol_cell(&t.symbol, 110),
+                    fmt_ms(t.samples as f64 / 1e6),
+                    100.0 * t.share
+                );
+            }
+        }
     }
 
     /// (target, measured, met) for each of issue 3's targets that the data covers.
@@ -485,8 +702,7 @@ impl Comparison {
                 Some(c * 3.0 <= b),
             ));
         }
-        if let (Some(row), Some((nginx, _))) =
-            (self.row("pull-large-nohash"), self.ceilings.get("http-get"))
+        if let (Some(row), Some(nginx)) = (self.row("pull-large-nohash"), self.ceiling("http-get"))
         {
             if let Some(c) = row.cand {
                 let share = c.value / nginx;
@@ -582,6 +798,13 @@ impl Comparison {
     }
 }
 
+/// Median, lowest and highest of some runs (zeros when there are none).
+fn spread(values: &[f64]) -> (f64, f64, f64) {
+    let lo = values.iter().copied().reduce(f64::min).unwrap_or(0.0);
+    let hi = values.iter().copied().reduce(f64::max).unwrap_or(0.0);
+    (median(values).unwrap_or(0.0), lo, hi)
+}
+
 fn is_ceiling(scenario: &str) -> bool {
     scenario.starts_with("ceiling-") || scenario.starts_with("http-")
 }
@@ -593,7 +816,9 @@ fn ceiling_title(name: &str) -> String {
         "ceiling-fsync-write" => "sequential write + fsync (dd conv=fsync)".into(),
         "ceiling-direct-write" => "sequential O_DIRECT write + fsync (dd)".into(),
         "http-put" => "loopback HTTP PUT of the large blob (nginx)".into(),
+        "http-put-cold" => "… the same PUT after 8 s idle, memory not warmed".into(),
         "http-get" => "loopback HTTP GET from page cache (nginx)".into(),
+        "ceiling-first-touch" => "first touch of fresh memory after 8 s idle".into(),
         other => other.to_string(),
     }
 }
@@ -678,5 +903,129 @@ mod tests {
         assert_eq!(svg.matches("<rect").count(), 3 + 2 * 2);
         let t = table(&results, true);
         assert!(t.contains("medians"));
+    }
+
+    #[test]
+    fn ceilings_show_their_spread() {
+        let results = vec![
+            r("http-put", "nginx", 800.0, 0.0),
+            r("http-put", "nginx", 2000.0, 0.0),
+            r("http-put", "nginx", 1000.0, 0.0),
+            r("push-monolithic", "berth", 700.0, 1.0),
+        ];
+        let cmp = Comparison::new(&results, "berth", "distribution");
+        assert_eq!(cmp.push_ceiling(), Some((1000.0, "http-put")));
+        let md = cmp.markdown();
+        assert!(
+            md.contains("| loopback HTTP PUT of the large blob (nginx) | 1000 | 800 – 2000 | 120 % | 3 | nginx |"),
+            "{md}"
+        );
+        assert!(md.contains("| push-monolithic | 700 | 70 % |"), "{md}");
+    }
+
+    fn resume(
+        label: &str,
+        phase: &str,
+        resume_ms: Option<f64>,
+        error: Option<&str>,
+    ) -> ScenarioResult {
+        ScenarioResult {
+            scenario: "resume-2g".into(),
+            registry: label.into(),
+            phase: Some(phase.into()),
+            errors: error.is_some() as u64,
+            error: error.map(str::to_string),
+            phases_ms: resume_ms.map(|ms| {
+                [
+                    ("resume", ms),
+                    ("status", 1.0),
+                    ("first_patch", ms - 1.0),
+                    ("complete", 9.0),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn resumes_have_their_own_table_and_failures_are_rows() {
+        let results = vec![
+            resume("berth", "prepare", None, None),
+            resume(
+                "berth",
+                "finish",
+                None,
+                Some("GET upload status: 404 Not Found | x"),
+            ),
+            resume("distribution", "prepare", None, None),
+            resume("distribution", "finish", Some(30.0), None),
+            resume("distribution", "finish", Some(50.0), None),
+        ];
+        let cmp = Comparison::new(&results, "berth", "distribution");
+        assert!(cmp.rows.is_empty());
+        let md = cmp.markdown();
+        assert!(
+            md.contains("| 2G | berth | **failed** | – | – | – | 0/1 | `GET upload status: 404 Not Found \\| x` |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 2G | distribution | 40.0 | 1.0 | 39.0 | 9.0 | 2/2 |  |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn other_labels_are_informational_rows() {
+        let results = vec![
+            r("push-chunked-8m", "berth", 800.0, 1.0),
+            r("push-chunked-8m", "distribution", 200.0, 1.0),
+            r("push-chunked-8m", "berth-s3", 400.0, 1.0),
+        ];
+        let cmp = Comparison::new(&results, "berth", "distribution");
+        assert_eq!(cmp.rows.len(), 1);
+        let md = cmp.markdown();
+        assert!(
+            md.contains("| push-chunked-8m | berth-s3 | MB/s | 400 | 1 | 0 | 800 | 200 | 0.50× | 2.00× | 40 |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn profiles_list_top_functions_and_unmet_targets_link_them() {
+        let results = vec![
+            r("push-small", "berth", 0.0, 100.0),
+            r("push-small", "distribution", 0.0, 50.0),
+        ];
+        let mut cmp = Comparison::new(&results, "berth", "distribution");
+        cmp.add_profile(
+            "push-small",
+            "main;sha256 3000000\nmain;memcpy 1000000\n".into(),
+            Some("benches/results/flame-push-small.svg".into()),
+        );
+        let md = cmp.markdown();
+        assert!(
+            md.contains("| push-small ≥ 5× distribution | 2.00× | **no** | [push-small](#profile-push-small) |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("<a id=\"profile-push-small\"></a>push-small (4.0 CPU ms)"),
+            "{md}"
+        );
+        assert!(md.contains("| 1 | `sha256` | 3.0 | 75.0 % |"), "{md}");
+        assert!(md.contains(
+            "[benches/results/flame-push-small.svg](benches/results/flame-push-small.svg)"
+        ));
+        assert_eq!(
+            parse_profile_arg("push-small=/tmp/f=x.svg"),
+            Some(("push-small", "/tmp/f", Some("x.svg")))
+        );
+        assert_eq!(
+            parse_profile_arg("push-small=/tmp/f"),
+            Some(("push-small", "/tmp/f", None))
+        );
+        assert_eq!(parse_profile_arg("push-small"), None);
     }
 }

@@ -36,6 +36,17 @@ pub struct ScenarioResult {
     pub client_cpu_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The first failure, shortened (the others are printed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Which half of a two-part scenario: `prepare` / `finish` for the resume scenarios
+    /// (`no-restart` when both ran in one process without a restart in between).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Milliseconds of a scenario's steps (resume: `status`, `first_patch`, `resume` = the two,
+    /// `complete`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phases_ms: Option<std::collections::BTreeMap<String, f64>>,
 }
 
 /// Latencies of one scenario's operations.
