@@ -55,7 +55,8 @@ pub struct UploadGuard {
 }
 
 enum Held {
-    File(#[allow(dead_code)] std::fs::File),
+    /// Shared with the upload's writer; unlocked explicitly on release.
+    File(Arc<std::fs::File>),
     Lease {
         store: Arc<dyn ObjectStore>,
         path: Path,
@@ -73,6 +74,9 @@ impl Storage {
         &self,
         upload_id: &str,
     ) -> Result<Option<(UploadGuard, UploadRecord)>> {
+        if let (Backend::Filesystem { local, .. }, Some(_)) = (&self.backend, &self.direct_reads) {
+            return self.lock_local_upload(local, upload_id).await;
+        }
         let Some(guard) = self.take_upload_lock(upload_id).await? else {
             return Ok(None);
         };
@@ -89,33 +93,80 @@ impl Storage {
         }
     }
 
+    /// Local disk: opens and locks the data file and reads the record in one trip to the
+    /// blocking pool (a chunk pays for few of them); the open file is then the writer's too.
+    async fn lock_local_upload(
+        &self,
+        local: &object_store::local::LocalFileSystem,
+        upload_id: &str,
+    ) -> Result<Option<(UploadGuard, UploadRecord)>> {
+        let data = local.path_to_filesystem(&layout::upload_data(upload_id))?;
+        let record_path = layout::upload_record(upload_id);
+        let record_file = local.path_to_filesystem(&record_path)?;
+        let file = match tokio::task::spawn_blocking(move || {
+            std::fs::OpenOptions::new().write(true).open(&data)
+        })
+        .await
+        .map_err(|e| StorageError::Io(std::io::Error::other(e)))?
+        {
+            Ok(f) => Arc::new(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let deadline = tokio::time::Instant::now() + LOCK_WAIT;
+        loop {
+            let (f, path) = (file.clone(), record_file.clone());
+            let attempt = tokio::task::spawn_blocking(move || -> Result<Option<Vec<u8>>> {
+                if !try_lock_file(&f)? {
+                    return Ok(None);
+                }
+                match std::fs::read(path) {
+                    Ok(bytes) => Ok(Some(bytes)),
+                    // Locked, but finished or cancelled meanwhile.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Some(Vec::new())),
+                    Err(e) => {
+                        unlock_file(&f);
+                        Err(e.into())
+                    }
+                }
+            })
+            .await
+            .map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
+            match attempt {
+                Some(bytes) => {
+                    let guard = UploadGuard {
+                        held: Held::File(file),
+                    };
+                    if bytes.is_empty() {
+                        guard.release().await;
+                        return Ok(None);
+                    }
+                    return match serde_json::from_slice(&bytes) {
+                        Ok(record) => Ok(Some((guard, record))),
+                        Err(e) => {
+                            guard.release().await;
+                            Err(StorageError::Corrupt {
+                                path: record_path.to_string(),
+                                reason: e.to_string(),
+                            })
+                        }
+                    };
+                }
+                None if tokio::time::Instant::now() >= deadline => {
+                    return Err(StorageError::Locked(upload_id.to_string()));
+                }
+                None => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+
     async fn take_upload_lock(&self, upload_id: &str) -> Result<Option<UploadGuard>> {
         let deadline = tokio::time::Instant::now() + LOCK_WAIT;
         match &self.backend {
-            Backend::Filesystem { local, .. } => {
-                if self.direct_reads.is_none() {
-                    return Ok(Some(UploadGuard {
-                        held: Held::Nothing,
-                    }));
-                }
-                let path = local.path_to_filesystem(&layout::upload_data(upload_id))?;
-                let file = match std::fs::OpenOptions::new().write(true).open(&path) {
-                    Ok(f) => f,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                    Err(e) => return Err(e.into()),
-                };
-                loop {
-                    if try_lock_file(&file)? {
-                        return Ok(Some(UploadGuard {
-                            held: Held::File(file),
-                        }));
-                    }
-                    if tokio::time::Instant::now() >= deadline {
-                        return Err(StorageError::Locked(upload_id.to_string()));
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
+            // Faults injected (the store is not the local file system the lock needs).
+            Backend::Filesystem { .. } => Ok(Some(UploadGuard {
+                held: Held::Nothing,
+            })),
             Backend::Objects { .. } => {
                 let path = layout::upload_lease(upload_id);
                 loop {
@@ -191,10 +242,18 @@ async fn renew(store: Arc<dyn ObjectStore>, path: Path) {
 }
 
 impl UploadGuard {
+    /// The locked data file (local disk), for the writer to use rather than open it again.
+    pub fn file(&self) -> Option<Arc<std::fs::File>> {
+        match &self.held {
+            Held::File(f) => Some(f.clone()),
+            _ => None,
+        }
+    }
+
     /// Lets other requests and instances write the upload.
     pub async fn release(self) {
         match self.held {
-            Held::File(file) => drop(file),
+            Held::File(file) => unlock_file(&file),
             Held::Lease {
                 store,
                 path,
@@ -228,6 +287,17 @@ fn try_lock_file(file: &std::fs::File) -> Result<bool> {
         Some(libc::EAGAIN) | Some(libc::EACCES) => Ok(false),
         _ => Err(err.into()),
     }
+}
+
+/// Drops the open-file-description lock (closing the last descriptor would too, but the writer
+/// may keep the file open a little longer).
+fn unlock_file(file: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: as in `try_lock_file`.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_UNLCK as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) };
 }
 
 #[cfg(test)]

@@ -48,6 +48,32 @@ pub struct HashRecord {
     pub state: String,
 }
 
+/// Creates `dir` and its missing ancestors; with `fsync`, syncs the directory holding each new
+/// one, so the new entries survive a crash.
+fn create_dirs(dir: &std::path::Path, fsync: bool) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut missing = vec![dir];
+    let mut existing = dir.parent();
+    while let Some(d) = existing {
+        if d.is_dir() {
+            break;
+        }
+        missing.push(d);
+        existing = d.parent();
+    }
+    std::fs::create_dir_all(dir)?;
+    if fsync {
+        for new in missing.iter().rev() {
+            if let Some(parent) = new.parent() {
+                std::fs::File::open(parent)?.sync_all()?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// One upload found on storage, for purging.
 #[derive(Debug, Clone)]
 pub struct StoredUpload {
@@ -57,13 +83,33 @@ pub struct StoredUpload {
 }
 
 impl Storage {
+    /// Starts a new upload: its bytes' writer and its first record (`record.parts` is filled in
+    /// here).
+    pub async fn new_upload(
+        &self,
+        upload_id: &str,
+        mut record: UploadRecord,
+    ) -> Result<BlobWriter> {
+        if let (Backend::Filesystem { local, fsync }, Some(_)) = (&self.backend, &self.direct_reads)
+        {
+            let location = layout::upload_data(upload_id);
+            let path = local.path_to_filesystem(&location)?;
+            let json = serde_json::to_vec(&record).expect("a record serializes");
+            return BlobWriter::create_file(location, path, *fsync, Some(("state", json))).await;
+        }
+        let writer = self.new_upload_writer(upload_id).await?;
+        record.parts = writer.parts_state();
+        self.save_upload(upload_id, &record).await?;
+        Ok(writer)
+    }
+
     /// Starts the bytes of a new upload.
     pub async fn new_upload_writer(&self, upload_id: &str) -> Result<BlobWriter> {
         let location = layout::upload_data(upload_id);
         match &self.backend {
             Backend::Filesystem { local, fsync } => {
                 let path = local.path_to_filesystem(&location)?;
-                BlobWriter::create_file(location, path, *fsync).await
+                BlobWriter::create_file(location, path, *fsync, None).await
             }
             Backend::Objects {
                 multipart,
@@ -195,6 +241,32 @@ impl Storage {
     /// whole or not at all: a rename on the filesystem, a copy on object stores.
     pub async fn commit_upload(&self, location: &Path, digest: &Digest) -> Result<()> {
         let target = layout::blob_data(digest);
+        if let (Backend::Filesystem { local, fsync }, Some(_)) = (&self.backend, &self.direct_reads)
+        {
+            // One trip to the blocking pool, and only the fsyncs that make the blob durable
+            // (object_store's rename would also sync the upload directory, about to go).
+            let from = local.path_to_filesystem(location)?;
+            let to = local.path_to_filesystem(&target)?;
+            let dir = local.path_to_filesystem(&layout::upload_dir_of(location))?;
+            let fsync = *fsync;
+            return tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                if !to.exists() {
+                    let parent = to.parent().expect("a blob path has a parent");
+                    create_dirs(parent, fsync)?;
+                    std::fs::rename(&from, &to)?;
+                    if fsync {
+                        std::fs::File::open(parent)?.sync_all()?;
+                    }
+                }
+                match std::fs::remove_dir_all(&dir) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                }
+            })
+            .await
+            .map_err(|e| StorageError::Io(std::io::Error::other(e)))?
+            .map_err(StorageError::Io);
+        }
         if self.exists(&target).await? {
             self.delete(location).await?;
         } else {
@@ -220,6 +292,16 @@ impl Storage {
     }
 
     pub(super) async fn remove_upload_dir(&self, dir: &Path) -> Result<()> {
+        if let (Backend::Filesystem { local, .. }, Some(_)) = (&self.backend, &self.direct_reads) {
+            let path = local.path_to_filesystem(dir)?;
+            return tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            })
+            .await
+            .map_err(|e| StorageError::Io(std::io::Error::other(e)))?
+            .map_err(StorageError::Io);
+        }
         self.delete_prefix(dir).await?;
         if let Backend::Filesystem { local, .. } = &self.backend {
             // A directory whose data was renamed away has no file left for object_store's

@@ -76,17 +76,29 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl BlobWriter {
-    pub(super) async fn create_file(location: Path, path: PathBuf, fsync: bool) -> Result<Self> {
+    /// Creates the upload file; `beside` (a file name and its content) is written next to it
+    /// in the same trip to the blocking pool, atomically (the upload's first record).
+    pub(super) async fn create_file(
+        location: Path,
+        path: PathBuf,
+        fsync: bool,
+        beside: Option<(&'static str, Vec<u8>)>,
+    ) -> Result<Self> {
         let create = path.clone();
         let file = blocking(move || {
-            if let Some(parent) = create.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            std::fs::OpenOptions::new()
+            let parent = create.parent().expect("an upload file has a directory");
+            std::fs::create_dir_all(parent)?;
+            let file = std::fs::OpenOptions::new()
                 .create(true)
                 .truncate(true)
                 .write(true)
-                .open(&create)
+                .open(&create)?;
+            if let Some((name, content)) = beside {
+                let temp = parent.join(format!("{name}.new"));
+                std::fs::write(&temp, content)?;
+                std::fs::rename(&temp, parent.join(name))?;
+            }
+            Ok(file)
         })
         .await?;
         Ok(BlobWriter {
@@ -200,6 +212,15 @@ impl BlobWriter {
         if let Sink::Multipart { store, garbage, .. } = &mut self.sink {
             for path in garbage.drain(..) {
                 let _ = store.delete(&path).await;
+            }
+        }
+    }
+
+    /// Writes through `file` (the upload's data file, already open) instead of opening it.
+    pub fn adopt_file(&mut self, open: Option<Arc<std::fs::File>>) {
+        if let (Sink::File { file, .. }, Some(open)) = (&mut self.sink, open) {
+            if file.is_none() {
+                *file = Some(open);
             }
         }
     }

@@ -121,7 +121,6 @@ impl UploadManager {
     /// Opens a session in `repo`, hashing with `algorithm` as the bytes arrive.
     pub async fn start(&self, repo: RepoName, algorithm: Algorithm) -> Result<String> {
         let id = uuid::Uuid::new_v4().to_string();
-        let writer = self.storage.new_upload_writer(&id).await?;
         let record = UploadRecord {
             repo: repo.to_string(),
             algorithm: algorithm.as_str().to_string(),
@@ -129,9 +128,9 @@ impl UploadManager {
             offset: 0,
             generation: 1,
             hash: None,
-            parts: writer.parts_state(),
+            parts: None,
         };
-        self.storage.save_upload(&id, &record).await?;
+        let writer = self.storage.new_upload(&id, record.clone()).await?;
         let (verifier, latest) = self.hashing.spawn(algorithm);
         let cached = Cached {
             writer,
@@ -233,7 +232,7 @@ impl UploadManager {
                 });
             }
         };
-        let cached = match cached {
+        let mut cached = match cached {
             Some(c) if generation == record.generation => c,
             _ => match self.rebuild(id, algorithm, &record).await {
                 Ok(c) => c,
@@ -244,6 +243,7 @@ impl UploadManager {
                 }
             },
         };
+        cached.writer.adopt_file(guard.file());
         if let Some(start) = expected_offset.filter(|&s| s != record.offset) {
             log::debug!("upload {id}: chunk at {start}, offset is {}", record.offset);
             guard.release().await;
