@@ -104,6 +104,9 @@ pub struct Storage {
     /// `get` + `bytes` takes two hops to the blocking pool). `None` when faults are injected, so
     /// that every read goes through the wrapped store.
     direct_reads: Option<Arc<LocalFileSystem>>,
+    /// On object stores: the last upload record this process wrote or read, with its ETag, so a
+    /// request reads it again only if it changed (a conditional GET answered `304`).
+    records: uploads::RecordCache,
 }
 
 /// A blob's bytes as a stream, with the total size of the blob and the range being served.
@@ -128,6 +131,7 @@ impl Storage {
             store: local.clone(),
             direct_reads: Some(local.clone()),
             backend: Backend::Filesystem { local, fsync },
+            records: Default::default(),
         })
     }
 
@@ -143,6 +147,7 @@ impl Storage {
                 name: "in-memory".into(),
             },
             direct_reads: None,
+            records: Default::default(),
         }
     }
 
@@ -231,6 +236,7 @@ impl Storage {
                 name,
             },
             direct_reads: None,
+            records: Default::default(),
         })
     }
 

@@ -22,6 +22,10 @@ use super::{layout, Result, StorageError};
 /// works while the network does and the final fsync only waits for the tail.
 const WRITEBACK_STEP: u64 = 16 * 1024 * 1024;
 
+/// S3's minimum size of a part other than the last: at the end of a request, staged and pending
+/// bytes reaching it become a part (parts are otherwise `part_size`).
+const MIN_PART: u64 = 5 * 1024 * 1024;
+
 /// The durable part of an object-store upload: enough for another process to continue it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PartsState {
@@ -184,6 +188,17 @@ impl BlobWriter {
     /// writer can be recorded and left idle. A no-op on files, whose writes are already there.
     pub async fn checkpoint(&mut self) -> Result<()> {
         if let Sink::Multipart {
+            state, pending_len, ..
+        } = &self.sink
+        {
+            // Enough for a part (S3's minimum): send it rather than stage it, which would cost
+            // a PUT now and a GET later.
+            let staged: u64 = state.staged.iter().map(|(_, l)| l).sum();
+            if *pending_len > 0 && staged + *pending_len as u64 >= MIN_PART {
+                return self.flush_part().await;
+            }
+        }
+        if let Sink::Multipart {
             store,
             upload_id,
             state,
@@ -339,18 +354,21 @@ impl BlobWriter {
         else {
             unreachable!("only multipart sinks have parts");
         };
-        let mut pieces: Vec<Bytes> = Vec::with_capacity(state.staged.len() + pending.len());
-        for &(offset, len) in &state.staged {
+        // Fetched together: each GET waits tens of milliseconds for its first byte.
+        let fetches = state.staged.iter().map(|&(offset, len)| {
             let path = layout::upload_staged(upload_id, offset);
-            let bytes = store.get(&path).await?.bytes().await?;
-            if bytes.len() as u64 != len {
-                return Err(StorageError::Corrupt {
-                    path: path.to_string(),
-                    reason: format!("staged piece has {} bytes, {len} recorded", bytes.len()),
-                });
+            async move {
+                let bytes = store.get(&path).await?.bytes().await?;
+                if bytes.len() as u64 != len {
+                    return Err(StorageError::Corrupt {
+                        path: path.to_string(),
+                        reason: format!("staged piece has {} bytes, {len} recorded", bytes.len()),
+                    });
+                }
+                Ok(bytes)
             }
-            pieces.push(bytes);
-        }
+        });
+        let mut pieces: Vec<Bytes> = futures_util::future::try_join_all(fetches).await?;
         pieces.extend(pending.iter().cloned());
         Ok(pieces.into_iter().collect())
     }
