@@ -235,7 +235,7 @@ OTHERS="$WORK/others.txt"
 MYPGRP=$(sed 's/.*) //' /proc/$$/stat | cut -d' ' -f3)
 (
   while sleep 5; do
-    echo "$(cut -d' ' -f1 /proc/loadavg) $(pgrep -c 'rustc|cargo|cc1|cc1plus|clippy-driver' || true)" >>"$SAMPLES"
+    echo "$(cut -d' ' -f1 /proc/loadavg) $(ps -eo comm= | grep -cxE 'rustc|cargo|cc1|cc1plus|clippy-driver' || true)" >>"$SAMPLES"
     awk -v pg="$MYPGRP" '{ sub(/^.*\) /, ""); if ($3 != pg) print FILENAME, $12 + $13 }' /proc/[0-9]*/stat 2>/dev/null >>"$OTHERS" || true
   done
 ) &
