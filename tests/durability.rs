@@ -66,24 +66,11 @@ fn status(base: &str, path: &str) -> Option<u64> {
 }
 
 fn patch(base: &str, path: &str, offset: u64, bytes: &[u8]) -> reqwest::blocking::Response {
-    client()
-        .patch(format!("{base}{path}"))
-        .header("Content-Type", "application/octet-stream")
-        .header(
-            "Content-Range",
-            format!("{offset}-{}", offset + bytes.len() as u64 - 1),
-        )
-        .body(bytes.to_vec())
-        .send()
-        .unwrap()
+    common::patch_chunk(&format!("{base}{path}"), offset, bytes)
 }
 
 fn complete(base: &str, path: &str, digest: &str) -> reqwest::blocking::Response {
-    let sep = if path.contains('?') { '&' } else { '?' };
-    client()
-        .put(format!("{base}{path}{sep}digest={digest}"))
-        .send()
-        .unwrap()
+    common::complete_upload(&format!("{base}{path}"), digest)
 }
 
 fn assert_blob(base: &str, repo: &str, expected: &[u8]) {

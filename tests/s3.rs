@@ -6,8 +6,9 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::patch_chunk as patch;
 use common::s3::S3Server;
-use common::{client, error_code, run, sha256, Store, TestRegistry};
+use common::{client, complete_upload, error_code, run, sha256, Store, TestRegistry};
 
 fn registry_on(server: &S3Server) -> TestRegistry {
     TestRegistry::builder()
@@ -22,19 +23,6 @@ fn start_upload(reg: &TestRegistry, repo: &str) -> String {
         .unwrap();
     assert_eq!(r.status(), 202, "{}", r.text().unwrap());
     r.headers()["location"].to_str().unwrap().to_string()
-}
-
-fn patch(location: &str, offset: u64, bytes: &[u8]) -> reqwest::blocking::Response {
-    client()
-        .patch(location)
-        .header("Content-Type", "application/octet-stream")
-        .header(
-            "Content-Range",
-            format!("{offset}-{}", offset + bytes.len() as u64 - 1),
-        )
-        .body(bytes.to_vec())
-        .send()
-        .unwrap()
 }
 
 fn data(len: usize) -> Vec<u8> {
@@ -67,10 +55,7 @@ fn chunks_of_64_kib_become_parts_of_at_least_5_mib() {
         offset += piece.len() as u64;
     }
     let digest = sha256(&blob);
-    let r = client()
-        .put(format!("{location}?digest={digest}"))
-        .send()
-        .unwrap();
+    let r = complete_upload(&location, &digest);
     assert_eq!(r.status(), 201, "{}", r.text().unwrap());
     // Read back through the registry (a redirect to the bucket) and byte for byte.
     let got = reqwest::blocking::get(reg.url(&format!("/v2/tiny/chunks/blobs/{digest}")))
@@ -135,10 +120,7 @@ fn an_s3_outage_is_a_spec_error_and_pushes_resume_when_it_is_back() {
         202
     );
     let digest = sha256(&blob);
-    let r = client()
-        .put(format!("{location}?digest={digest}"))
-        .send()
-        .unwrap();
+    let r = complete_upload(&location, &digest);
     assert_eq!(r.status(), 201, "{}", r.text().unwrap());
     let r = client()
         .head(reg.url(&format!("/v2/outage/blobs/{digest}")))

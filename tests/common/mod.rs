@@ -270,6 +270,29 @@ pub fn push_blob(reg: &TestRegistry, repo: &str, content: &[u8]) -> String {
     digest
 }
 
+/// Sends one chunk of an upload: `PATCH` of `bytes` at `offset` with its `Content-Range`.
+pub fn patch_chunk(location: &str, offset: u64, bytes: &[u8]) -> reqwest::blocking::Response {
+    client()
+        .patch(location)
+        .header("Content-Type", "application/octet-stream")
+        .header(
+            "Content-Range",
+            format!("{offset}-{}", offset + bytes.len() as u64 - 1),
+        )
+        .body(bytes.to_vec())
+        .send()
+        .unwrap()
+}
+
+/// Completes an upload with `PUT ?digest=` and no body.
+pub fn complete_upload(location: &str, digest: &str) -> reqwest::blocking::Response {
+    let sep = if location.contains('?') { '&' } else { '?' };
+    client()
+        .put(format!("{location}{sep}digest={digest}"))
+        .send()
+        .unwrap()
+}
+
 /// A minimal OCI image manifest over the given config and layers (digest, size).
 pub fn image_manifest(config: (&str, usize), layers: &[(&str, usize)]) -> String {
     let layers: Vec<String> = layers
