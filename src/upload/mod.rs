@@ -15,6 +15,7 @@ pub mod session;
 pub mod verifier;
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,8 +31,18 @@ use session::{Acquire, Cached, Cancel, Check, Closed, Finish, Lease, Release};
 use verifier::{Current, Progress, Update};
 pub use verifier::{DigestVerifier, HashingPool};
 
-/// Body bytes are gathered into batches of about this size before a write and a hash.
+/// Body bytes are gathered into batches of about this size before a write and a hash...
 const BATCH_SIZE: usize = 1024 * 1024;
+/// ...unless many bodies stream at once: then the batches of all of them together stay near
+/// this much (a request holds its batch being gathered and a few being hashed).
+const BATCH_BUDGET: usize = 16 * 1024 * 1024;
+/// The smallest batch, however many bodies stream.
+const MIN_BATCH_SIZE: usize = 128 * 1024;
+
+/// The batch size when `streaming` request bodies are being ingested at once.
+fn batch_size(streaming: usize) -> usize {
+    (BATCH_BUDGET / streaming.max(1)).clamp(MIN_BATCH_SIZE, BATCH_SIZE)
+}
 /// Batches handed to the verifier and not yet hashed, per request (bounded memory).
 const MAX_HASH_IN_FLIGHT: usize = 4;
 
@@ -84,6 +95,8 @@ const SMALL_PIECE: usize = 64 * 1024;
 pub struct UploadManager {
     storage: Storage,
     hashing: HashingPool,
+    /// Request bodies being ingested now (sets the batch size).
+    streaming: Arc<std::sync::atomic::AtomicUsize>,
     sessions: Sessions,
     evict_after: Duration,
 }
@@ -102,6 +115,7 @@ impl UploadManager {
         UploadManager {
             storage,
             hashing,
+            streaming: Default::default(),
             sessions: Default::default(),
             evict_after: DEFAULT_EVICT_AFTER,
         }
@@ -416,7 +430,7 @@ impl UploadManager {
             let Cached {
                 writer, verifier, ..
             } = &mut writing.cached;
-            let outcome = ingest(writer, verifier, body, length).await;
+            let outcome = ingest(writer, verifier, &this.streaming, body, length).await;
             let offset = this.end(&id, writing).await;
             outcome.and(offset)
         });
@@ -449,7 +463,7 @@ impl UploadManager {
             let Cached {
                 writer, verifier, ..
             } = &mut writing.cached;
-            if let Err(e) = ingest(writer, verifier, body, length).await {
+            if let Err(e) = ingest(writer, verifier, &this.streaming, body, length).await {
                 let _ = this.end(&id, writing).await;
                 return Err(e);
             }
@@ -564,6 +578,7 @@ async fn give_back(
 async fn ingest<S, E>(
     writer: &mut BlobWriter,
     verifier: &Addr<DigestVerifier>,
+    streaming: &std::sync::atomic::AtomicUsize,
     mut body: S,
     length: Option<u64>,
 ) -> Result<()>
@@ -571,6 +586,15 @@ where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
+    /// Counts this body among those streaming until it is done, however it ends.
+    struct Streaming<'a>(&'a std::sync::atomic::AtomicUsize);
+    impl Drop for Streaming<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    streaming.fetch_add(1, Ordering::Relaxed);
+    let _streaming = Streaming(streaming);
     let mut batch: Vec<Bytes> = Vec::new();
     let mut small = BytesMut::new();
     let mut batch_len = 0usize;
@@ -624,7 +648,7 @@ where
                 true
             }
         };
-        if batch_len >= BATCH_SIZE || (done && batch_len > 0) {
+        if batch_len >= batch_size(streaming.load(Ordering::Relaxed)) || (done && batch_len > 0) {
             if !small.is_empty() {
                 batch.push(small.split().freeze());
             }
@@ -830,6 +854,14 @@ mod tests {
     #[actix_rt::test]
     async fn uploads_continue_in_another_process_on_object_stores() {
         continues_elsewhere(Storage::in_memory()).await;
+    }
+
+    #[test]
+    fn batches_shrink_when_many_bodies_stream() {
+        assert_eq!(batch_size(0), BATCH_SIZE);
+        assert_eq!(batch_size(16), BATCH_SIZE);
+        assert_eq!(batch_size(32), 512 * 1024);
+        assert_eq!(batch_size(1000), MIN_BATCH_SIZE);
     }
 
     #[actix_rt::test]
