@@ -150,7 +150,7 @@ impl Storage {
                     let guard = UploadGuard {
                         held: Held::File(f),
                     };
-                    return match super::uploads::decode_record(&bytes) {
+                    return match super::uploads::decode_record_slots(&bytes) {
                         Ok(record) => Ok(Some((guard, record))),
                         Err(reason) => {
                             guard.release().await;
