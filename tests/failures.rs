@@ -40,6 +40,23 @@ fn a_failed_commit_shows_nothing_and_a_retry_succeeds() {
         "no upload left behind"
     );
 
+    // A chunked upload whose completing PUT fails the same way stays, and the PUT's retry
+    // publishes it.
+    let r = c.post(reg.url("/v2/f/blobs/uploads/")).send().unwrap();
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(common::patch_chunk(&location, 0, &content).status(), 202);
+    faults.fail(Op::Rename, "_berth/uploads", 1);
+    assert_error(
+        common::complete_upload(&location, &digest),
+        503,
+        "UNAVAILABLE",
+    );
+    let r = common::complete_upload(&location, &digest);
+    assert_eq!(r.status(), 201, "the retried PUT completes the upload");
+    c.delete(reg.url(&format!("/v2/f/blobs/{digest}")))
+        .send()
+        .unwrap();
+
     // Storage is back: the same push works and the content is whole.
     assert_eq!(push_blob(&reg, "f", &content), digest);
     let got = c

@@ -89,15 +89,21 @@ pub async fn start(
     } else if query.get("digest").is_some() {
         let digest = digest_param(query)?;
         let id = reg.start_upload(repo, Some(&digest)).await?;
-        reg.complete_upload(
-            repo,
-            &id,
-            None,
-            content_length(req.headers()),
-            body,
-            &digest,
-        )
-        .await?;
+        let completed = reg
+            .complete_upload(
+                repo,
+                &id,
+                None,
+                content_length(req.headers()),
+                body,
+                &digest,
+            )
+            .await;
+        if let Err(e) = completed {
+            // The client never learnt this upload's id: nothing could resume it.
+            let _ = reg.cancel_upload(repo, &id).await;
+            return Err(e.into());
+        }
         return Ok(created(state, req, repo, &digest));
     }
     let id = reg.start_upload(repo, None).await?;

@@ -54,6 +54,18 @@ pub struct UploadGuard {
     held: Held,
 }
 
+/// A guard dropped without [`UploadGuard::release`] (a panic, an early return) still stops
+/// renewing its lease, which then expires, and unlocks its file.
+impl Drop for UploadGuard {
+    fn drop(&mut self) {
+        match &self.held {
+            Held::File(file) => unlock_file(file),
+            Held::Lease { renewal, .. } => renewal.abort(),
+            Held::Nothing => {}
+        }
+    }
+}
+
 enum Held {
     /// Shared with the upload's writer; unlocked explicitly on release.
     File(Arc<std::fs::File>),
@@ -263,8 +275,8 @@ impl UploadGuard {
     }
 
     /// Lets other requests and instances write the upload.
-    pub async fn release(self) {
-        match self.held {
+    pub async fn release(mut self) {
+        match std::mem::replace(&mut self.held, Held::Nothing) {
             Held::File(file) => unlock_file(&file),
             Held::Lease {
                 store,

@@ -52,6 +52,18 @@ pub struct HashRecord {
     pub state: String,
 }
 
+/// Records cached at most (other instances finish uploads this one saw; the cache starts over
+/// when full rather than grow).
+const RECORD_CACHE_MAX: usize = 4096;
+
+fn remember(cache: &RecordCache, upload_id: &str, etag: String, record: &UploadRecord) {
+    let mut records = cache.lock().unwrap();
+    if records.len() >= RECORD_CACHE_MAX && !records.contains_key(upload_id) {
+        records.clear();
+    }
+    records.insert(upload_id.to_string(), (etag, record.clone()));
+}
+
 /// Size of each of the two slots of a local record file.
 const RECORD_SLOT: usize = 4096;
 
@@ -343,10 +355,7 @@ impl Storage {
             reason,
         })?;
         if let Some(etag) = etag {
-            self.records
-                .lock()
-                .unwrap()
-                .insert(upload_id.to_string(), (etag, record.clone()));
+            remember(&self.records, upload_id, etag, &record);
         }
         Ok(Some(record))
     }
@@ -381,10 +390,9 @@ impl Storage {
             _ => {
                 let json = serde_json::to_vec(record).expect("a record serializes");
                 let put = self.store.put(&path, PutPayload::from(json)).await?;
-                let mut records = self.records.lock().unwrap();
                 match put.e_tag {
-                    Some(etag) => records.insert(upload_id.to_string(), (etag, record.clone())),
-                    None => records.remove(upload_id),
+                    Some(etag) => remember(&self.records, upload_id, etag, record),
+                    None => self.forget_record(upload_id),
                 };
             }
         }

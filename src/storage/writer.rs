@@ -416,7 +416,16 @@ impl BlobWriter {
                 blocking(move || {
                     let file = std::fs::OpenOptions::new().write(true).open(path)?;
                     // Bytes past the recorded end are a torn write of an interrupted request.
-                    if file.metadata()?.len() != len {
+                    // Fewer bytes than recorded: the record outlived the data (a power loss with
+                    // the data not yet synced); never pad that with zeros and publish it.
+                    let on_disk = file.metadata()?.len();
+                    if on_disk < len {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            format!("upload file has {on_disk} bytes, {len} were accepted"),
+                        ));
+                    }
+                    if on_disk != len {
                         file.set_len(len)?;
                     }
                     if fsync {

@@ -144,7 +144,9 @@ impl UploadManager {
             hash: None,
             parts: None,
         };
-        let writer = self.storage.new_upload(&id, record.clone()).await?;
+        let mut writer = self.storage.new_upload(&id, record.clone()).await?;
+        // An upload nobody writes to holds no file descriptor.
+        writer.park();
         let (verifier, latest) = self.hashing.spawn(algorithm);
         let cached = Cached {
             writer,
@@ -219,25 +221,33 @@ impl UploadManager {
         id: &str,
         expected_offset: Option<u64>,
     ) -> Result<Writing> {
-        let addr = self.session(repo, id).await?;
+        let mut addr = self.session(repo, id).await?;
+        let lease = match addr.send(Acquire { repo: repo.clone() }).await {
+            Ok(lease) => lease,
+            Err(_) => {
+                // The actor left memory between lookup and message: rebuild it once.
+                self.forget(id, &addr);
+                addr = self.session(repo, id).await?;
+                addr.send(Acquire { repo: repo.clone() })
+                    .await
+                    .map_err(|_| UploadError::Unknown(id.to_string()))?
+            }
+        };
         let Lease {
             cached,
             generation,
             algorithm,
-        } = addr
-            .send(Acquire { repo: repo.clone() })
-            .await
-            .map_err(|_| UploadError::Unknown(id.to_string()))??;
+        } = lease?;
         let locked = self.storage.lock_upload(id).await;
         let (guard, record) = match locked {
             Ok(Some(held)) => held,
             Ok(None) => {
-                let _ = give_back(&addr, cached, None).await;
+                self.hand_back(id, &addr, cached, None).await;
                 self.forget(id, &addr);
                 return Err(UploadError::Unknown(id.to_string()));
             }
             Err(e) => {
-                let _ = give_back(&addr, cached, Some(generation)).await;
+                self.hand_back(id, &addr, cached, Some(generation)).await;
                 return Err(match e {
                     StorageError::Locked(_) => UploadError::Busy {
                         offset: self.status(repo, id).await.unwrap_or(0),
@@ -252,7 +262,7 @@ impl UploadManager {
                 Ok(c) => c,
                 Err(e) => {
                     guard.release().await;
-                    let _ = give_back(&addr, None, None).await;
+                    self.hand_back(id, &addr, None, None).await;
                     return Err(e);
                 }
             },
@@ -261,7 +271,8 @@ impl UploadManager {
         if let Some(start) = expected_offset.filter(|&s| s != record.offset) {
             log::debug!("upload {id}: chunk at {start}, offset is {}", record.offset);
             guard.release().await;
-            let _ = give_back(&addr, Some(cached), Some(record.generation)).await;
+            self.hand_back(id, &addr, Some(cached), Some(record.generation))
+                .await;
             return Err(UploadError::OutOfOrder {
                 offset: record.offset,
             });
@@ -314,12 +325,24 @@ impl UploadManager {
                 .await?
                 .stream;
             let mut in_flight = VecDeque::new();
+            let mut reread = 0u64;
             while let Some(chunk) = data.next().await {
-                verifier.do_send(Update(vec![chunk?]));
+                let chunk = chunk?;
+                reread += chunk.len() as u64;
+                verifier.do_send(Update(vec![chunk]));
                 in_flight.push_back(verifier.send(Progress));
                 if in_flight.len() > MAX_HASH_IN_FLIGHT {
                     let _ = in_flight.pop_front().expect("non-empty").await;
                 }
+            }
+            // A data file shorter than its record (the record survived a power loss that the
+            // data did not) cannot be continued: refuse rather than hash a hole.
+            if reread != record.offset - hashed {
+                return Err(corrupt(format!(
+                    "data holds {} of the {} recorded bytes",
+                    hashed + reread,
+                    record.offset
+                )));
             }
         }
         Ok(Cached {
@@ -353,7 +376,7 @@ impl UploadManager {
             },
             Err(e) => {
                 // The cache may be ahead of the record: drop it, the next request rebuilds.
-                let _ = give_back(&addr, None, None).await;
+                self.hand_back(id, &addr, None, None).await;
                 Err(e)
             }
         }
@@ -384,6 +407,21 @@ impl UploadManager {
         self.storage.save_upload(id, &next).await?;
         cached.writer.collect_garbage().await;
         Ok(next)
+    }
+
+    /// Gives the cache back after a request that wrote nothing (or failed); if the session was
+    /// cancelled meanwhile, removes the upload, as the cancelling request was promised.
+    async fn hand_back(
+        &self,
+        id: &str,
+        addr: &Addr<UploadSession>,
+        cached: Option<Cached>,
+        generation: Option<u64>,
+    ) {
+        if let Err(cancelled) = give_back(addr, cached, generation).await {
+            self.discard(id, cancelled).await;
+            self.forget(id, addr);
+        }
     }
 
     /// Forgets the in-memory session `addr` if it is still the one registered for `id`.
@@ -728,7 +766,9 @@ async fn finish(
         })
     }
     .await;
-    if outcome.is_err() {
+    // A wrong digest ends the upload; any other failure (the backend down for a moment) leaves
+    // it on storage, so the client's retry of the PUT rebuilds it and tries again.
+    if matches!(outcome, Err(UploadError::DigestMismatch { .. })) {
         let _ = storage.discard_upload(id).await;
     }
     outcome
@@ -854,6 +894,46 @@ mod tests {
     #[actix_rt::test]
     async fn uploads_continue_in_another_process_on_object_stores() {
         continues_elsewhere(Storage::in_memory()).await;
+    }
+
+    #[actix_rt::test]
+    async fn a_record_that_outlived_its_data_is_refused_not_published() {
+        // A power loss can keep the record and lose the unsynced tail of the data.
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::filesystem(dir.path(), true).unwrap();
+        let repo: RepoName = "r".parse().unwrap();
+        let first = manager(&storage);
+        let id = first.start(repo.clone(), Algorithm::Sha256).await.unwrap();
+        let data = vec![7u8; 300_000];
+        let bytes: &'static [u8] = Box::leak(data.clone().into_boxed_slice());
+        first
+            .append(&repo, &id, None, None, body(&[bytes]))
+            .await
+            .unwrap();
+        let file = dir
+            .path()
+            .join("docker/registry/v2/_berth/uploads")
+            .join(&id)
+            .join("data");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_len(200_000)
+            .unwrap();
+        let digest = Digest::sha256(&data);
+        // Whether the restarted process re-reads the tail or trusts the hash state, it refuses.
+        let restarted = manager(&storage);
+        assert!(restarted
+            .complete(&repo, &id, None, None, body(&[]), &digest)
+            .await
+            .is_err());
+        assert_eq!(storage.blob_size(&digest).await.unwrap(), None);
+        assert!(first
+            .complete(&repo, &id, None, None, body(&[]), &digest)
+            .await
+            .is_err());
+        assert_eq!(storage.blob_size(&digest).await.unwrap(), None);
     }
 
     #[test]
