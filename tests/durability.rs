@@ -41,12 +41,7 @@ fn random_below(n: u64) -> u64 {
 }
 
 fn start_upload(base: &str, repo: &str) -> String {
-    let r = client()
-        .post(format!("{base}/v2/{repo}/blobs/uploads/"))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let location = r.headers()["location"].to_str().unwrap();
+    let location = common::start_upload_at(base, repo);
     // The path: after a restart the registry listens elsewhere.
     let path = location.splitn(4, '/').nth(3).unwrap();
     format!("/{path}")

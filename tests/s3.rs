@@ -17,12 +17,7 @@ fn registry_on(server: &S3Server) -> TestRegistry {
 }
 
 fn start_upload(reg: &TestRegistry, repo: &str) -> String {
-    let r = client()
-        .post(reg.url(&format!("/v2/{repo}/blobs/uploads/")))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 202, "{}", r.text().unwrap());
-    r.headers()["location"].to_str().unwrap().to_string()
+    common::start_upload_at(&reg.url, repo)
 }
 
 fn data(len: usize) -> Vec<u8> {

@@ -86,7 +86,7 @@ impl Storage {
         &self,
         upload_id: &str,
     ) -> Result<Option<(UploadGuard, UploadRecord)>> {
-        if let (Backend::Filesystem { local, .. }, Some(_)) = (&self.backend, &self.direct_reads) {
+        if let Some((local, _)) = self.local_files() {
             return self.lock_local_upload(local, upload_id).await;
         }
         let Some(guard) = self.take_upload_lock(upload_id).await? else {
@@ -117,69 +117,38 @@ impl Storage {
     ) -> Result<Option<(UploadGuard, UploadRecord)>> {
         let data = local.path_to_filesystem(&layout::upload_data(upload_id))?;
         let record_path = layout::upload_record(upload_id);
-        let record_file = local.path_to_filesystem(&record_path)?;
-        /// What one attempt found.
-        enum Attempt {
-            Gone,
-            Held(Arc<std::fs::File>),
-            Locked(Arc<std::fs::File>, Vec<u8>),
-        }
+        let file = match std::fs::OpenOptions::new().write(true).open(&data) {
+            Ok(f) => Arc::new(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
         let deadline = tokio::time::Instant::now() + LOCK_WAIT;
-        let mut file: Option<Arc<std::fs::File>> = None;
-        loop {
-            let (open, data, path) = (file.clone(), data.clone(), record_file.clone());
-            // Open (first time), lock and read the record.
-            let attempt = (move || -> Result<Attempt> {
-                let f = match open {
-                    Some(f) => f,
-                    None => match std::fs::OpenOptions::new().write(true).open(&data) {
-                        Ok(f) => Arc::new(f),
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                            return Ok(Attempt::Gone)
-                        }
-                        Err(e) => return Err(e.into()),
-                    },
-                };
-                if !try_lock_file(&f)? {
-                    return Ok(Attempt::Held(f));
-                }
-                match std::fs::read(path) {
-                    Ok(bytes) => Ok(Attempt::Locked(f, bytes)),
-                    // Finished or cancelled meanwhile.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        unlock_file(&f);
-                        Ok(Attempt::Gone)
-                    }
-                    Err(e) => {
-                        unlock_file(&f);
-                        Err(e.into())
-                    }
-                }
-            })()?;
-            match attempt {
-                Attempt::Gone => return Ok(None),
-                Attempt::Locked(f, bytes) => {
-                    let guard = UploadGuard {
-                        held: Held::File(f),
-                    };
-                    return match super::uploads::decode_record_slots(&bytes) {
-                        Ok(record) => Ok(Some((guard, record))),
-                        Err(reason) => {
-                            guard.release().await;
-                            Err(StorageError::Corrupt {
-                                path: record_path.to_string(),
-                                reason,
-                            })
-                        }
-                    };
-                }
-                Attempt::Held(_) if tokio::time::Instant::now() >= deadline => {
-                    return Err(StorageError::Locked(upload_id.to_string()));
-                }
-                Attempt::Held(f) => {
-                    file = Some(f);
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
+        while !try_lock_file(&file)? {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StorageError::Locked(upload_id.to_string()));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let guard = UploadGuard {
+            held: Held::File(file),
+        };
+        let read = std::fs::read(local.path_to_filesystem(&record_path)?);
+        let outcome = match read {
+            Ok(bytes) => super::uploads::decode_record_slots(&bytes)
+                .map(Some)
+                .map_err(|reason| StorageError::Corrupt {
+                    path: record_path.to_string(),
+                    reason,
+                }),
+            // Finished or cancelled while this request waited.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        };
+        match outcome {
+            Ok(Some(record)) => Ok(Some((guard, record))),
+            other => {
+                guard.release().await;
+                other.map(|_| None)
             }
         }
     }

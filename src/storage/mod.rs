@@ -240,6 +240,15 @@ impl Storage {
         })
     }
 
+    /// The local file system and its fsync setting, when files may be handled directly (not
+    /// when faults are injected: then every operation goes through the wrapped store).
+    fn local_files(&self) -> Option<(&LocalFileSystem, bool)> {
+        match (&self.backend, &self.direct_reads) {
+            (Backend::Filesystem { local, fsync }, Some(_)) => Some((local, *fsync)),
+            _ => None,
+        }
+    }
+
     /// The same storage with faults injected where `faults` says (failure tests).
     pub fn with_faults(mut self, faults: faults::Faults) -> Storage {
         self.store = Arc::new(faults::FaultyStore {

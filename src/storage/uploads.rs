@@ -207,14 +207,13 @@ impl Storage {
         upload_id: &str,
         mut record: UploadRecord,
     ) -> Result<BlobWriter> {
-        if let (Backend::Filesystem { local, fsync }, Some(_)) = (&self.backend, &self.direct_reads)
-        {
+        if let Some((local, fsync)) = self.local_files() {
             let location = layout::upload_data(upload_id);
             let path = local.path_to_filesystem(&location)?;
             let (offset, slot) = record_slot(&record)?;
             let mut content = vec![0u8; offset as usize];
             content.extend_from_slice(&slot);
-            return BlobWriter::create_file(location, path, *fsync, Some(("state", content))).await;
+            return BlobWriter::create_file(location, path, fsync, Some(("state", content))).await;
         }
         let writer = self.new_upload_writer(upload_id).await?;
         record.parts = writer.parts_state();
@@ -304,7 +303,7 @@ impl Storage {
     /// The upload's record, or `None` if there is no such upload.
     pub async fn load_upload(&self, upload_id: &str) -> Result<Option<UploadRecord>> {
         let path = layout::upload_record(upload_id);
-        if self.direct_reads.is_none() {
+        if self.local_files().is_none() {
             return self.load_object_record(upload_id, &path).await;
         }
         let Some(bytes) = self.read_small(&path).await? else {
@@ -373,29 +372,23 @@ impl Storage {
     /// the calling thread, like the lock (see `lock_local_upload`).
     pub async fn save_upload(&self, upload_id: &str, record: &UploadRecord) -> Result<()> {
         let path = layout::upload_record(upload_id);
-        match &self.backend {
-            Backend::Filesystem { local, .. } if self.direct_reads.is_some() => {
-                let target = local.path_to_filesystem(&path)?;
-                let (offset, slot) = record_slot(record)?;
-                {
-                    use std::os::unix::fs::FileExt;
-                    let file = std::fs::OpenOptions::new()
-                        .write(true)
-                        .create(true)
-                        .truncate(false)
-                        .open(&target)?;
-                    file.write_all_at(&slot, offset)?;
-                }
-            }
-            _ => {
-                let json = serde_json::to_vec(record).expect("a record serializes");
-                let put = self.store.put(&path, PutPayload::from(json)).await?;
-                match put.e_tag {
-                    Some(etag) => remember(&self.records, upload_id, etag, record),
-                    None => self.forget_record(upload_id),
-                };
-            }
+        if let Some((local, _)) = self.local_files() {
+            use std::os::unix::fs::FileExt;
+            let (offset, slot) = record_slot(record)?;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(local.path_to_filesystem(&path)?)?
+                .write_all_at(&slot, offset)?;
+            return Ok(());
         }
+        let json = serde_json::to_vec(record).expect("a record serializes");
+        let put = self.store.put(&path, PutPayload::from(json)).await?;
+        match put.e_tag {
+            Some(etag) => remember(&self.records, upload_id, etag, record),
+            None => self.forget_record(upload_id),
+        };
         Ok(())
     }
 
@@ -421,14 +414,12 @@ impl Storage {
         if let Some(id) = location.parts().nth(layout::uploads_root().parts().count()) {
             self.forget_record(id.as_ref());
         }
-        if let (Backend::Filesystem { local, fsync }, Some(_)) = (&self.backend, &self.direct_reads)
-        {
+        if let Some((local, fsync)) = self.local_files() {
             // One trip to the blocking pool, and only the fsyncs that make the blob durable
             // (object_store's rename would also sync the upload directory, about to go).
             let from = local.path_to_filesystem(location)?;
             let to = local.path_to_filesystem(&target)?;
             let dir = local.path_to_filesystem(&layout::upload_dir_of(location))?;
-            let fsync = *fsync;
             return tokio::task::spawn_blocking(move || -> std::io::Result<()> {
                 if !to.exists() {
                     let parent = to.parent().expect("a blob path has a parent");
@@ -473,7 +464,7 @@ impl Storage {
     }
 
     pub(super) async fn remove_upload_dir(&self, dir: &Path) -> Result<()> {
-        if let (Backend::Filesystem { local, .. }, Some(_)) = (&self.backend, &self.direct_reads) {
+        if let Some((local, _)) = self.local_files() {
             let path = local.path_to_filesystem(dir)?;
             return tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),

@@ -434,10 +434,8 @@ impl UploadManager {
 
     /// Removes an upload's bytes and record.
     async fn discard(&self, id: &str, cached: Option<Cached>) {
-        if let Some(c) = cached {
-            // Aborting the multipart upload is part of `discard_upload`.
-            drop(c);
-        }
+        // Closes the writer's file; aborting a multipart upload is part of `discard_upload`.
+        drop(cached);
         if let Err(e) = self.storage.discard_upload(id).await {
             log::warn!("cannot remove upload {id}: {e}");
         }

@@ -270,6 +270,17 @@ pub fn push_blob(reg: &TestRegistry, repo: &str, content: &[u8]) -> String {
     digest
 }
 
+/// Opens an upload in `repo` on the registry at `base` (`http://HOST:PORT`); answers its
+/// `Location`.
+pub fn start_upload_at(base: &str, repo: &str) -> String {
+    let r = client()
+        .post(format!("{base}/v2/{repo}/blobs/uploads/"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 202, "POST of an upload");
+    r.headers()["location"].to_str().unwrap().to_string()
+}
+
 /// Sends one chunk of an upload: `PATCH` of `bytes` at `offset` with its `Content-Range`.
 pub fn patch_chunk(location: &str, offset: u64, bytes: &[u8]) -> reqwest::blocking::Response {
     client()
