@@ -1,8 +1,8 @@
 //! Configuration: CNCF distribution's file layout, loaded with the `config` crate, with every key
 //! overridable by `REGISTRY_<SECTION>_<KEY>` environment variables.
 //!
-//! Sections berth does not implement yet are refused when they would change security (`auth`,
-//! `http.tls`: serving without them would silently open the registry) and reported otherwise.
+//! Sections berth does not implement are refused when they would change security (an unknown
+//! `auth` method: serving without it would silently open the registry) and reported otherwise.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -38,6 +38,8 @@ pub struct Config {
     pub storage: StorageConfig,
     #[serde(default)]
     pub http: HttpConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
     /// Resolved after loading: which storage driver is configured.
     #[serde(skip)]
     pub driver: Driver,
@@ -171,6 +173,15 @@ pub struct RedirectConfig {
 pub struct MaintenanceConfig {
     #[serde(default)]
     pub uploadpurging: UploadPurgingConfig,
+    #[serde(default)]
+    pub readonly: ReadOnlyConfig,
+}
+
+/// `storage.maintenance.readonly`: refuse every write (pushes, deletes) with a clear error.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct ReadOnlyConfig {
+    #[serde(default)]
+    pub enabled: bool,
 }
 
 /// `storage.maintenance.uploadpurging`: removal of uploads abandoned for longer than `age`.
@@ -283,6 +294,9 @@ pub struct HttpConfig {
     /// Answer `Location` headers as paths rather than absolute URLs.
     #[serde(default)]
     pub relativeurls: bool,
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1) instead of plain HTTP.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for HttpConfig {
@@ -291,8 +305,102 @@ impl Default for HttpConfig {
             addr: default_addr(),
             host: None,
             relativeurls: false,
+            tls: None,
         }
     }
+}
+
+/// `http.tls`: distribution's keys.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TlsConfig {
+    /// PEM certificate chain: the server certificate first, then intermediates.
+    pub certificate: PathBuf,
+    /// PEM private key of the certificate.
+    pub key: PathBuf,
+    /// CA certificates (PEM files) that client certificates must chain to: mutual TLS. A client
+    /// without a certificate signed by one of them is refused during the handshake.
+    #[serde(default)]
+    pub clientcas: Vec<PathBuf>,
+    /// `tls1.2` (the default and the floor) or `tls1.3`.
+    #[serde(default)]
+    pub minimumtls: Option<String>,
+    /// OpenSSL cipher names for TLS 1.2 (TLS 1.3 suites are always OpenSSL's defaults); a modern
+    /// list when empty.
+    #[serde(default)]
+    pub ciphersuites: Vec<String>,
+}
+
+/// `auth`: at most one of distribution's methods (`htpasswd`, `token`), or berth's own issuer:
+/// `htpasswd` and `token` together with `token.signingkey`, where berth checks the passwords at
+/// its `/token` endpoint and hands out the tokens its API then accepts.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct AuthConfig {
+    #[serde(default)]
+    pub htpasswd: Option<HtpasswdConfig>,
+    #[serde(default)]
+    pub token: Option<TokenConfig>,
+    /// berth's access rules; without them every authenticated user may do everything (as in
+    /// distribution) and anonymous users nothing.
+    #[serde(default)]
+    pub access: Option<Vec<AccessRule>>,
+    /// berth's brute-force guard: failed logins allowed per client address per minute before it
+    /// is answered `429 TOOMANYREQUESTS`.
+    #[serde(default = "default_failed_logins")]
+    pub failedloginsperminute: u32,
+}
+
+fn default_failed_logins() -> u32 {
+    10
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HtpasswdConfig {
+    #[serde(default = "default_realm")]
+    pub realm: String,
+    pub path: PathBuf,
+}
+
+fn default_realm() -> String {
+    "berth".to_string()
+}
+
+/// `auth.token`: Bearer tokens (JWT) from a token server, per the Docker token specification.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TokenConfig {
+    /// The token server's URL, sent to clients in the challenge.
+    pub realm: String,
+    /// The `aud` tokens must carry: this registry's service name.
+    pub service: String,
+    /// The `iss` tokens must carry.
+    pub issuer: String,
+    /// PEM certificates whose keys (by `kid`, or as roots of the token's `x5c` chain) sign tokens.
+    #[serde(default)]
+    pub rootcertbundle: Option<PathBuf>,
+    /// A JSON Web Key Set whose keys (by `kid`) sign tokens.
+    #[serde(default)]
+    pub jwks: Option<PathBuf>,
+    /// berth as its own token server: the PEM private key (EC P-256 or RSA) it signs with. Its
+    /// public key is trusted as well.
+    #[serde(default)]
+    pub signingkey: Option<PathBuf>,
+    /// Lifetime of the tokens berth issues.
+    #[serde(default = "default_token_expiration", with = "duration")]
+    pub expiration: std::time::Duration,
+}
+
+fn default_token_expiration() -> std::time::Duration {
+    std::time::Duration::from_secs(300)
+}
+
+/// One access rule: `account` (a user name, `*` for any authenticated user, or `anonymous`) may
+/// perform `actions` (`pull`, `push`, `delete`, `catalog`) on repositories matching one of
+/// `repositories` (globs: `*` matches any run of characters, `/` included).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct AccessRule {
+    pub account: String,
+    #[serde(default)]
+    pub repositories: Vec<String>,
+    pub actions: Vec<String>,
 }
 
 fn default_addr() -> String {
@@ -422,29 +530,16 @@ impl Config {
                 });
             }
         }
-        let auth_selected = env.contains_key("REGISTRY_AUTH");
-        if auth_selected
-            || present("auth") && !raw.get::<config::Value>("auth").map(is_nil).unwrap_or(true)
-        {
-            return Err(ConfigError::Invalid {
-                key: "auth",
-                reason: "authentication is not implemented in this version of berth; refusing to \
-                         serve an open registry where a protected one was configured"
-                    .into(),
-            });
-        }
-        if present("http.tls")
-            && !raw
-                .get::<config::Value>("http.tls")
-                .map(is_nil)
-                .unwrap_or(true)
-        {
-            return Err(ConfigError::Invalid {
-                key: "http.tls",
-                reason: "TLS is not implemented in this version of berth; terminate TLS in a \
-                         reverse proxy or remove the section"
-                    .into(),
-            });
+        cfg.select_auth(env.get("REGISTRY_AUTH").map(String::as_str), &raw)?;
+        if let Some(tls) = &cfg.http.tls {
+            if let Some(min) = &tls.minimumtls {
+                if !["tls1.2", "tls1.3"].contains(&min.as_str()) {
+                    return Err(ConfigError::Invalid {
+                        key: "http.tls.minimumtls",
+                        reason: format!("{min:?}: berth accepts tls1.2 (the floor) or tls1.3"),
+                    });
+                }
+            }
         }
         for section in ["notifications", "redis", "health", "proxy", "validation"] {
             if present(section) {
@@ -455,6 +550,87 @@ impl Config {
         }
         cfg.http.socket_addr()?;
         Ok(cfg)
+    }
+}
+
+impl Config {
+    /// Keeps the authentication methods `selector` (`REGISTRY_AUTH`) names, and refuses what
+    /// berth cannot honour: an unknown method, or two methods that do not form berth's issuer.
+    fn select_auth(
+        &mut self,
+        selector: Option<&str>,
+        raw: &config::Config,
+    ) -> Result<(), ConfigError> {
+        let invalid = |reason: String| ConfigError::Invalid {
+            key: "auth",
+            reason,
+        };
+        match selector {
+            None | Some("") => {}
+            Some("htpasswd") => self.auth.token = None,
+            Some("token") => {}
+            Some("none") => {
+                self.auth.htpasswd = None;
+                self.auth.token = None;
+            }
+            Some(other) => {
+                return Err(invalid(format!(
+                    "REGISTRY_AUTH={other:?} is not supported (htpasswd, token, none)"
+                )))
+            }
+        }
+        if let Ok(config::ValueKind::Table(methods)) =
+            raw.get::<config::Value>("auth").map(|v| v.kind)
+        {
+            for (name, value) in methods {
+                let known = ["htpasswd", "token", "access", "failedloginsperminute"];
+                if !known.contains(&name.as_str()) && !is_nil(value) {
+                    return Err(invalid(format!(
+                        "method {name:?} is not supported (htpasswd, token); refusing to serve an \
+                         open registry where a protected one was configured"
+                    )));
+                }
+            }
+        }
+        if let Some(token) = &self.auth.token {
+            if self.auth.htpasswd.is_some() && token.signingkey.is_none() {
+                return Err(invalid(
+                    "htpasswd and token together need auth.token.signingkey (berth as its own \
+                     token server); otherwise configure exactly one"
+                        .into(),
+                ));
+            }
+            if token.signingkey.is_some() && self.auth.htpasswd.is_none() {
+                return Err(invalid(
+                    "auth.token.signingkey makes berth a token server for its htpasswd users: \
+                     configure auth.htpasswd too"
+                        .into(),
+                ));
+            }
+            if token.rootcertbundle.is_none() && token.jwks.is_none() && token.signingkey.is_none()
+            {
+                return Err(ConfigError::Invalid {
+                    key: "auth.token",
+                    reason:
+                        "needs rootcertbundle, jwks or signingkey: the keys tokens are signed with"
+                            .into(),
+                });
+            }
+        }
+        if self.auth.access.is_some() && !self.auth.enabled() {
+            return Err(ConfigError::Invalid {
+                key: "auth.access",
+                reason: "access rules need a login method (auth.htpasswd or auth.token)".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl AuthConfig {
+    /// Whether requests must identify themselves.
+    pub fn enabled(&self) -> bool {
+        self.htpasswd.is_some() || self.token.is_some()
     }
 }
 
@@ -597,6 +773,67 @@ mod tests {
     }
 
     #[test]
+    fn auth_and_tls_from_distribution_variables() {
+        let cfg = Config::load(
+            None,
+            &env(&[
+                ("REGISTRY_AUTH", "htpasswd"),
+                ("REGISTRY_AUTH_HTPASSWD_REALM", "Registry Realm"),
+                ("REGISTRY_AUTH_HTPASSWD_PATH", "/auth/htpasswd"),
+                ("REGISTRY_HTTP_TLS_CERTIFICATE", "/certs/domain.crt"),
+                ("REGISTRY_HTTP_TLS_KEY", "/certs/domain.key"),
+            ]),
+        )
+        .unwrap();
+        let htpasswd = cfg.auth.htpasswd.clone().unwrap();
+        assert_eq!(htpasswd.realm, "Registry Realm");
+        assert_eq!(htpasswd.path, PathBuf::from("/auth/htpasswd"));
+        assert!(cfg.auth.enabled() && cfg.auth.token.is_none());
+        let tls = cfg.http.tls.unwrap();
+        assert_eq!(tls.certificate, PathBuf::from("/certs/domain.crt"));
+        assert_eq!(tls.key, PathBuf::from("/certs/domain.key"));
+        assert!(tls.clientcas.is_empty());
+        let err = from_yaml(
+            "http:\n  tls:\n    certificate: /c\n    key: /k\n    minimumtls: tls1.0\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("minimumtls"), "{err}");
+    }
+
+    #[test]
+    fn token_auth_and_access_rules() {
+        let cfg = from_yaml(
+            "auth:\n  token:\n    realm: https://auth.example/token\n    service: registry\n    issuer: auth.example\n    rootcertbundle: /certs/bundle.pem\n  access:\n    - account: ci\n      repositories: ['*']\n      actions: [pull]\n",
+            &[],
+        )
+        .unwrap();
+        let token = cfg.auth.token.clone().unwrap();
+        assert_eq!(token.service, "registry");
+        assert_eq!(token.expiration, std::time::Duration::from_secs(300));
+        assert_eq!(cfg.auth.access.unwrap()[0].actions, vec!["pull"]);
+        // A token method without keys could accept nothing; two methods must form the issuer.
+        let err = from_yaml(
+            "auth:\n  token:\n    realm: r\n    service: s\n    issuer: i\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("rootcertbundle"), "{err}");
+        let err = from_yaml(
+            "auth:\n  htpasswd:\n    path: /h\n  token:\n    realm: r\n    service: s\n    issuer: i\n    jwks: /j\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("signingkey"), "{err}");
+        let err = from_yaml(
+            "auth:\n  access:\n    - account: a\n      actions: [pull]\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("auth.access"), "{err}");
+    }
+
+    #[test]
     fn bad_values_name_their_key() {
         let err = from_yaml("storage:\n  delete:\n    enabled: maybe\n", &[]).unwrap_err();
         assert!(err.to_string().contains("storage.delete.enabled"), "{err}");
@@ -608,8 +845,10 @@ mod tests {
 
     #[test]
     fn refuses_to_ignore_security_sections() {
-        let err = from_yaml("auth:\n  htpasswd:\n    realm: r\n    path: /x\n", &[]).unwrap_err();
-        assert!(err.to_string().contains("auth"), "{err}");
+        let err = from_yaml("auth:\n  silly:\n    realm: r\n    service: s\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("silly"), "{err}");
+        let err = Config::load(None, &env(&[("REGISTRY_AUTH", "ldap")])).unwrap_err();
+        assert!(err.to_string().contains("ldap"), "{err}");
         let err = from_yaml(
             "storage:\n  filesystem:\n    rootdirectory: /x\n  inmemory:\n",
             &[],

@@ -6,14 +6,19 @@
 //! - [`upload`]: upload-session and digest-verifier actors, streaming request bodies to storage;
 //! - [`storage`]: distribution's storage layout over `object_store`;
 //! - [`oci`]: validated domain types and manifest parsing;
-//! - [`config`] and [`server`]: loading the configuration and running the HTTP server;
+//! - [`auth`]: who a request comes from (htpasswd, tokens) and what it may do (access rules);
+//! - [`config`], [`server`] and [`tls`]: loading the configuration and running the HTTP(S) server;
+//! - [`certs`]: `berth certs`, a private CA and server certificate;
 //! - [`bench`]: `berth bench`, the load generator and its report.
 
 pub mod api;
+pub mod auth;
 pub mod bench;
+pub mod certs;
 pub mod config;
 pub mod oci;
 pub mod registry;
 pub mod server;
 pub mod storage;
+pub mod tls;
 pub mod upload;

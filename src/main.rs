@@ -30,6 +30,11 @@ enum Command {
     /// Load-generate against a registry over HTTP(S) and report throughput and latency; with
     /// --report, compare two registries from saved JSON lines.
     Bench(Box<berth::bench::BenchArgs>),
+    /// Make a private CA and a server certificate with subjectAltName for `http.tls`, and print
+    /// where docker, podman/skopeo and the system look for the CA.
+    Certs(berth::certs::CertsArgs),
+    /// Add, change or remove a user of an htpasswd file (bcrypt), as `htpasswd -B` does.
+    Htpasswd(berth::auth::htpasswd::HtpasswdArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +42,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve(config),
         Command::Bench(args) => berth::bench::run(*args),
+        Command::Certs(args) => berth::certs::run(args),
+        Command::Htpasswd(args) => berth::auth::htpasswd::run(args),
     }
 }
 

@@ -1,0 +1,4 @@
+//! Who a request comes from and what it may do. (Being written.)
+
+pub mod htpasswd;
+pub mod token;

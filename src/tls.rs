@@ -1,0 +1,1 @@
+//! HTTPS through OpenSSL (`http.tls`). (Being written.)
