@@ -617,6 +617,19 @@ impl Config {
                 });
             }
         }
+        let external_tokens = self
+            .auth
+            .token
+            .as_ref()
+            .is_some_and(|t| t.signingkey.is_none());
+        if self.auth.access.is_some() && external_tokens {
+            return Err(ConfigError::Invalid {
+                key: "auth.access",
+                reason: "with an external token server, the tokens' scopes decide what a caller \
+                         may do; access rules apply to htpasswd logins and berth's own tokens"
+                    .into(),
+            });
+        }
         if self.auth.access.is_some() && !self.auth.enabled() {
             return Err(ConfigError::Invalid {
                 key: "auth.access",
@@ -804,14 +817,31 @@ mod tests {
     #[test]
     fn token_auth_and_access_rules() {
         let cfg = from_yaml(
-            "auth:\n  token:\n    realm: https://auth.example/token\n    service: registry\n    issuer: auth.example\n    rootcertbundle: /certs/bundle.pem\n  access:\n    - account: ci\n      repositories: ['*']\n      actions: [pull]\n",
+            "auth:\n  token:\n    realm: https://auth.example/token\n    service: registry\n    issuer: auth.example\n    rootcertbundle: /certs/bundle.pem\n",
             &[],
         )
         .unwrap();
         let token = cfg.auth.token.clone().unwrap();
         assert_eq!(token.service, "registry");
         assert_eq!(token.expiration, std::time::Duration::from_secs(300));
+        // berth as the token server: htpasswd users, a signing key, access rules.
+        let cfg = from_yaml(
+            "auth:\n  htpasswd:\n    path: /h\n  token:\n    realm: https://r.example/token\n    service: s\n    issuer: i\n    signingkey: /k.pem\n    expiration: 10m\n  access:\n    - account: ci\n      repositories: ['*']\n      actions: [pull]\n",
+            &[],
+        )
+        .unwrap();
         assert_eq!(cfg.auth.access.unwrap()[0].actions, vec!["pull"]);
+        assert_eq!(
+            cfg.auth.token.unwrap().expiration,
+            std::time::Duration::from_secs(600)
+        );
+        // Rules beside an external token server would be ignored: refused.
+        let err = from_yaml(
+            "auth:\n  token:\n    realm: r\n    service: s\n    issuer: i\n    jwks: /j\n  access:\n    - account: a\n      repositories: ['*']\n      actions: [pull]\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("external token server"), "{err}");
         // A token method without keys could accept nothing; two methods must form the issuer.
         let err = from_yaml(
             "auth:\n  token:\n    realm: r\n    service: s\n    issuer: i\n",

@@ -7,6 +7,7 @@ use actix_web::{web, App, HttpServer};
 use thiserror::Error;
 
 use crate::api::{self, AppState, Urls, API_VERSION_HEADER};
+use crate::auth::Auth;
 use crate::config::{Config, Driver};
 use crate::registry::{Options, Registry};
 use crate::storage::{Storage, StorageError};
@@ -15,6 +16,8 @@ use crate::storage::{Storage, StorageError};
 pub enum ServerError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
     #[error("cannot open storage: {0}")]
     Storage(#[from] StorageError),
     #[error("cannot listen on {addr}: {source}")]
@@ -92,13 +95,25 @@ pub fn bind(config: &Config, storage: Storage) -> Result<Bound, ServerError> {
         },
         hashing_threads,
     );
-    start_upload_purging(config, &registry);
+    let read_only = config.storage.maintenance.readonly.enabled;
+    if read_only {
+        log::info!("read-only mode: pushes and deletes are refused, upload purging is off");
+    } else {
+        start_upload_purging(config, &registry);
+    }
+    let auth = Auth::from_config(&config.auth)?;
+    match &auth {
+        Some(auth) => log::info!("authentication: {}", auth.describe()),
+        None => log::warn!("no authentication configured: anybody who can reach berth may push"),
+    }
     let state = web::Data::new(AppState {
         registry,
         urls: Urls {
             host: config.http.host.clone(),
             relative: config.http.relativeurls,
         },
+        auth,
+        read_only,
     });
     let access_log = !config.log.accesslog.disabled;
     let server = HttpServer::new(move || {

@@ -1,11 +1,14 @@
 //! The HTTP edge of every error: each layer's error is mapped here, once, to the spec's status,
 //! error code and extra headers, and answered as `{"errors":[{"code","message","detail"}]}`.
 
-use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_RANGE, CONTENT_TYPE};
+use actix_web::http::header::{
+    HeaderName, HeaderValue, CONTENT_RANGE, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::{json, Value};
 
+use crate::auth::AuthError;
 use crate::oci::OciError;
 use crate::registry::RegistryError;
 use crate::storage::StorageError;
@@ -203,6 +206,31 @@ impl From<RegistryError> for ApiError {
                 "PAGINATION_NUMBER_INVALID",
                 message,
             ),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        let message = e.to_string();
+        match e {
+            AuthError::Unauthorized { challenge, .. } => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message)
+                    .with_header(WWW_AUTHENTICATE, challenge)
+            }
+            AuthError::Denied(_) => ApiError::new(StatusCode::FORBIDDEN, "DENIED", message),
+            AuthError::TooManyAttempts(wait) => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", message)
+                    .with_header(RETRY_AFTER, wait.as_secs().max(1).to_string())
+            }
+            AuthError::Setup(_) => {
+                log::error!("{message}");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "UNKNOWN",
+                    "authentication is misconfigured; see the registry's log",
+                )
+            }
         }
     }
 }

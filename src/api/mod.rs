@@ -11,15 +11,17 @@ pub mod error;
 mod manifests;
 mod referrers;
 mod tags;
+mod token;
 mod uploads;
 
 use actix_web::http::header::HeaderMap;
 use actix_web::http::Method;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 
 pub use endpoint::{Action, Endpoint};
 pub use error::ApiError;
 
+use crate::auth::{Auth, Identity, Needs, Permission};
 use crate::registry::Registry;
 
 pub const API_VERSION_HEADER: (&str, &str) = ("Docker-Distribution-API-Version", "registry/2.0");
@@ -30,6 +32,10 @@ pub const UPLOAD_UUID_HEADER: &str = "Docker-Upload-UUID";
 pub struct AppState {
     pub registry: Registry,
     pub urls: Urls,
+    /// `None`: an open registry.
+    pub auth: Option<Auth>,
+    /// `storage.maintenance.readonly`: pushes and deletes are refused.
+    pub read_only: bool,
 }
 
 /// How `Location` headers are written.
@@ -106,11 +112,26 @@ async fn dispatch(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let query = Query::parse(req.query_string());
+    if let Some(auth) = &state.auth {
+        if auth.issuer_path().as_deref() == Some(req.path()) {
+            return token::get(auth, &req, &query).await;
+        }
+    }
     let endpoint = Endpoint::parse(req.method(), req.path())?.ok_or_else(ApiError::not_found)?;
-    let _action = endpoint
+    let action = endpoint
         .action(req.method())
         .ok_or_else(ApiError::method_not_allowed)?;
-    let query = Query::parse(req.query_string());
+    let identity = authorize(&state, &req, &endpoint, action, &query).await?;
+    if state.read_only && matches!(action, Action::Push | Action::Delete) {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+            "UNSUPPORTED",
+            "the registry is in read-only mode (storage.maintenance.readonly): pushes and \
+             deletes are refused",
+        ));
+    }
+    req.extensions_mut().insert(identity);
     let reg = &state.registry;
     let method = req.method().clone();
     match endpoint {
@@ -137,6 +158,36 @@ async fn dispatch(
             _ => uploads::cancel(reg, &repo, &id).await,
         },
     }
+}
+
+/// Checks the request's credentials against what `action` on `endpoint` needs, once, before
+/// dispatch. An open registry lets everybody in.
+async fn authorize(
+    state: &AppState,
+    req: &HttpRequest,
+    endpoint: &Endpoint,
+    action: Action,
+    query: &Query,
+) -> Result<Identity, ApiError> {
+    let Some(auth) = &state.auth else {
+        return Ok(Identity::Anonymous);
+    };
+    let permission = match action {
+        Action::Login => None,
+        Action::Pull => Some(Permission::Pull),
+        Action::Push => Some(Permission::Push),
+        Action::Delete => Some(Permission::Delete),
+        Action::Catalog => Some(Permission::Catalog),
+    };
+    let mounting = matches!(endpoint, Endpoint::UploadStart { .. }) && query.get("mount").is_some();
+    let needs = Needs {
+        permission,
+        repo: endpoint.repo().map(|r| r.as_str()),
+        pull_from: query.get("from").filter(|_| mounting),
+    };
+    let authorization = header_str(req.headers(), "authorization");
+    let peer = req.peer_addr().map(|a| a.ip());
+    Ok(auth.authorize(peer, authorization, &needs).await?)
 }
 
 /// The `Link` header of a paginated listing whose last item was `next_after`.

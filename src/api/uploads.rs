@@ -79,8 +79,12 @@ pub async fn start(
         let mounted = match query.get("from").map(str::parse::<RepoName>) {
             Some(Ok(from)) => reg.mount_blob(repo, &from, &digest).await?,
             Some(Err(_)) => false,
-            // No source named: the registry may find the blob itself.
-            None => reg.mount_known_blob(repo, &digest).await?,
+            // No source named: the registry may find the blob itself, unless that would hand a
+            // caller a blob of a repository it may not read.
+            None if state.auth.as_ref().is_none_or(|a| a.may_mount_unnamed()) => {
+                reg.mount_known_blob(repo, &digest).await?
+            }
+            None => false,
         };
         if mounted {
             return Ok(created(state, req, repo, &digest));

@@ -1,20 +1,450 @@
-//! htpasswd users (bcrypt). (Being written.)
+//! htpasswd users: the file format of Apache's `htpasswd`, bcrypt entries only.
+//!
+//! A bcrypt check costs tens to hundreds of milliseconds by design, and a busy CI sends a
+//! `Authorization` header with every request; so a successful check is remembered for a short
+//! while as a salted SHA-256 of the password, compared in constant time. The file is re-read
+//! when it changes (checked at most once a second), which also forgets every remembered check.
+//! Other hash kinds (DES-crypt from `htpasswd -d`, MD5 `$apr1$`, SHA-1 `{SHA}`, plain text) are
+//! refused when the file is loaded: they are weak, and silently rejecting those users at
+//! login would be a puzzle.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use sha2::{Digest as _, Sha256};
+use thiserror::Error;
+
+/// How long a successful password check is remembered.
+const REMEMBER_FOR: Duration = Duration::from_secs(120);
+/// How often the file's modification time is looked at.
+const STAT_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Error)]
+pub enum HtpasswdError {
+    #[error("cannot read htpasswd file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "htpasswd file {path}, line {line}: user {user:?} has a {kind} entry, which berth does \
+         not accept (bcrypt only); re-create it with `berth htpasswd {path} {user}` (or \
+         `htpasswd -B {path} {user}`)"
+    )]
+    WeakHash {
+        path: PathBuf,
+        line: usize,
+        user: String,
+        kind: &'static str,
+    },
+    #[error("htpasswd file {path}, line {line}: not `user:hash`")]
+    Malformed { path: PathBuf, line: usize },
+}
+
+/// The users of one htpasswd file.
+pub struct Htpasswd {
+    path: PathBuf,
+    users: RwLock<Users>,
+    remembered: Mutex<HashMap<String, Remembered>>,
+    /// Per process, so that remembered fingerprints mean nothing outside it.
+    salt: [u8; 32],
+}
+
+struct Users {
+    hashes: HashMap<String, String>,
+    /// Checked for unknown users, at the cost of the file's entries, so that a login with an
+    /// unknown name takes as long as one with a known name.
+    decoy: String,
+    modified: Option<SystemTime>,
+    len: u64,
+    checked_at: Instant,
+}
+
+struct Remembered {
+    fingerprint: [u8; 32],
+    /// The entry the password was checked against: a changed entry is checked anew.
+    hash: String,
+    until: Instant,
+}
+
+/// The kind of a non-bcrypt entry, for the refusal message.
+fn weak_kind(hash: &str) -> Option<&'static str> {
+    if ["$2y$", "$2a$", "$2b$"].iter().any(|p| hash.starts_with(p)) {
+        None
+    } else if hash.starts_with("$apr1$") || hash.starts_with("$1$") {
+        Some("MD5")
+    } else if hash.starts_with("{SHA}") {
+        Some("SHA-1")
+    } else if hash.starts_with("$5$") || hash.starts_with("$6$") {
+        Some("SHA-crypt")
+    } else if hash.len() == 13 {
+        Some("DES-crypt")
+    } else {
+        Some("plain-text or unknown")
+    }
+}
+
+/// Parses an htpasswd file's text; every entry must be bcrypt.
+fn parse(path: &Path, text: &str) -> Result<HashMap<String, String>, HtpasswdError> {
+    let mut users = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (user, hash) = line.split_once(':').ok_or(HtpasswdError::Malformed {
+            path: path.to_path_buf(),
+            line: i + 1,
+        })?;
+        if let Some(kind) = weak_kind(hash) {
+            return Err(HtpasswdError::WeakHash {
+                path: path.to_path_buf(),
+                line: i + 1,
+                user: user.to_string(),
+                kind,
+            });
+        }
+        users.insert(user.to_string(), hash.to_string());
+    }
+    Ok(users)
+}
+
+fn read(path: &Path) -> Result<Users, HtpasswdError> {
+    let read_error = |source| HtpasswdError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(read_error)?;
+    let text = std::fs::read_to_string(path).map_err(read_error)?;
+    let hashes = parse(path, &text)?;
+    // `$2y$05$…`: the cost is the number between the second and third `$`.
+    let cost = hashes
+        .values()
+        .next()
+        .and_then(|h| h.get(4..6)?.parse().ok())
+        .unwrap_or(bcrypt::DEFAULT_COST);
+    let decoy = bcrypt::hash("decoy", cost).unwrap_or_default();
+    Ok(Users {
+        hashes,
+        decoy,
+        modified: meta.modified().ok(),
+        len: meta.len(),
+        checked_at: Instant::now(),
+    })
+}
+
+impl Htpasswd {
+    /// Loads `path`, refusing weak entries.
+    pub fn open(path: &Path) -> Result<Htpasswd, HtpasswdError> {
+        let users = read(path)?;
+        let mut salt = [0u8; 32];
+        openssl::rand::rand_bytes(&mut salt).expect("the system has a random source");
+        Ok(Htpasswd {
+            path: path.to_path_buf(),
+            users: RwLock::new(users),
+            remembered: Mutex::new(HashMap::new()),
+            salt,
+        })
+    }
+
+    /// Re-reads the file if it changed. A file that became invalid is reported and the users
+    /// loaded before are kept: a typo must not lock everybody out, nor let anybody in.
+    fn refresh(&self) {
+        {
+            let users = self.users.read().expect("not poisoned");
+            if users.checked_at.elapsed() < STAT_EVERY {
+                return;
+            }
+        }
+        let mut users = self.users.write().expect("not poisoned");
+        users.checked_at = Instant::now();
+        let Ok(meta) = std::fs::metadata(&self.path) else {
+            log::error!(
+                "htpasswd file {} is gone; keeping the users loaded before",
+                self.path.display()
+            );
+            return;
+        };
+        if meta.modified().ok() == users.modified && meta.len() == users.len {
+            return;
+        }
+        match read(&self.path) {
+            Ok(fresh) => {
+                log::info!(
+                    "htpasswd file {} changed: {} user(s)",
+                    self.path.display(),
+                    fresh.hashes.len()
+                );
+                *users = fresh;
+                self.remembered.lock().expect("not poisoned").clear();
+            }
+            Err(e) => log::error!("{e}; keeping the users loaded before"),
+        }
+    }
+
+    fn fingerprint(&self, password: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.salt);
+        h.update(password.as_bytes());
+        h.finalize().into()
+    }
+
+    /// Whether `user` has `password`. Blocks for a bcrypt check unless a recent success is
+    /// remembered: call it off the event loop (see [`Htpasswd::verify_remembered`]).
+    pub fn verify(&self, user: &str, password: &str) -> bool {
+        self.refresh();
+        let (hash, decoy) = {
+            let users = self.users.read().expect("not poisoned");
+            (users.hashes.get(user).cloned(), users.decoy.clone())
+        };
+        let fingerprint = self.fingerprint(password);
+        if let Some(hash) = &hash {
+            if self.is_remembered(user, hash, &fingerprint) {
+                return true;
+            }
+        }
+        let ok = match &hash {
+            Some(hash) => bcrypt::verify(password, hash).unwrap_or(false),
+            None => {
+                let _ = bcrypt::verify(password, &decoy);
+                false
+            }
+        };
+        if let (true, Some(hash)) = (ok, hash) {
+            self.remembered.lock().expect("not poisoned").insert(
+                user.to_string(),
+                Remembered {
+                    fingerprint,
+                    hash,
+                    until: Instant::now() + REMEMBER_FOR,
+                },
+            );
+        }
+        ok
+    }
+
+    /// `Some(true)` when a recent successful check of this very password is remembered, so no
+    /// bcrypt is needed; `None` when [`Htpasswd::verify`] must decide.
+    pub fn verify_remembered(&self, user: &str, password: &str) -> Option<bool> {
+        self.refresh();
+        let users = self.users.read().expect("not poisoned");
+        let hash = users.hashes.get(user)?;
+        self.is_remembered(user, hash, &self.fingerprint(password))
+            .then_some(true)
+    }
+
+    fn is_remembered(&self, user: &str, hash: &str, fingerprint: &[u8; 32]) -> bool {
+        let remembered = self.remembered.lock().expect("not poisoned");
+        remembered.get(user).is_some_and(|r| {
+            r.until > Instant::now()
+                && r.hash == hash
+                && openssl::memcmp::eq(&r.fingerprint, fingerprint)
+        })
+    }
+
+    pub fn user_count(&self) -> usize {
+        self.users.read().expect("not poisoned").hashes.len()
+    }
+}
 
 /// `berth htpasswd FILE USER`: the password is read from standard input (one line).
 #[derive(Debug, clap::Args)]
 pub struct HtpasswdArgs {
-    /// The htpasswd file (created if missing).
+    /// The htpasswd file (created if missing, mode 0600).
     pub file: PathBuf,
     /// The user to add, change or (with --delete) remove.
     pub user: String,
     /// Remove the user instead.
     #[arg(long)]
     pub delete: bool,
+    /// bcrypt cost (4–31): each step doubles the time of a check.
+    #[arg(long, default_value_t = bcrypt::DEFAULT_COST)]
+    pub cost: u32,
 }
 
-pub fn run(_args: HtpasswdArgs) -> ExitCode {
-    ExitCode::FAILURE
+/// Returns the new file text with `user` set to `hash` (or removed when `hash` is `None`),
+/// keeping every other line as it was.
+fn edit_entries(text: &str, user: &str, hash: Option<&str>) -> (String, bool) {
+    let mut out = String::new();
+    let mut found = false;
+    for line in text.lines() {
+        if line.split_once(':').is_some_and(|(u, _)| u == user) {
+            found = true;
+            if let Some(hash) = hash {
+                out.push_str(&format!("{user}:{hash}\n"));
+            }
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    if !found {
+        if let Some(hash) = hash {
+            out.push_str(&format!("{user}:{hash}\n"));
+        }
+    }
+    (out, found)
+}
+
+pub fn run(args: HtpasswdArgs) -> ExitCode {
+    match edit_file(&args) {
+        Ok(message) => {
+            eprintln!("{message}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("berth htpasswd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn edit_file(args: &HtpasswdArgs) -> Result<String, String> {
+    if args.user.is_empty() || args.user.contains(':') || args.user.contains(char::is_whitespace) {
+        return Err(format!(
+            "{:?} cannot be a user name (no ':' or spaces)",
+            args.user
+        ));
+    }
+    let text = match std::fs::read_to_string(&args.file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(format!("cannot read {}: {e}", args.file.display())),
+    };
+    let hash = if args.delete {
+        None
+    } else {
+        if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            eprint!("password for {}: ", args.user);
+            let _ = std::io::stderr().flush();
+        }
+        let mut password = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut password)
+            .map_err(|e| format!("cannot read the password: {e}"))?;
+        let password = password.trim_end_matches(['\r', '\n']);
+        if password.is_empty() {
+            return Err("empty password (give it on standard input)".into());
+        }
+        Some(bcrypt::hash(password, args.cost).map_err(|e| format!("bcrypt: {e}"))?)
+    };
+    let (new_text, found) = edit_entries(&text, &args.user, hash.as_deref());
+    if args.delete && !found {
+        return Err(format!(
+            "no user {:?} in {}",
+            args.user,
+            args.file.display()
+        ));
+    }
+    write_private(&args.file, &new_text)
+        .map_err(|e| format!("cannot write {}: {e}", args.file.display()))?;
+    Ok(match (args.delete, found) {
+        (true, _) => format!("removed {} from {}", args.user, args.file.display()),
+        (false, true) => format!("changed the password of {}", args.user),
+        (false, false) => format!("added {} to {}", args.user, args.file.display()),
+    })
+}
+
+/// Replaces `path` atomically with `text`, readable by its owner only.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("berth-tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_with(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("htpasswd");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn bcrypt_entries_verify_and_others_are_refused_at_load() {
+        let hash = bcrypt::hash("s3cret", 4).unwrap();
+        let (_d, path) = file_with(&format!("# users\nalice:{hash}\n\n"));
+        let users = Htpasswd::open(&path).unwrap();
+        assert!(users.verify("alice", "s3cret"));
+        assert!(!users.verify("alice", "wrong"));
+        assert!(!users.verify("bob", "s3cret"));
+        assert_eq!(users.user_count(), 1);
+
+        for (entry, kind) in [
+            ("bob:rqXexS6ZhobKA", "DES-crypt"),
+            ("bob:$apr1$x8gD1/2q$5Uwn7a1rXYe/2ND5DQQzs1", "MD5"),
+            ("bob:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=", "SHA-1"),
+            ("bob:password", "plain-text"),
+        ] {
+            let (_d, path) = file_with(&format!("alice:{hash}\n{entry}\n"));
+            let err = Htpasswd::open(&path).err().unwrap().to_string();
+            assert!(err.contains(kind) && err.contains("line 2"), "{err}");
+            assert!(err.contains("berth htpasswd"), "says how to fix it: {err}");
+        }
+    }
+
+    #[test]
+    fn a_success_is_remembered_but_only_for_the_same_password_and_entry() {
+        let (_d, path) = file_with(&format!("alice:{}\n", bcrypt::hash("one", 4).unwrap()));
+        let users = Htpasswd::open(&path).unwrap();
+        assert_eq!(users.verify_remembered("alice", "one"), None);
+        assert!(users.verify("alice", "one"));
+        assert_eq!(users.verify_remembered("alice", "one"), Some(true));
+        assert_eq!(users.verify_remembered("alice", "two"), None);
+        assert_eq!(users.verify_remembered("nobody", "one"), None);
+
+        // A changed file is read again, and what was remembered is forgotten.
+        std::fs::write(
+            &path,
+            format!("alice:{}\n", bcrypt::hash("two", 4).unwrap()),
+        )
+        .unwrap();
+        users.users.write().unwrap().checked_at = Instant::now() - STAT_EVERY;
+        assert_eq!(users.verify_remembered("alice", "one"), None);
+        assert!(!users.verify("alice", "one"));
+        assert!(users.verify("alice", "two"));
+    }
+
+    #[test]
+    fn a_file_broken_later_keeps_the_users_loaded_before() {
+        let (_d, path) = file_with(&format!("alice:{}\n", bcrypt::hash("pw", 4).unwrap()));
+        let users = Htpasswd::open(&path).unwrap();
+        std::fs::write(&path, "alice:plain\n").unwrap();
+        users.users.write().unwrap().checked_at = Instant::now() - STAT_EVERY;
+        assert!(users.verify("alice", "pw"));
+        assert!(!users.verify("alice", "plain"));
+    }
+
+    #[test]
+    fn editing_keeps_other_lines() {
+        let text = "# team\nalice:A\nbob:B\n";
+        assert_eq!(
+            edit_entries(text, "bob", Some("C")),
+            ("# team\nalice:A\nbob:C\n".to_string(), true)
+        );
+        assert_eq!(
+            edit_entries(text, "carol", Some("D")),
+            ("# team\nalice:A\nbob:B\ncarol:D\n".to_string(), false)
+        );
+        assert_eq!(
+            edit_entries(text, "alice", None),
+            ("# team\nbob:B\n".to_string(), true)
+        );
+    }
 }

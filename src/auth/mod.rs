@@ -1,4 +1,536 @@
-//! Who a request comes from and what it may do. (Being written.)
+//! Who a request comes from and what it may do: one [`Auth`] checks every request once, before
+//! dispatch, from its `Authorization` header and what it [`Needs`].
+//!
+//! Logins are htpasswd users (`Basic`), Bearer tokens of the Docker token specification from an
+//! external token server, or both, with berth as its own token server for its htpasswd users
+//! (`/token`, [`Auth::issue_token`]). What a user may do comes from the access rules
+//! ([`access`]); what a token holder may do comes from the token's `access` claim, which berth's
+//! own issuer fills from the same rules. Failed logins are counted per client address
+//! ([`throttle`]). Credentials are never logged; messages never repeat them.
 
+pub mod access;
 pub mod htpasswd;
+pub mod throttle;
 pub mod token;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use thiserror::Error;
+
+pub use access::{AccessRules, Identity, Permission};
+use htpasswd::Htpasswd;
+use throttle::Throttle;
+use token::{Access, Grant, TokenIssuer, TokenVerifier};
+
+use crate::config::AuthConfig;
+
+#[derive(Debug, Error)]
+pub enum AuthError {
+    /// No, or wrong, credentials: answered 401 with a challenge telling the client how to log in.
+    #[error("{message}")]
+    Unauthorized { challenge: String, message: String },
+    /// Logged in, but the rules do not allow it: 403.
+    #[error("{0}")]
+    Denied(String),
+    /// Too many failed logins from this address: 429 with `Retry-After`.
+    #[error("too many failed logins from this address; retry in {} s", .0.as_secs().max(1))]
+    TooManyAttempts(Duration),
+    #[error("authentication set-up: {0}")]
+    Setup(String),
+}
+
+/// What a request needs: a login only (`/v2/`), or a permission on a repository.
+#[derive(Debug, Clone, Copy)]
+pub struct Needs<'a> {
+    pub permission: Option<Permission>,
+    pub repo: Option<&'a str>,
+    /// A cross-repository mount also reads the repository it mounts from.
+    pub pull_from: Option<&'a str>,
+}
+
+/// How clients log in.
+enum Login {
+    Htpasswd {
+        realm: String,
+        users: Arc<Htpasswd>,
+    },
+    Token {
+        realm: String,
+        service: String,
+        verifier: TokenVerifier,
+        /// berth as its own token server: its users and its signing key.
+        issuer: Option<(Arc<Htpasswd>, TokenIssuer)>,
+    },
+}
+
+/// Who a request's credentials say it is.
+enum Caller {
+    Anonymous,
+    User(String),
+    Token(Grant),
+}
+
+pub struct Auth {
+    login: Login,
+    rules: AccessRules,
+    throttle: Throttle,
+}
+
+/// A token handed out by berth's own token server.
+pub struct IssuedToken {
+    pub token: String,
+    pub expires_in: Duration,
+    pub issued_at: SystemTime,
+}
+
+impl Auth {
+    /// `None` when no login method is configured: an open registry.
+    pub fn from_config(config: &AuthConfig) -> Result<Option<Auth>, AuthError> {
+        let setup = |e: &dyn std::fmt::Display| AuthError::Setup(e.to_string());
+        let users = match &config.htpasswd {
+            Some(h) => Some((
+                h.realm.clone(),
+                Arc::new(Htpasswd::open(&h.path).map_err(|e| setup(&e))?),
+            )),
+            None => None,
+        };
+        let login = match (&config.token, users) {
+            (None, None) => return Ok(None),
+            (None, Some((realm, users))) => Login::Htpasswd { realm, users },
+            (Some(token), users) => {
+                let verifier = TokenVerifier::from_config(token).map_err(|e| setup(&e))?;
+                let issuer = TokenIssuer::from_config(token).map_err(|e| setup(&e))?;
+                Login::Token {
+                    realm: token.realm.clone(),
+                    service: token.service.clone(),
+                    verifier,
+                    issuer: users
+                        .zip(issuer)
+                        .map(|((_, users), issuer)| (users, issuer)),
+                }
+            }
+        };
+        let rules = AccessRules::from_config(config.access.as_deref()).map_err(|e| setup(&e))?;
+        Ok(Some(Auth {
+            login,
+            rules,
+            throttle: Throttle::new(config.failedloginsperminute),
+        }))
+    }
+
+    /// A line for the start-up log.
+    pub fn describe(&self) -> String {
+        let rules = if self.rules.configured() {
+            "access rules"
+        } else {
+            "every user may do everything"
+        };
+        match &self.login {
+            Login::Htpasswd { users, .. } => {
+                format!("htpasswd, {} user(s), {rules}", users.user_count())
+            }
+            Login::Token {
+                issuer: Some((users, _)),
+                ..
+            } => {
+                format!(
+                    "tokens issued by berth for {} htpasswd user(s), {rules}",
+                    users.user_count()
+                )
+            }
+            Login::Token { .. } => "tokens from an external token server".to_string(),
+        }
+    }
+
+    /// Whether a mount that names no source repository may link any blob the registry holds:
+    /// only when every caller allowed to push may also read every repository (no rules, no
+    /// scoped tokens). Otherwise such a mount would reveal — and hand out — blobs of
+    /// repositories the caller cannot read.
+    pub fn may_mount_unnamed(&self) -> bool {
+        matches!(self.login, Login::Htpasswd { .. }) && !self.rules.configured()
+    }
+
+    /// Checks one request: who it is, and whether it may do what it needs.
+    pub async fn authorize(
+        &self,
+        peer: Option<IpAddr>,
+        authorization: Option<&str>,
+        needs: &Needs<'_>,
+    ) -> Result<Identity, AuthError> {
+        let caller = self.identify(peer, authorization).await?;
+        let (identity, allowed) = match caller {
+            Caller::Token(grant) => {
+                let allowed = self.token_allows(&grant, needs);
+                (Identity::User(grant.subject), allowed)
+            }
+            Caller::User(user) => {
+                let identity = Identity::User(user);
+                let allowed = self.rules_allow(&identity, needs);
+                (identity, allowed)
+            }
+            Caller::Anonymous => {
+                // `/v2/` always asks anonymous clients to log in: clients only send their
+                // credentials after a challenge, and `docker login` checks them there.
+                let allowed = needs.permission.is_some()
+                    && matches!(self.login, Login::Htpasswd { .. })
+                    && self.rules_allow(&Identity::Anonymous, needs);
+                (Identity::Anonymous, allowed)
+            }
+        };
+        if allowed {
+            return Ok(identity);
+        }
+        let token_mode = matches!(self.login, Login::Token { .. });
+        match identity {
+            Identity::User(user) if !token_mode || authorization.is_some_and(is_basic) => {
+                Err(AuthError::Denied(format!(
+                    "{user} may not {} {}",
+                    needs.permission.map_or("use", Permission::name),
+                    needs.repo.unwrap_or("the catalog"),
+                )))
+            }
+            Identity::User(_) => Err(AuthError::Unauthorized {
+                challenge: self.challenge(needs, Some("insufficient_scope")),
+                message: "the token does not grant this access".into(),
+            }),
+            Identity::Anonymous => Err(AuthError::Unauthorized {
+                challenge: self.challenge(needs, None),
+                message: "authentication required".into(),
+            }),
+        }
+    }
+
+    fn rules_allow(&self, identity: &Identity, needs: &Needs<'_>) -> bool {
+        let Some(permission) = needs.permission else {
+            return matches!(identity, Identity::User(_));
+        };
+        self.rules.allows(identity, permission, needs.repo)
+            && needs
+                .pull_from
+                .is_none_or(|from| self.rules.allows(identity, Permission::Pull, Some(from)))
+    }
+
+    fn token_allows(&self, grant: &Grant, needs: &Needs<'_>) -> bool {
+        scopes(needs).iter().all(|wanted| {
+            wanted
+                .actions
+                .iter()
+                .all(|action| grants(grant, &wanted.kind, &wanted.name, action))
+        })
+    }
+
+    /// The `WWW-Authenticate` value for a request that needs `needs`.
+    fn challenge(&self, needs: &Needs<'_>, error: Option<&str>) -> String {
+        match &self.login {
+            Login::Htpasswd { realm, .. } => format!("Basic realm={}", quoted(realm)),
+            Login::Token { realm, service, .. } => {
+                let mut value =
+                    format!("Bearer realm={},service={}", quoted(realm), quoted(service));
+                let scope: Vec<String> = scopes(needs).iter().map(scope_text).collect();
+                if !scope.is_empty() {
+                    value.push_str(&format!(",scope={}", quoted(&scope.join(" "))));
+                }
+                if let Some(error) = error {
+                    value.push_str(&format!(",error={}", quoted(error)));
+                }
+                value
+            }
+        }
+    }
+
+    /// Reads the credentials. Wrong ones are counted against the client's address; an address
+    /// over the limit is refused before anything is checked.
+    async fn identify(
+        &self,
+        peer: Option<IpAddr>,
+        authorization: Option<&str>,
+    ) -> Result<Caller, AuthError> {
+        let Some(authorization) = authorization else {
+            return Ok(Caller::Anonymous);
+        };
+        if let Some(addr) = peer {
+            self.throttle
+                .check(addr)
+                .map_err(AuthError::TooManyAttempts)?;
+        }
+        let caller = match (split_scheme(authorization), &self.login) {
+            (Some(("basic", credentials)), Login::Htpasswd { users, .. })
+            | (
+                Some(("basic", credentials)),
+                Login::Token {
+                    issuer: Some((users, _)),
+                    ..
+                },
+            ) => check_password(users, credentials).await.map(Caller::User),
+            (Some(("bearer", token)), Login::Token { verifier, .. }) => verifier
+                .verify(token, SystemTime::now())
+                .map(Caller::Token)
+                .map_err(|e| {
+                    log::info!("refused a token from {}: {e}", peer_name(peer));
+                    "invalid or expired token".to_string()
+                }),
+            _ => Err("unsupported authorization scheme".to_string()),
+        };
+        caller.map_err(|message| {
+            if let Some(addr) = peer {
+                self.throttle.failed(addr);
+            }
+            AuthError::Unauthorized {
+                challenge: self.challenge(
+                    &Needs {
+                        permission: None,
+                        repo: None,
+                        pull_from: None,
+                    },
+                    matches!(self.login, Login::Token { .. }).then_some("invalid_token"),
+                ),
+                message,
+            }
+        })
+    }
+
+    /// The path of berth's own token endpoint (the realm's path), when berth issues tokens.
+    pub fn issuer_path(&self) -> Option<String> {
+        match &self.login {
+            Login::Token {
+                realm,
+                issuer: Some(_),
+                ..
+            } => Some(url_path(realm)),
+            _ => None,
+        }
+    }
+
+    /// berth's token server: checks the `Basic` credentials if any (none: anonymous) and grants
+    /// the requested scopes as far as the access rules allow.
+    pub async fn issue_token(
+        &self,
+        peer: Option<IpAddr>,
+        authorization: Option<&str>,
+        scopes: &[&str],
+    ) -> Result<IssuedToken, AuthError> {
+        let Login::Token {
+            issuer: Some((_, issuer)),
+            ..
+        } = &self.login
+        else {
+            return Err(AuthError::Setup("berth does not issue tokens here".into()));
+        };
+        if authorization.is_some_and(|a| !is_basic(a)) {
+            return Err(AuthError::Unauthorized {
+                challenge: "Basic realm=\"berth token server\"".into(),
+                message: "the token server takes Basic credentials".into(),
+            });
+        }
+        let identity = match self.identify(peer, authorization).await {
+            Ok(Caller::User(user)) => Identity::User(user),
+            Ok(_) => Identity::Anonymous,
+            Err(AuthError::Unauthorized { message, .. }) => {
+                return Err(AuthError::Unauthorized {
+                    challenge: "Basic realm=\"berth token server\"".into(),
+                    message,
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        let granted: Vec<Access> = scopes
+            .iter()
+            .flat_map(|s| s.split(' '))
+            .filter_map(Access::parse_scope)
+            .filter_map(|wanted| self.grant(&identity, wanted))
+            .collect();
+        let now = SystemTime::now();
+        let token = issuer
+            .issue(identity.name(), &granted, now)
+            .map_err(|e| AuthError::Setup(e.to_string()))?;
+        Ok(IssuedToken {
+            token,
+            expires_in: issuer.expiration(),
+            issued_at: now,
+        })
+    }
+
+    /// The part of `wanted` the rules allow `identity`; `None` when nothing is.
+    fn grant(&self, identity: &Identity, wanted: Access) -> Option<Access> {
+        let actions: Vec<String> = match wanted.kind.as_str() {
+            "repository" => {
+                let all = ["pull", "push", "delete"];
+                let asked: Vec<&str> = if wanted.actions.iter().any(|a| a == "*") {
+                    all.to_vec()
+                } else {
+                    wanted.actions.iter().map(String::as_str).collect()
+                };
+                asked
+                    .into_iter()
+                    .filter(|a| {
+                        let permission = match *a {
+                            "pull" => Permission::Pull,
+                            "push" => Permission::Push,
+                            "delete" => Permission::Delete,
+                            _ => return false,
+                        };
+                        self.rules.allows(identity, permission, Some(&wanted.name))
+                    })
+                    .map(str::to_string)
+                    .collect()
+            }
+            "registry" if wanted.name == "catalog" => {
+                if self.rules.allows(identity, Permission::Catalog, None) {
+                    vec!["*".to_string()]
+                } else {
+                    Vec::new()
+                }
+            }
+            _ => Vec::new(),
+        };
+        (!actions.is_empty()).then_some(Access { actions, ..wanted })
+    }
+}
+
+/// The token scopes a request needs (the challenge's `scope`, and what a token must grant).
+fn scopes(needs: &Needs<'_>) -> Vec<Access> {
+    let access = |kind: &str, name: &str, actions: &[&str]| Access {
+        kind: kind.to_string(),
+        name: name.to_string(),
+        actions: actions.iter().map(|a| a.to_string()).collect(),
+    };
+    let mut scopes = Vec::new();
+    match (needs.permission, needs.repo) {
+        (Some(Permission::Catalog), _) => scopes.push(access("registry", "catalog", &["*"])),
+        (Some(Permission::Pull), Some(repo)) => scopes.push(access("repository", repo, &["pull"])),
+        (Some(Permission::Push), Some(repo)) => {
+            scopes.push(access("repository", repo, &["pull", "push"]))
+        }
+        (Some(Permission::Delete), Some(repo)) => {
+            scopes.push(access("repository", repo, &["delete"]))
+        }
+        _ => {}
+    }
+    if let Some(from) = needs.pull_from {
+        scopes.push(access("repository", from, &["pull"]));
+    }
+    scopes
+}
+
+/// Whether a token's `access` claim allows `action` on `kind:name` (`*` allows every action).
+fn grants(grant: &Grant, kind: &str, name: &str, action: &str) -> bool {
+    grant.access.iter().any(|a| {
+        a.kind == kind && a.name == name && a.actions.iter().any(|x| x == action || x == "*")
+    })
+}
+
+/// `repository:a/b:pull,push`
+fn scope_text(access: &Access) -> String {
+    format!(
+        "{}:{}:{}",
+        access.kind,
+        access.name,
+        access.actions.join(",")
+    )
+}
+
+/// Checks `Basic` credentials (`base64(user:password)`); the bcrypt check runs off the event
+/// loop unless a recent success is remembered.
+async fn check_password(users: &Arc<Htpasswd>, credentials: &str) -> Result<String, String> {
+    let bad = || "wrong user name or password".to_string();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(credentials.trim())
+        .map_err(|_| "malformed Basic credentials".to_string())?;
+    let decoded =
+        String::from_utf8(decoded).map_err(|_| "malformed Basic credentials".to_string())?;
+    let (user, password) = decoded
+        .split_once(':')
+        .ok_or_else(|| "malformed Basic credentials".to_string())?;
+    if users.verify_remembered(user, password) == Some(true) {
+        return Ok(user.to_string());
+    }
+    let (users, user, password) = (users.clone(), user.to_string(), password.to_string());
+    let (ok, user) = actix_web::web::block(move || (users.verify(&user, &password), user))
+        .await
+        .map_err(|_| bad())?;
+    if ok {
+        Ok(user)
+    } else {
+        Err(bad())
+    }
+}
+
+/// `("basic", rest)` from `Basic rest`; the scheme lower-cased.
+fn split_scheme(authorization: &str) -> Option<(&'static str, &str)> {
+    let (scheme, rest) = authorization.trim().split_once(' ')?;
+    let scheme = if scheme.eq_ignore_ascii_case("basic") {
+        "basic"
+    } else if scheme.eq_ignore_ascii_case("bearer") {
+        "bearer"
+    } else {
+        return None;
+    };
+    Some((scheme, rest.trim()))
+}
+
+fn is_basic(authorization: &str) -> bool {
+    matches!(split_scheme(authorization), Some(("basic", _)))
+}
+
+fn quoted(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn peer_name(peer: Option<IpAddr>) -> String {
+    peer.map_or_else(|| "an unknown address".to_string(), |p| p.to_string())
+}
+
+/// The path of an absolute URL (`https://host/token` → `/token`), or the string if it is one.
+fn url_path(url: &str) -> String {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let path = if url.contains("://") {
+        after_scheme.find('/').map_or("/", |i| &after_scheme[i..])
+    } else {
+        after_scheme
+    };
+    path.split(['?', '#']).next().unwrap_or("/").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn realm_paths() {
+        assert_eq!(url_path("https://registry.example.com/token"), "/token");
+        assert_eq!(
+            url_path("http://127.0.0.1:5000/auth/token?x=1"),
+            "/auth/token"
+        );
+        assert_eq!(url_path("https://host"), "/");
+        assert_eq!(url_path("/token"), "/token");
+    }
+
+    #[test]
+    fn schemes_and_quoting() {
+        assert_eq!(split_scheme("Basic YWJj"), Some(("basic", "YWJj")));
+        assert_eq!(split_scheme("bearer  x.y.z "), Some(("bearer", "x.y.z")));
+        assert_eq!(split_scheme("Digest x"), None);
+        assert_eq!(quoted(r#"a "b" \c"#), r#""a \"b\" \\c""#);
+    }
+
+    #[test]
+    fn scopes_of_needs() {
+        let push = Needs {
+            permission: Some(Permission::Push),
+            repo: Some("a/b"),
+            pull_from: Some("c"),
+        };
+        let got: Vec<String> = scopes(&push).iter().map(scope_text).collect();
+        assert_eq!(got, ["repository:a/b:pull,push", "repository:c:pull"]);
+        let catalog = Needs {
+            permission: Some(Permission::Catalog),
+            repo: None,
+            pull_from: None,
+        };
+        assert_eq!(scopes(&catalog)[0].kind, "registry");
+    }
+}

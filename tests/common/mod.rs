@@ -51,9 +51,17 @@ pub struct Builder {
     store: Store,
     env: HashMap<String, String>,
     faults: Option<berth::storage::faults::Faults>,
+    config_file: Option<PathBuf>,
 }
 
 impl Builder {
+    /// Starts from this configuration file instead of the built-in default (the storage and
+    /// address variables set by the builder still apply on top).
+    pub fn config_file(mut self, path: &Path) -> Self {
+        self.config_file = Some(path.to_path_buf());
+        self
+    }
+
     pub fn filesystem(mut self, root: &Path) -> Self {
         self.store = Store::Filesystem(root.to_path_buf());
         self
@@ -86,7 +94,8 @@ impl Builder {
 
     pub fn start(self) -> TestRegistry {
         let mut env = self.env;
-        env.insert("REGISTRY_HTTP_ADDR".into(), "127.0.0.1:0".into());
+        env.entry("REGISTRY_HTTP_ADDR".into())
+            .or_insert_with(|| "127.0.0.1:0".into());
         env.entry("REGISTRY_STORAGE_DELETE_ENABLED".into())
             .or_insert_with(|| "true".into());
         match &self.store {
@@ -101,7 +110,8 @@ impl Builder {
             }
             Store::S3(vars) => env.extend(vars.iter().cloned()),
         }
-        let config = berth::config::Config::load(None, &env).expect("test configuration loads");
+        let config = berth::config::Config::load(self.config_file.as_deref(), &env)
+            .expect("test configuration loads");
         let (tx, rx) = mpsc::channel();
         let faults = self.faults;
         let thread = std::thread::spawn(move || {
@@ -145,6 +155,7 @@ impl TestRegistry {
             store: default_store(),
             env: HashMap::new(),
             faults: None,
+            config_file: None,
         }
     }
 
@@ -370,4 +381,14 @@ pub fn run(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
+}
+
+/// A TCP port that was free a moment ago, for servers whose own configuration must name their
+/// address before they start (a token realm pointing back at the registry).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -1,0 +1,572 @@
+//! Logins and access control over HTTP: htpasswd users, access rules, the failed-login guard,
+//! read-only mode, the `berth htpasswd` command, and that credentials never reach the log.
+//! Token authentication is in `tests/token_auth.rs`; real clients logging in are in
+//! `tests/login_clients.rs`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use base64::Engine as _;
+use common::{assert_error, sha256, TestRegistry};
+use reqwest::blocking::{RequestBuilder, Response};
+use reqwest::Method;
+
+/// Requests as one caller: with `Authorization: Basic …`, or anonymous.
+#[derive(Clone)]
+struct Caller {
+    authorization: Option<String>,
+}
+
+fn basic(user: &str, password: &str) -> Caller {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    Caller {
+        authorization: Some(format!("Basic {encoded}")),
+    }
+}
+
+fn anonymous() -> Caller {
+    Caller {
+        authorization: None,
+    }
+}
+
+impl Caller {
+    fn request(&self, method: Method, url: &str) -> RequestBuilder {
+        let r = common::client().request(method, url);
+        match &self.authorization {
+            Some(a) => r.header("Authorization", a),
+            None => r,
+        }
+    }
+
+    fn get(&self, url: &str) -> Response {
+        self.request(Method::GET, url).send().unwrap()
+    }
+
+    /// Pushes `content` as a blob of `repo`: the POST's response if it is refused, else the PUT's.
+    fn push_blob(&self, reg: &TestRegistry, repo: &str, content: &[u8]) -> Response {
+        let r = self
+            .request(
+                Method::POST,
+                &reg.url(&format!("/v2/{repo}/blobs/uploads/")),
+            )
+            .send()
+            .unwrap();
+        if r.status() != 202 {
+            return r;
+        }
+        let location = r.headers()["location"].to_str().unwrap().to_string();
+        let sep = if location.contains('?') { '&' } else { '?' };
+        self.request(
+            Method::PUT,
+            &format!("{location}{sep}digest={}", sha256(content)),
+        )
+        .body(content.to_vec())
+        .send()
+        .unwrap()
+    }
+
+    /// Pushes a one-layer image as `repo:tag`; the first refused response, or the manifest PUT's.
+    fn push_image(&self, reg: &TestRegistry, repo: &str, tag: &str) -> Response {
+        let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
+        let layer = format!("layer of {repo}:{tag}").into_bytes();
+        for blob in [&config, &layer] {
+            let r = self.push_blob(reg, repo, blob);
+            if r.status() != 201 {
+                return r;
+            }
+        }
+        let manifest = common::image_manifest(
+            (&sha256(&config), config.len()),
+            &[(&sha256(&layer), layer.len())],
+        );
+        self.request(
+            Method::PUT,
+            &reg.url(&format!("/v2/{repo}/manifests/{tag}")),
+        )
+        .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest)
+        .send()
+        .unwrap()
+    }
+
+    fn pull_manifest(&self, reg: &TestRegistry, repo: &str, tag: &str) -> Response {
+        self.request(
+            Method::GET,
+            &reg.url(&format!("/v2/{repo}/manifests/{tag}")),
+        )
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .unwrap()
+    }
+}
+
+/// Writes an htpasswd file with bcrypt entries (cost 4: fast tests; the cost is the file's).
+fn write_htpasswd(dir: &Path, users: &[(&str, &str)]) -> PathBuf {
+    let path = dir.join("htpasswd");
+    let text: String = users
+        .iter()
+        .map(|(u, p)| format!("{u}:{}\n", bcrypt::hash(p, 4).unwrap()))
+        .collect();
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A registry with htpasswd logins and `extra` YAML under `auth:` (access rules etc.).
+fn start_with_users(dir: &Path, users: &[(&str, &str)], extra_auth: &str) -> TestRegistry {
+    let htpasswd = write_htpasswd(dir, users);
+    let config = dir.join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: warn\nhttp:\n  addr: 127.0.0.1:0\nauth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n{extra_auth}",
+            htpasswd.display()
+        ),
+    )
+    .unwrap();
+    TestRegistry::builder().config_file(&config).start()
+}
+
+fn challenge(r: &Response) -> String {
+    r.headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+fn assert_unauthorized(r: Response) {
+    assert_eq!(
+        challenge(&r),
+        r#"Basic realm="berth-test""#,
+        "a 401 carries the challenge ({})",
+        r.url()
+    );
+    assert_error(r, 401, "UNAUTHORIZED");
+}
+
+#[test]
+fn every_protected_route_challenges_and_only_right_passwords_get_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = start_with_users(dir.path(), &[("alice", "wonderland")], "");
+    let alice = basic("alice", "wonderland");
+    assert_eq!(alice.push_image(&reg, "team/app", "v1").status(), 201);
+
+    // No credentials: /v2/ and every API route answer the challenge, in the spec's JSON.
+    let digest = sha256(b"anything");
+    for (method, path) in [
+        (Method::GET, "/v2/".to_string()),
+        (Method::GET, "/v2/_catalog".to_string()),
+        (Method::GET, "/v2/team/app/tags/list".to_string()),
+        (Method::GET, "/v2/team/app/manifests/v1".to_string()),
+        (Method::HEAD, format!("/v2/team/app/blobs/{digest}")),
+        (Method::POST, "/v2/team/app/blobs/uploads/".to_string()),
+        (Method::DELETE, "/v2/team/app/manifests/v1".to_string()),
+        (Method::GET, format!("/v2/team/app/referrers/{digest}")),
+    ] {
+        let r = anonymous()
+            .request(method.clone(), &reg.url(&path))
+            .send()
+            .unwrap();
+        if method == Method::HEAD {
+            assert_eq!(r.status(), 401, "HEAD {path}");
+            assert_eq!(challenge(&r), r#"Basic realm="berth-test""#);
+        } else {
+            assert_unauthorized(r);
+        }
+    }
+    // Wrong password, unknown user, a malformed header, another scheme: all 401.
+    for caller in [
+        basic("alice", "wrong"),
+        basic("mallory", "wonderland"),
+        Caller {
+            authorization: Some("Basic !!!".into()),
+        },
+        Caller {
+            authorization: Some("Digest username=alice".into()),
+        },
+    ] {
+        assert_unauthorized(caller.get(&reg.url("/v2/")));
+        assert_unauthorized(caller.pull_manifest(&reg, "team/app", "v1"));
+    }
+    // The right one, for every route.
+    assert_eq!(alice.get(&reg.url("/v2/")).status(), 200);
+    assert_eq!(alice.pull_manifest(&reg, "team/app", "v1").status(), 200);
+    assert_eq!(alice.get(&reg.url("/v2/_catalog")).status(), 200);
+}
+
+const TEAM_RULES: &str = "  access:
+    - account: ci
+      repositories: ['*']
+      actions: [pull]
+    - account: team-a
+      repositories: ['team-a/*']
+      actions: [push]
+    - account: anonymous
+      repositories: ['public/*']
+      actions: [pull]
+    - account: admin
+      repositories: ['*']
+      actions: ['*']
+";
+
+fn team_registry(dir: &Path) -> TestRegistry {
+    start_with_users(
+        dir,
+        &[
+            ("ci", "ci-pw"),
+            ("team-a", "a-pw"),
+            ("admin", "admin-pw"),
+            ("eve", "eve-pw"),
+        ],
+        TEAM_RULES,
+    )
+}
+
+#[test]
+fn access_rules_allow_and_deny_each_kind_of_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = team_registry(dir.path());
+    let (ci, team, admin, eve) = (
+        basic("ci", "ci-pw"),
+        basic("team-a", "a-pw"),
+        basic("admin", "admin-pw"),
+        basic("eve", "eve-pw"),
+    );
+
+    // A team pushes under its prefix (push implies pull), and only there.
+    assert_eq!(team.push_image(&reg, "team-a/app", "v1").status(), 201);
+    assert_eq!(team.pull_manifest(&reg, "team-a/app", "v1").status(), 200);
+    assert_error(team.push_image(&reg, "team-b/app", "v1"), 403, "DENIED");
+    assert_error(team.push_image(&reg, "team-a", "v1"), 403, "DENIED");
+    assert_error(team.pull_manifest(&reg, "public/base", "v1"), 403, "DENIED");
+
+    // The read-only CI puller pulls everything and pushes nothing.
+    assert_eq!(admin.push_image(&reg, "public/base", "v1").status(), 201);
+    assert_eq!(ci.pull_manifest(&reg, "team-a/app", "v1").status(), 200);
+    assert_eq!(ci.pull_manifest(&reg, "public/base", "v1").status(), 200);
+    assert_error(ci.push_image(&reg, "team-a/app", "v2"), 403, "DENIED");
+    let delete = ci
+        .request(Method::DELETE, &reg.url("/v2/team-a/app/manifests/v1"))
+        .send()
+        .unwrap();
+    assert_error(delete, 403, "DENIED");
+
+    // Anonymous pulls of public/* only; anything else asks for a login (401, not 403).
+    assert_eq!(
+        anonymous()
+            .pull_manifest(&reg, "public/base", "v1")
+            .status(),
+        200
+    );
+    assert_unauthorized(anonymous().pull_manifest(&reg, "team-a/app", "v1"));
+    assert_unauthorized(anonymous().push_image(&reg, "public/base", "v2"));
+    assert_unauthorized(anonymous().get(&reg.url("/v2/")));
+
+    // A user with no rule may log in (docker login works) but do nothing.
+    assert_eq!(eve.get(&reg.url("/v2/")).status(), 200);
+    assert_error(eve.pull_manifest(&reg, "public/base", "v1"), 403, "DENIED");
+
+    // The catalog: admin only.
+    assert_eq!(admin.get(&reg.url("/v2/_catalog")).status(), 200);
+    assert_error(ci.get(&reg.url("/v2/_catalog")), 403, "DENIED");
+    // Deletes: admin's `*` includes them.
+    let delete = admin
+        .request(Method::DELETE, &reg.url("/v2/team-a/app/manifests/v1"))
+        .send()
+        .unwrap();
+    assert_eq!(delete.status(), 202);
+}
+
+#[test]
+fn mounts_never_hand_out_blobs_of_repositories_the_caller_cannot_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = team_registry(dir.path());
+    let (team, admin) = (basic("team-a", "a-pw"), basic("admin", "admin-pw"));
+    let secret = b"a layer of the admins' private image".to_vec();
+    assert_eq!(admin.push_blob(&reg, "private/x", &secret).status(), 201);
+    let digest = sha256(&secret);
+
+    // Naming the source: team-a may not read private/x, so the request is refused.
+    let r = team
+        .request(
+            Method::POST,
+            &reg.url(&format!(
+                "/v2/team-a/app/blobs/uploads/?mount={digest}&from=private/x"
+            )),
+        )
+        .send()
+        .unwrap();
+    assert_error(r, 403, "DENIED");
+    // Naming none: no mount, a fresh upload session instead (202), and the blob stays unknown.
+    let r = team
+        .request(
+            Method::POST,
+            &reg.url(&format!("/v2/team-a/app/blobs/uploads/?mount={digest}")),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 202, "falls back to an upload");
+    let head = team
+        .request(
+            Method::HEAD,
+            &reg.url(&format!("/v2/team-a/app/blobs/{digest}")),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(head.status(), 404);
+    // The admin may read both: the mount with `from` links it (201).
+    let r = admin
+        .request(
+            Method::POST,
+            &reg.url(&format!(
+                "/v2/team-a/app/blobs/uploads/?mount={digest}&from=private/x"
+            )),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+}
+
+#[test]
+fn repeated_failed_logins_are_refused_for_a_while() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = start_with_users(
+        dir.path(),
+        &[("alice", "wonderland")],
+        "  failedloginsperminute: 3\n",
+    );
+    for _ in 0..3 {
+        assert_eq!(basic("alice", "guess").get(&reg.url("/v2/")).status(), 401);
+    }
+    // Locked out: even the right password is not checked until the minute is over.
+    for caller in [basic("alice", "guess"), basic("alice", "wonderland")] {
+        let r = caller.get(&reg.url("/v2/"));
+        let retry: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&retry), "Retry-After {retry}");
+        assert_error(r, 429, "TOOMANYREQUESTS");
+    }
+    // Requests without credentials are not locked out (they are challenged as usual).
+    assert_eq!(anonymous().get(&reg.url("/v2/")).status(), 401);
+}
+
+#[test]
+fn read_only_mode_refuses_writes_and_serves_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("storage");
+    {
+        let reg = TestRegistry::builder().filesystem(&root).start();
+        common::push_image(&reg, "app", "v1", b"layer");
+    }
+    let reg = TestRegistry::builder()
+        .filesystem(&root)
+        .env("REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED", "true")
+        .start();
+    let c = common::client();
+    let r = c
+        .get(reg.url("/v2/app/manifests/v1"))
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c.post(reg.url("/v2/app/blobs/uploads/")).send().unwrap();
+    let status = r.status().as_u16();
+    let body = r.text().unwrap();
+    assert_eq!(
+        (status, common::error_code(&body).as_str()),
+        (405, "UNSUPPORTED")
+    );
+    assert!(body.contains("read-only"), "{body}");
+    let r = c.delete(reg.url("/v2/app/manifests/v1")).send().unwrap();
+    assert_error(r, 405, "UNSUPPORTED");
+}
+
+fn berth() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_berth"))
+}
+
+/// `berth serve` with `config`: its exit status and log, when it fails to start.
+fn serve_fails(config: &Path) -> String {
+    let out = berth()
+        .arg("serve")
+        .arg(config)
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "berth must refuse to start");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+#[test]
+fn weak_htpasswd_entries_stop_the_start_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yml");
+    let htpasswd = dir.path().join("htpasswd");
+    std::fs::write(
+        &config,
+        format!(
+            "storage:\n  inmemory:\nhttp:\n  addr: 127.0.0.1:0\nauth:\n  htpasswd:\n    realm: r\n    path: {}\n",
+            htpasswd.display()
+        ),
+    )
+    .unwrap();
+    // `htpasswd -d` (DES-crypt) and `htpasswd -m` (MD5) entries.
+    for (entry, kind) in [
+        ("bob:rqXexS6ZhobKA", "DES-crypt"),
+        ("bob:$apr1$x8gD1/2q$5Uwn7a1rXYe/2ND5DQQzs1", "MD5"),
+    ] {
+        std::fs::write(&htpasswd, format!("{entry}\n")).unwrap();
+        let log = serve_fails(&config);
+        assert!(log.contains(kind), "{log}");
+        assert!(
+            log.contains("berth htpasswd"),
+            "says how to re-create it: {log}"
+        );
+    }
+    std::fs::remove_file(&htpasswd).unwrap();
+    let log = serve_fails(&config);
+    assert!(log.contains("cannot read htpasswd file"), "{log}");
+}
+
+/// `berth htpasswd FILE USER` with `password` on standard input.
+fn htpasswd_cli(file: &Path, user: &str, password: Option<&str>) -> std::process::Output {
+    let mut cmd = berth();
+    cmd.arg("htpasswd")
+        .arg(file)
+        .arg(user)
+        .args(["--cost", "4"]);
+    if password.is_none() {
+        cmd.arg("--delete");
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(p) = password {
+        use std::io::Write;
+        writeln!(child.stdin.take().unwrap(), "{p}").unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn the_htpasswd_command_adds_changes_and_removes_users_of_a_running_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("users");
+    assert!(htpasswd_cli(&file, "alice", Some("first")).status.success());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the file holds password hashes: owner only");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.starts_with("alice:$2"), "a bcrypt entry: {text}");
+
+    let config = dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "storage:\n  inmemory:\nhttp:\n  addr: 127.0.0.1:0\nauth:\n  htpasswd:\n    realm: r\n    path: {}\n",
+            file.display()
+        ),
+    )
+    .unwrap();
+    let reg = TestRegistry::builder().config_file(&config).start();
+    assert_eq!(basic("alice", "first").get(&reg.url("/v2/")).status(), 200);
+
+    // Changes reach the running registry without a restart.
+    assert!(htpasswd_cli(&file, "alice", Some("second"))
+        .status
+        .success());
+    assert!(htpasswd_cli(&file, "bob", Some("builder")).status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while basic("bob", "builder").get(&reg.url("/v2/")).status() != 200 {
+        assert!(std::time::Instant::now() < deadline, "bob was added");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(basic("alice", "first").get(&reg.url("/v2/")).status(), 401);
+    assert_eq!(basic("alice", "second").get(&reg.url("/v2/")).status(), 200);
+    assert!(htpasswd_cli(&file, "alice", None).status.success());
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    assert_eq!(basic("alice", "second").get(&reg.url("/v2/")).status(), 401);
+    // Removing a user who is not there is an error.
+    let out = htpasswd_cli(&file, "alice", None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no user"));
+}
+
+#[test]
+fn credentials_never_reach_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let htpasswd = write_htpasswd(dir.path(), &[("alice", "Pa55-word-in-log?")]);
+    let config = dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "storage:\n  inmemory:\nlog:\n  level: debug\nhttp:\n  addr: 127.0.0.1:0\nauth:\n  htpasswd:\n    realm: r\n    path: {}\n",
+            htpasswd.display()
+        ),
+    )
+    .unwrap();
+    // The real binary, its whole log (RUST_LOG=trace: every module at its most talkative) in a
+    // file.
+    let log_file = dir.path().join("berth.log");
+    let mut child = berth()
+        .arg("serve")
+        .arg(&config)
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_file).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let host = loop {
+        let log = std::fs::read_to_string(&log_file).unwrap();
+        if let Some(rest) = log.split("listening on http://").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "berth did not start: {log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let base = format!("http://{host}");
+    let url = |p: &str| format!("{base}{p}");
+    let good = basic("alice", "Pa55-word-in-log?");
+    let bad = basic("alice", "wrong-Secret-42");
+    assert_eq!(good.get(&url("/v2/")).status(), 200);
+    assert_eq!(bad.get(&url("/v2/")).status(), 401);
+    assert_eq!(good.get(&url("/v2/x/manifests/latest")).status(), 404);
+    let token = Caller {
+        authorization: Some("Bearer eyJhbGciOiJub25lIn0.e30.c2VjcmV0LXRva2Vu".into()),
+    };
+    assert_eq!(token.get(&url("/v2/")).status(), 401);
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(&log_file).unwrap();
+    assert!(
+        log.contains("GET /v2/"),
+        "the access log was captured: {log}"
+    );
+    for secret in [
+        "Pa55-word-in-log?",
+        "wrong-Secret-42",
+        good.authorization
+            .as_deref()
+            .unwrap()
+            .trim_start_matches("Basic "),
+        bad.authorization
+            .as_deref()
+            .unwrap()
+            .trim_start_matches("Basic "),
+        "c2VjcmV0LXRva2Vu",
+    ] {
+        assert!(!log.contains(secret), "{secret:?} in the log:\n{log}");
+    }
+}
