@@ -297,6 +297,14 @@ pub struct HttpConfig {
     /// Serve HTTPS (HTTP/2 and HTTP/1.1) instead of plain HTTP.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// berth's own key: a request body that sends nothing for this long is cut off (its bytes
+    /// so far are kept; the client can resume).
+    #[serde(default = "default_body_idle", with = "duration")]
+    pub bodyidletimeout: std::time::Duration,
+}
+
+fn default_body_idle() -> std::time::Duration {
+    std::time::Duration::from_secs(60)
 }
 
 impl Default for HttpConfig {
@@ -306,6 +314,7 @@ impl Default for HttpConfig {
             host: None,
             relativeurls: false,
             tls: None,
+            bodyidletimeout: default_body_idle(),
         }
     }
 }

@@ -114,6 +114,7 @@ pub fn bind(config: &Config, storage: Storage) -> Result<Bound, ServerError> {
         },
         auth,
         read_only,
+        body_idle: config.http.bodyidletimeout,
     });
     let access_log = !config.log.accesslog.disabled;
     let server = HttpServer::new(move || {

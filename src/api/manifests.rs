@@ -1,11 +1,12 @@
 //! `GET`/`HEAD`/`PUT`/`DELETE /v2/<name>/manifests/<reference>`.
 
 use actix_web::http::header::{ACCEPT, CONTENT_TYPE, ETAG, LOCATION};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse};
 use bytes::BytesMut;
 use futures_util::StreamExt;
 
 use super::blobs::head_body;
+use super::body::Body;
 use super::{header_str, ApiError, AppState, Query, DIGEST_HEADER};
 use crate::oci::manifest::MAX_MANIFEST_SIZE;
 use crate::oci::{Reference, RepoName, Tag};
@@ -39,7 +40,7 @@ pub async fn get(
 pub async fn put(
     state: &AppState,
     req: &HttpRequest,
-    mut body: web::Payload,
+    mut body: Body,
     repo: &RepoName,
     reference: &Reference,
     query: &Query,

@@ -5,6 +5,7 @@
 
 mod base;
 mod blobs;
+mod body;
 mod catalog;
 pub mod endpoint;
 pub mod error;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub auth: Option<Auth>,
     /// `storage.maintenance.readonly`: pushes and deletes are refused.
     pub read_only: bool,
+    /// `http.bodyidletimeout`: how long a request body may send nothing.
+    pub body_idle: std::time::Duration,
 }
 
 /// How `Location` headers are written.
@@ -132,6 +135,7 @@ async fn dispatch(
         ));
     }
     req.extensions_mut().insert(identity);
+    let body = body::idle_limited(body, state.body_idle);
     let reg = &state.registry;
     let method = req.method().clone();
     match endpoint {

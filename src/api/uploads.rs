@@ -2,8 +2,9 @@
 //! and `GET`/`PATCH`/`PUT`/`DELETE /v2/<name>/blobs/uploads/<id>`.
 
 use actix_web::http::header::{LOCATION, RANGE};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse};
 
+use super::body::Body;
 use super::error::upload_range;
 use super::{
     content_length, header_str, ApiError, AppState, Query, DIGEST_HEADER, UPLOAD_UUID_HEADER,
@@ -69,7 +70,7 @@ fn digest_param(query: &Query) -> Result<Digest, ApiError> {
 pub async fn start(
     state: &AppState,
     req: &HttpRequest,
-    body: web::Payload,
+    body: Body,
     repo: &RepoName,
     query: &Query,
 ) -> Result<HttpResponse, ApiError> {
@@ -136,7 +137,7 @@ pub async fn status(
 pub async fn patch(
     state: &AppState,
     req: &HttpRequest,
-    body: web::Payload,
+    body: Body,
     repo: &RepoName,
     id: &str,
 ) -> Result<HttpResponse, ApiError> {
@@ -151,7 +152,7 @@ pub async fn patch(
 pub async fn put(
     state: &AppState,
     req: &HttpRequest,
-    body: web::Payload,
+    body: Body,
     repo: &RepoName,
     id: &str,
     query: &Query,
