@@ -237,7 +237,7 @@ fn kid_of(key: &PKey<Private>) -> String {
 
 /// A configuration with all three sources of keys, its files in a fresh directory.
 struct Setup {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     config: TokenConfig,
 }
 
@@ -276,7 +276,7 @@ fn setup() -> Setup {
         signingkey: Some(signing),
         expiration: Duration::from_secs(300),
     };
-    Setup { _dir: dir, config }
+    Setup { dir, config }
 }
 
 fn verifier(setup: &Setup) -> TokenVerifier {
@@ -545,6 +545,43 @@ fn rs512_with_an_x5c_chain_through_an_intermediate() {
         &verifier(&s),
         &sign(&header, &claims(), &k.leaf_key),
         "x5c chain not trusted",
+    );
+}
+
+#[test]
+fn a_bundle_certificate_is_a_trust_anchor_even_if_not_self_signed() {
+    // As with Go's x509 roots: a bundle holding only the intermediate CA trusts its leaves.
+    let (mut s, k) = (setup(), keys());
+    let bundle = s.dir.path().join("intermediate.pem");
+    std::fs::write(&bundle, k.intermediate.to_pem().unwrap()).unwrap();
+    s.config.rootcertbundle = Some(bundle);
+    let v = verifier(&s);
+    let header = json!({"alg": "RS256", "x5c": x5c(&[&k.leaf_of_intermediate])});
+    accepted(&v, &sign(&header, &claims(), &k.leaf_key));
+    // And the root's leaves are no longer trusted.
+    let header = json!({"alg": "RS256", "x5c": x5c(&[&k.leaf, &k.root])});
+    refused(
+        &v,
+        &sign(&header, &claims(), &k.leaf_key),
+        "x5c chain not trusted",
+    );
+}
+
+#[test]
+fn x5c_without_a_rootcertbundle_is_refused() {
+    let (mut s, k) = (setup(), keys());
+    s.config.rootcertbundle = None;
+    let header = json!({"alg": "RS256", "x5c": x5c(&[&k.leaf, &k.root])});
+    refused(
+        &verifier(&s),
+        &sign(&header, &claims(), &k.leaf_key),
+        "no rootcertbundle",
+    );
+    let header = json!({"alg": "RS256", "x5c": []});
+    refused(
+        &verifier(&s),
+        &sign(&header, &claims(), &k.leaf_key),
+        "no rootcertbundle",
     );
 }
 
@@ -906,6 +943,13 @@ fn refused_x5c_chain_to_an_untrusted_root() {
             "x5c chain not trusted",
         );
     }
+    // An empty chain is not a missing one: no falling back to kid.
+    let header = json!({"alg": "RS256", "kid": kid_of(&k.root_key), "x5c": []});
+    refused(
+        &v,
+        &sign(&header, &claims(), &k.root_key),
+        "empty x5c chain",
+    );
     // A trusted chain does not vouch for a token signed by another key.
     let header = json!({"alg": "RS256", "x5c": x5c(&[&k.leaf])});
     refused(
