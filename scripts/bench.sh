@@ -13,7 +13,7 @@
 # skips), BENCH_BLOB_SIZE=1GiB, BENCH_HUGE_SIZE=4GiB (0 skips the 4 GiB push), BENCH_DURATION=10
 # (seconds of manifest-get), BENCH_CONCURRENT="50 32MiB 8MiB" (uploads, blob size, PATCH size of
 # push-chunked-concurrent), BENCH_RESUME="resume-100m resume-2g", BENCH_S3_BLOB_SIZE=256MiB,
-# BENCH_GROUPS="ceilings large many manifest concurrent resume s3 huge" (which parts run; drop
+# BENCH_GROUPS="ceilings large many manifest concurrent resume auth s3 huge" (which parts run; drop
 # some for a quick run), BENCH_PROFILE=1 (perf profiles and flamegraphs of berth; installs
 # inferno with cargo when missing), BENCH_TMPDIR=/var/tmp, BENCH_NO_BUILD=1 (use
 # target/release/berth as is), BENCH_NO_MD=1 (leave BENCHMARKS.md alone).
@@ -35,7 +35,7 @@ DURATION=${BENCH_DURATION:-10}
 read -r CONC_COUNT CONC_SIZE CONC_CHUNK <<<"${BENCH_CONCURRENT:-50 32MiB 8MiB}"
 RESUMES=${BENCH_RESUME-resume-100m resume-2g}
 S3_BLOB_SIZE=${BENCH_S3_BLOB_SIZE:-256MiB}
-GROUPS_RUN=" ${BENCH_GROUPS:-ceilings large many manifest concurrent resume s3 huge} "
+GROUPS_RUN=" ${BENCH_GROUPS:-ceilings large many manifest concurrent resume auth s3 huge} "
 PROFILE=${BENCH_PROFILE:-}
 # Fresh memory is touched and freed right before each ceiling's timed part (see
 # ceiling-first-touch in BENCHMARKS.md).
@@ -152,7 +152,7 @@ stop() { # pid
 # Both registries get the same treatment: loopback, fresh filesystem storage, deletes enabled, no
 # per-request log lines. berth keeps its default storage.filesystem.fsync: true (distribution
 # never fsyncs). berth-s3 is berth with its storage on s3s-fs (REGISTRY_STORAGE=s3 and friends).
-registry_config() { # dir port driver
+registry_config() { # dir port driver [htpasswd file]
   cat <<EOF
 version: 0.1
 log:
@@ -171,6 +171,9 @@ http:
   addr: 127.0.0.1:$2
   secret: berth-bench
 EOF
+  if [ -n "${4:-}" ]; then
+    printf 'auth:\n  htpasswd:\n    realm: bench\n    path: %s\n' "$4"
+  fi
 }
 
 SERVER_PID=""
@@ -178,16 +181,19 @@ SERVER_URL=""
 SERVER_PORT=""
 S3_ENV=()
 start_registry() { # name [restart: same storage, same port]
-  local name=$1 dir="$WORK/$1" driver=filesystem
+  local name=$1 dir="$WORK/$1" driver=filesystem users=""
   [ "$name" = berth-s3 ] && driver=s3
+  [[ $name == *-htpasswd ]] && users="$WORK/bench.htpasswd"
   if [ "${2:-}" != restart ]; then
     rm -rf "$dir"
     mkdir -p "$dir/data"
     SERVER_PORT=$(free_port)
-    registry_config "$dir" "$SERVER_PORT" "$driver" >"$dir/config.yml"
+    registry_config "$dir" "$SERVER_PORT" "$driver" "$users" >"$dir/config.yml"
   fi
   case $name in
-    berth) "$BERTH" serve "$dir/config.yml" >>"$WORK/$name.log" 2>&1 &
+    berth | berth-htpasswd) "$BERTH" serve "$dir/config.yml" >>"$WORK/$name.log" 2>&1 &
+      ;;
+    distribution-htpasswd) docker-registry serve "$dir/config.yml" >>"$WORK/$name.log" 2>&1 &
       ;;
     berth-s3) env "${S3_ENV[@]}" "$BERTH" serve "$dir/config.yml" >>"$WORK/$name.log" 2>&1 &
       ;;
@@ -390,6 +396,33 @@ for round in $(seq 1 "$REPEAT"); do
   if want concurrent && [ "$CONC_COUNT" != 0 ]; then run_group "$round" 3 push-chunked-concurrent "${CONC_ARGS[@]}"; fi
   if want resume && [ -n "$RESUMES" ]; then run_resume "$round"; fi
 done
+# htpasswd logins on (berth-htpasswd, distribution-htpasswd) against the same registry without
+# (berth, distribution): every request carries Basic credentials, as a CI's do. The user's
+# bcrypt entry has cost 10 (distribution's own default); the "other configurations" table's
+# ÷ berth and ÷ distribution columns are the price of logins.
+AUTH_GROUP=(push-chunked-1m push-small push-medium)
+# Fewer requests than the main groups: distribution pays a bcrypt check on every one.
+AUTH_ARGS=(--blob-size "${BENCH_AUTH_BLOB_SIZE:-256MiB}" --small-count 500 --medium-count 100)
+if want auth; then
+  export BERTH_BENCH_PASSWORD="bench-$$"
+  "$BERTH" htpasswd --cost 10 "$WORK/bench.htpasswd" bench <<<"$BERTH_BENCH_PASSWORD" 2>/dev/null
+  for round in $(seq 1 "$REPEAT"); do
+    order=(berth berth-htpasswd distribution distribution-htpasswd)
+    ((round % 2 == 1)) || order=(distribution-htpasswd distribution berth-htpasswd berth)
+    for name in "${order[@]}"; do
+      start_registry "$name" || die "$name did not start"
+      log "round $round: $name: ${AUTH_GROUP[*]}"
+      if [[ $name == *-htpasswd ]]; then
+        bench "$name" "$SERVER_URL" "$SERVER_PID" "$round" "${AUTH_GROUP[@]}" -- "${AUTH_ARGS[@]}" --user bench
+      else
+        bench "$name" "$SERVER_URL" "$SERVER_PID" "$round" "${AUTH_GROUP[@]}" -- "${AUTH_ARGS[@]}"
+      fi
+      stop "$SERVER_PID"
+      rm -rf "${WORK:?}/$name"
+    done
+  done
+  unset BERTH_BENCH_PASSWORD
+fi
 if want huge && [ "$HUGE_SIZE" != 0 ]; then
   run_group 1 1 push-monolithic-4g
 fi
