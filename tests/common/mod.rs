@@ -12,6 +12,7 @@ use std::time::Duration;
 use sha2::Digest as _;
 
 pub mod s3;
+pub mod tools;
 
 /// The repository's `storage-fixtures/`.
 pub fn fixtures() -> PathBuf {
