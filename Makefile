@@ -3,11 +3,17 @@
 CARGO ?= cargo
 PYTHON ?= python3
 
-.PHONY: run test deps lint unit bench bench-micro clean
+.PHONY: run certs test deps lint unit bench bench-micro clean
 
 ## Run the registry on the default configuration (./config.yml: ./data, 127.0.0.1:5000).
 run:
 	$(CARGO) run --release -- serve
+
+## A private CA and a server certificate for HTTPS in ./certs (see README.md, "HTTPS"):
+## make certs DOMAIN=registry.example.com
+DOMAIN ?= localhost
+certs:
+	$(CARGO) run --release -- certs --domain $(DOMAIN) --out certs
 
 ## Install what the tests need, check formatting and lints, run every test: the whole suite on
 ## the default storage (in memory / local disk), then the integration tests again on S3 (s3s-fs,
