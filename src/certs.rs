@@ -110,6 +110,12 @@ pub fn make(args: &CertsArgs) -> Result<Made, CertsError> {
                 ca_key.display()
             )))
         }
+        (true, false, false) => {
+            return Err(CertsError::Refused(format!(
+                "{} exists without ca.key, so it cannot sign; refusing to replace it (use --force)",
+                ca_crt.display()
+            )))
+        }
         _ => {
             let key = new_key()?;
             let cert = ca_certificate(&key)?;
@@ -164,24 +170,29 @@ fn new_key() -> Result<PKey<Private>, CertsError> {
     Ok(PKey::from_ec_key(EcKey::generate(&group)?)?)
 }
 
-/// Writes `bytes` to `path`, replacing it; private keys readable by the owner only.
+/// Writes `bytes` to `path`, replacing it atomically (a running berth reloading on SIGHUP never
+/// sees half a file); private keys readable by the owner only, from their creation on.
 fn write(path: &Path, bytes: &[u8], private: bool) -> Result<(), CertsError> {
-    let io = |source| CertsError::Io {
-        path: path.to_path_buf(),
-        source,
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CertsError::Io { path, source }
     };
-    // Removed first so that an existing file's looser mode is not kept.
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&tmp)(e)),
         _ => {}
     }
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(if private { 0o600 } else { 0o644 })
-        .open(path)
-        .map_err(io)?;
-    file.write_all(bytes).map_err(io)
+        .open(&tmp)
+        .map_err(io(&tmp))?;
+    file.write_all(bytes).map_err(io(&tmp))?;
+    file.sync_all().map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
 }
 
 /// A random 159-bit serial number (positive, at most 20 bytes, as RFC 5280 wants).
@@ -272,10 +283,15 @@ fn leaf(
 
 /// The names a server certificate covers: every domain, `localhost`, the loopback addresses and
 /// every `ip`, without repeats.
+/// A `--domain` that is an IP address is certified as one (clients match addresses only against
+/// IP entries).
 pub fn server_names(domains: &[String], ips: &[IpAddr]) -> (Vec<String>, Vec<IpAddr>) {
     let mut dns: Vec<String> = Vec::new();
+    let mut extra_ips: Vec<IpAddr> = Vec::new();
     for d in domains.iter().map(String::as_str).chain(["localhost"]) {
-        if !dns.iter().any(|x| x.eq_ignore_ascii_case(d)) {
+        if let Ok(ip) = d.trim_matches(['[', ']']).parse::<IpAddr>() {
+            extra_ips.push(ip);
+        } else if !dns.iter().any(|x| x.eq_ignore_ascii_case(d)) {
             dns.push(d.to_string());
         }
     }
@@ -286,6 +302,7 @@ pub fn server_names(domains: &[String], ips: &[IpAddr]) -> (Vec<String>, Vec<IpA
     ]
     .iter()
     .chain(ips)
+    .chain(&extra_ips)
     {
         if !addrs.contains(ip) {
             addrs.push(*ip);
@@ -454,6 +471,10 @@ mod tests {
         assert_eq!(verifies(&ca, &client), X509VerifyResult::OK);
         let text = String::from_utf8(client.to_text().unwrap()).unwrap();
         assert!(text.contains("TLS Web Client Authentication"), "{text}");
+
+        let (dns, ips) = server_names(&["10.9.9.9".into(), "reg".into()], &[]);
+        assert_eq!(dns, vec!["reg", "localhost"]);
+        assert!(ips.contains(&"10.9.9.9".parse().unwrap()));
 
         // Another CA's certificate does not verify.
         let other = tempfile::tempdir().unwrap();
