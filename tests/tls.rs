@@ -579,3 +579,31 @@ fn sighup_reloads_the_certificate_and_old_protocols_are_refused() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[test]
+fn in_process_registry_serves_https_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    berth_certs(&certs, &["--domain", "registry.test"]);
+    let reg = common::TestRegistry::builder()
+        .env(
+            "REGISTRY_HTTP_TLS_CERTIFICATE",
+            certs.join("server.crt").to_str().unwrap(),
+        )
+        .env(
+            "REGISTRY_HTTP_TLS_KEY",
+            certs.join("server.key").to_str().unwrap(),
+        )
+        .start();
+    assert!(reg.url.starts_with("https://"), "{}", reg.url);
+    let c = https_client(&certs, None);
+    assert_eq!(c.get(reg.url("/v2/")).send().unwrap().status(), 200);
+    let r = c.post(reg.url("/v2/a/blobs/uploads/")).send().unwrap();
+    assert_eq!(r.status(), 202);
+    let location = r.headers()["location"].to_str().unwrap();
+    assert!(location.starts_with(&reg.url), "Location {location}");
+    // Plain HTTP on the TLS port gets no answer.
+    let plain = reg.url.replacen("https://", "http://", 1);
+    let r = common::client().get(format!("{plain}/v2/")).send();
+    assert!(r.map(|r| r.status() != 200).unwrap_or(true));
+}
