@@ -3,11 +3,17 @@
 CARGO ?= cargo
 PYTHON ?= python3
 
-.PHONY: run test deps lint unit bench bench-micro clean
+.PHONY: run certs test deps lint unit bench bench-micro clean
 
 ## Run the registry on the default configuration (./config.yml: ./data, 127.0.0.1:5000).
 run:
 	$(CARGO) run --release -- serve
+
+## A private CA and a server certificate for HTTPS in ./certs (see README.md, "HTTPS"):
+## make certs DOMAIN=registry.example.com
+DOMAIN ?= localhost
+certs:
+	$(CARGO) run --release -- certs --domain $(DOMAIN) --out certs
 
 ## Install what the tests need, check formatting and lints, run every test: the whole suite on
 ## the default storage (in memory / local disk), then the integration tests again on S3 (s3s-fs,
@@ -21,12 +27,12 @@ test: deps lint
 ## The real clients and the reference registry the end-to-end tests drive.
 deps:
 	@missing=""; \
-	for tool in skopeo podman docker-registry unshare; do \
+	for tool in skopeo podman docker-registry unshare curl openssl; do \
 	  command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq skopeo podman docker-registry util-linux >/dev/null; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq skopeo podman docker-registry util-linux curl openssl >/dev/null; \
 	fi
 	@$(PYTHON) -c 'import oras.client' 2>/dev/null || $(PYTHON) -m pip install -q oras
 	@# The S3 server of the S3 tests (newer versions need a newer Rust); ~4 minutes to build.

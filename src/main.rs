@@ -75,8 +75,13 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
         let storage = berth::server::open_storage(&config)?;
         log::info!("configuration: {source}; storage: {}", storage.describe());
         let bound = berth::server::bind(&config, storage)?;
+        let scheme = if config.http.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         for addr in &bound.addrs {
-            log::info!("listening on http://{addr}");
+            log::info!("listening on {scheme}://{addr}");
         }
         bound
             .server

@@ -20,6 +20,8 @@ pub enum ServerError {
     Auth(#[from] crate::auth::AuthError),
     #[error("cannot open storage: {0}")]
     Storage(#[from] StorageError),
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -136,8 +138,16 @@ pub fn bind(config: &Config, storage: Storage) -> Result<Bound, ServerError> {
         if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
             let _ = tcp.set_nodelay(true);
         }
-    })
-    .bind(addr)
+    });
+    let server = match &config.http.tls {
+        Some(tls) => {
+            let tls = crate::tls::Tls::load(tls)?;
+            let acceptor = tls.acceptor()?;
+            tls.reload_on_sighup()?;
+            server.bind_openssl(addr, acceptor)
+        }
+        None => server.bind(addr),
+    }
     .map_err(|source| ServerError::Bind { addr, source })?;
     let addrs = server.addrs();
     Ok(Bound {

@@ -5,154 +5,25 @@
 //! directory. The tools are installed by `.ci/run` (apt: skopeo podman docker-registry; pip:
 //! oras); a missing tool fails the test with a message saying so.
 //!
-//! skopeo and podman running as root share one blob-info cache
-//! (`/var/lib/containers/cache/blob-info-cache-v1.boltdb`, keyed by registry host:port), which
-//! makes their requests depend on earlier runs (e.g. cross-repository mount attempts). Each test
-//! therefore runs them in a private mount namespace with its own cache directory bind-mounted
-//! there (see [`Tools`]).
+//! The client commands run through `common::tools::Tools` (time limit, private blob-info cache).
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use common::{client, fixtures, run, sha256, BerthProcess};
+use common::tools::{
+    fixture_layout, json, layout_blob, layout_ref, require, unique, wait_ready, DockerImages, Tools,
+};
+use common::{client, run, sha256, BerthProcess};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-/// Upper bound for any one client command.
-const COMMAND_TIMEOUT_SECS: u32 = 120;
-
-// ---------------------------------------------------------------------------------------------
-// Tools
-
-/// Fails the test unless `name` is an executable on PATH.
-fn require(name: &str) {
-    use std::os::unix::fs::PermissionsExt as _;
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path).any(|dir| {
-        std::fs::metadata(dir.join(name))
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
-    });
-    assert!(
-        found,
-        "required tool `{name}` is not on PATH; install it as .ci/run does \
-         (apt-get install -y skopeo podman docker-registry; python3 -m pip install oras)"
-    );
-}
-
-/// Whether this process runs as root.
-fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt as _;
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
-}
-
-const SYSTEM_BLOB_INFO_CACHE: &str = "/var/lib/containers/cache";
-
-/// Runs `"$@"` with `$BERTH_E2E_CACHE` bind-mounted over the system blob-info cache directory.
-const PRIVATE_CACHE_SCRIPT: &str = r#"mkdir -p /var/lib/containers/cache
-mount --bind "$BERTH_E2E_CACHE" /var/lib/containers/cache
-exec "$@""#;
-
-/// Whether `unshare --mount` with a bind mount works here (root with CAP_SYS_ADMIN).
-fn private_mounts_work() -> bool {
-    static OK: OnceLock<bool> = OnceLock::new();
-    *OK.get_or_init(|| {
-        if !is_root() {
-            return false;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let ok = Command::new("unshare")
-            .args([
-                "--mount",
-                "--",
-                "sh",
-                "-ec",
-                PRIVATE_CACHE_SCRIPT,
-                "sh",
-                "true",
-            ])
-            .env("BERTH_E2E_CACHE", dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !ok {
-            eprintln!(
-                "note: cannot bind-mount a private blob-info cache (unshare --mount failed); \
-                 skopeo/podman share {SYSTEM_BLOB_INFO_CACHE}"
-            );
-        }
-        ok
-    })
-}
-
-/// Builds client commands for one test: a time limit on every command, and a private
-/// containers blob-info cache for skopeo and podman.
-struct Tools {
-    cache: PathBuf,
-}
-
-impl Tools {
-    fn new(dir: &Path) -> Tools {
-        let cache = dir.join("blob-info-cache");
-        std::fs::create_dir_all(&cache).unwrap();
-        Tools { cache }
-    }
-
-    /// `program args…` under a time limit.
-    fn cmd(&self, program: &str) -> Command {
-        require(program);
-        let mut cmd = Command::new("timeout");
-        cmd.args(["-k", "5", &COMMAND_TIMEOUT_SECS.to_string(), program]);
-        cmd
-    }
-
-    /// A skopeo/podman command using this test's blob-info cache.
-    fn containers_cmd(&self, program: &str) -> Command {
-        require(program);
-        let mut cmd = Command::new("timeout");
-        cmd.args(["-k", "5", &COMMAND_TIMEOUT_SECS.to_string()]);
-        if private_mounts_work() {
-            cmd.args([
-                "unshare",
-                "--mount",
-                "--",
-                "sh",
-                "-ec",
-                PRIVATE_CACHE_SCRIPT,
-                "sh",
-            ])
-            .env("BERTH_E2E_CACHE", &self.cache);
-        } else if !is_root() {
-            // Non-root containers/image keeps its cache under $XDG_DATA_HOME.
-            cmd.env("XDG_DATA_HOME", &self.cache);
-        }
-        cmd.arg(program);
-        cmd
-    }
-
-    /// `skopeo --insecure-policy …` (robust against a missing /etc/containers/policy.json).
-    fn skopeo(&self) -> Command {
-        let mut cmd = self.containers_cmd("skopeo");
-        cmd.arg("--insecure-policy");
-        cmd
-    }
-
-    fn docker(&self) -> Command {
-        self.cmd("docker")
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Registries
@@ -173,24 +44,6 @@ fn write_config(dir: &Path, name: &str, root: &Path) -> PathBuf {
     )
     .unwrap();
     path
-}
-
-/// Polls `GET /v2/` until it answers 200.
-fn wait_ready(host: &str) {
-    let c = client();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        match c.get(format!("http://{host}/v2/")).send() {
-            Ok(r) if r.status() == 200 => return,
-            other => {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "registry at {host} not ready: {other:?}"
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    }
 }
 
 /// The real berth binary with filesystem storage under `root`.
@@ -263,35 +116,6 @@ impl Drop for Distribution {
 // ---------------------------------------------------------------------------------------------
 // Fixtures and layouts
 
-fn fixture_layout() -> PathBuf {
-    fixtures().join("oci-multiarch")
-}
-
-/// The digest the OCI layout at `layout` tags as `reference`.
-fn layout_ref(layout: &Path, reference: &str) -> String {
-    let index: Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    index["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["annotations"]["org.opencontainers.image.ref.name"] == reference)
-        .unwrap_or_else(|| panic!("{} has no ref {reference}: {index}", layout.display()))["digest"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
-fn layout_blob_path(layout: &Path, digest: &str) -> PathBuf {
-    let (alg, hex) = digest.split_once(':').unwrap();
-    layout.join("blobs").join(alg).join(hex)
-}
-
-fn layout_blob(layout: &Path, digest: &str) -> Vec<u8> {
-    let path = layout_blob_path(layout, digest);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
-}
-
 /// All blob digests of the fixture layout.
 fn fixture_blob_digests() -> Vec<String> {
     let mut out: Vec<String> = std::fs::read_dir(fixture_layout().join("blobs/sha256"))
@@ -317,23 +141,6 @@ fn assert_has_all_fixture_blobs(out: &Path) {
             want.len()
         );
     }
-}
-
-fn json(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
-}
-
-/// A name no other test or run uses.
-fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    // Short: s3s-fs cannot hold object keys much longer than 150 bytes, and a tag's index key
-    // holds repository, tag and a digest.
-    let mixed = (nanos as u64) ^ (u64::from(std::process::id()) << 40);
-    format!("{prefix}-{:08x}", (mixed ^ (mixed >> 32)) as u32)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -812,23 +619,6 @@ fn podman_pushes_and_pulls() {
     assert_eq!(format!("sha256:{}", id.trim()), config_digest);
     let digest = run(podman().args(["image", "inspect", "--format", "{{.Digest}}", &dst]));
     assert_eq!(digest.trim(), pushed);
-}
-
-/// Removes docker image references when dropped (also when the test fails).
-struct DockerImages {
-    refs: Vec<String>,
-}
-
-impl Drop for DockerImages {
-    fn drop(&mut self) {
-        for r in &self.refs {
-            let _ = Command::new("docker")
-                .args(["rmi", "-f", r])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
 }
 
 #[test]

@@ -12,6 +12,7 @@ use std::time::Duration;
 use sha2::Digest as _;
 
 pub mod s3;
+pub mod tools;
 
 /// The repository's `storage-fixtures/`.
 pub fn fixtures() -> PathBuf {
@@ -112,6 +113,12 @@ impl Builder {
         }
         let config = berth::config::Config::load(self.config_file.as_deref(), &env)
             .expect("test configuration loads");
+        // `http.tls` (or `REGISTRY_HTTP_TLS_CERTIFICATE` and `…_KEY`) make it serve HTTPS.
+        let scheme = if config.http.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let (tx, rx) = mpsc::channel();
         let faults = self.faults;
         let thread = std::thread::spawn(move || {
@@ -131,7 +138,7 @@ impl Builder {
         });
         let (addr, system) = rx.recv().expect("server started");
         TestRegistry {
-            url: format!("http://{addr}"),
+            url: format!("{scheme}://{addr}"),
             host: addr.to_string(),
             system,
             thread: Some(thread),
@@ -141,7 +148,7 @@ impl Builder {
 
 /// A registry running in this process until dropped.
 pub struct TestRegistry {
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT` (`https://` with TLS)
     pub url: String,
     /// `127.0.0.1:PORT`
     pub host: String,
@@ -180,7 +187,9 @@ impl Drop for TestRegistry {
 
 /// The real `berth` binary, started with a configuration file, until dropped.
 pub struct BerthProcess {
+    /// `http://127.0.0.1:PORT`, or `https://…` when the configuration has `http.tls`.
     pub url: String,
+    /// `127.0.0.1:PORT`
     pub host: String,
     child: Child,
 }
@@ -200,19 +209,26 @@ impl BerthProcess {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("berth binary starts");
-        let rx = watch_for_address(
-            child.stderr.take().unwrap(),
-            "listening on http://",
-            "berth",
-        );
-        let host = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("berth reports its address");
-        BerthProcess {
-            url: format!("http://{host}"),
-            host,
-            child,
-        }
+        // `listening on http://ADDR`, or `https://ADDR` with TLS.
+        let rx = watch_for_address(child.stderr.take().unwrap(), "listening on ", "berth");
+        let url = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(url) => url,
+            Err(e) => {
+                let _ = child.kill();
+                let status = child.wait();
+                panic!("berth did not report its address ({e}); exit: {status:?}");
+            }
+        };
+        let host = url
+            .split_once("://")
+            .map_or(url.as_str(), |(_, host)| host)
+            .to_string();
+        BerthProcess { url, host, child }
+    }
+
+    /// The process id (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
