@@ -60,7 +60,7 @@ enum Login {
     Token {
         realm: String,
         service: String,
-        verifier: TokenVerifier,
+        verifier: Box<TokenVerifier>,
         /// berth as its own token server: its users and its signing key.
         issuer: Option<(Arc<Htpasswd>, TokenIssuer)>,
     },
@@ -101,7 +101,7 @@ impl Auth {
             (None, None) => return Ok(None),
             (None, Some((realm, users))) => Login::Htpasswd { realm, users },
             (Some(token), users) => {
-                let verifier = TokenVerifier::from_config(token).map_err(|e| setup(&e))?;
+                let verifier = Box::new(TokenVerifier::from_config(token).map_err(|e| setup(&e))?);
                 let issuer = TokenIssuer::from_config(token).map_err(|e| setup(&e))?;
                 Login::Token {
                     realm: token.realm.clone(),
