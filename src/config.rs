@@ -333,8 +333,8 @@ pub struct TlsConfig {
     /// `tls1.2` (the default and the floor) or `tls1.3`.
     #[serde(default)]
     pub minimumtls: Option<String>,
-    /// OpenSSL cipher names for TLS 1.2 (TLS 1.3 suites are always OpenSSL's defaults); a modern
-    /// list when empty.
+    /// TLS 1.2 cipher suites, by OpenSSL's or distribution's (IANA) names (TLS 1.3 suites are
+    /// always OpenSSL's defaults); ECDHE with AEAD ciphers only when empty.
     #[serde(default)]
     pub ciphersuites: Vec<String>,
 }
