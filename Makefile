@@ -58,7 +58,7 @@ bench:
 
 ## Criterion micro-benchmarks.
 bench-micro:
-	$(CARGO) bench --bench digest --bench manifest
+	$(CARGO) bench --bench digest --bench manifest --bench auth
 
 clean:
 	$(CARGO) clean

@@ -402,8 +402,10 @@ done
 # ÷ berth and ÷ distribution columns are the price of logins.
 AUTH_GROUP=(push-chunked-1m push-small push-medium)
 # Fewer requests than the main groups: distribution pays a bcrypt check on every one.
-AUTH_ARGS=(--blob-size "${BENCH_AUTH_BLOB_SIZE:-256MiB}" --small-count 500 --medium-count 100)
+AUTH_ARGS=(--small-count 500 --medium-count 100)
 if want auth; then
+  MAIN_BLOB_SIZE=$BLOB_SIZE
+  BLOB_SIZE=${BENCH_AUTH_BLOB_SIZE:-256MiB}
   export BERTH_BENCH_PASSWORD="bench-$$"
   "$BERTH" htpasswd --cost 10 "$WORK/bench.htpasswd" bench <<<"$BERTH_BENCH_PASSWORD" 2>/dev/null
   for round in $(seq 1 "$REPEAT"); do
@@ -422,6 +424,7 @@ if want auth; then
     done
   done
   unset BERTH_BENCH_PASSWORD
+  BLOB_SIZE=$MAIN_BLOB_SIZE
 fi
 if want huge && [ "$HUGE_SIZE" != 0 ]; then
   run_group 1 1 push-monolithic-4g

@@ -576,8 +576,25 @@ impl Config {
         };
         match selector {
             None | Some("") => {}
-            Some("htpasswd") => self.auth.token = None,
-            Some("token") => {}
+            Some("htpasswd") => {
+                if self.auth.htpasswd.is_none() {
+                    return Err(invalid(
+                        "REGISTRY_AUTH=htpasswd but no auth.htpasswd (REGISTRY_AUTH_HTPASSWD_PATH) \
+                         is configured: refusing to serve an open registry"
+                            .into(),
+                    ));
+                }
+                self.auth.token = None;
+            }
+            Some("token") => {
+                if self.auth.token.is_none() {
+                    return Err(invalid(
+                        "REGISTRY_AUTH=token but no auth.token is configured: refusing to serve \
+                         an open registry"
+                            .into(),
+                    ));
+                }
+            }
             Some("none") => {
                 self.auth.htpasswd = None;
                 self.auth.token = None;
@@ -602,6 +619,29 @@ impl Config {
             }
         }
         if let Some(token) = &self.auth.token {
+            let realm_path = token
+                .realm
+                .strip_prefix("https://")
+                .or_else(|| token.realm.strip_prefix("http://"))
+                .map(|rest| rest.find('/').map_or("/", |i| &rest[i..]));
+            match realm_path {
+                None => {
+                    return Err(ConfigError::Invalid {
+                        key: "auth.token.realm",
+                        reason: format!(
+                            "{:?} must be an absolute http(s) URL: clients are sent there",
+                            token.realm
+                        ),
+                    })
+                }
+                Some(path) if path == "/v2" || path.starts_with("/v2/") => {
+                    return Err(ConfigError::Invalid {
+                        key: "auth.token.realm",
+                        reason: format!("{:?}: the path must not be under /v2/", token.realm),
+                    })
+                }
+                Some(_) => {}
+            }
             if self.auth.htpasswd.is_some() && token.signingkey.is_none() {
                 return Err(invalid(
                     "htpasswd and token together need auth.token.signingkey (berth as its own \
@@ -846,20 +886,34 @@ mod tests {
         );
         // Rules beside an external token server would be ignored: refused.
         let err = from_yaml(
-            "auth:\n  token:\n    realm: r\n    service: s\n    issuer: i\n    jwks: /j\n  access:\n    - account: a\n      repositories: ['*']\n      actions: [pull]\n",
+            "auth:\n  token:\n    realm: https://a.example/token\n    service: s\n    issuer: i\n    jwks: /j\n  access:\n    - account: a\n      repositories: ['*']\n      actions: [pull]\n",
             &[],
         )
         .unwrap_err();
         assert!(err.to_string().contains("external token server"), "{err}");
+        // Realms clients cannot use, or that would shadow the API.
+        for realm in ["/token", "https://r.example/v2/token"] {
+            let err = from_yaml(
+                &format!("auth:\n  token:\n    realm: {realm}\n    service: s\n    issuer: i\n    jwks: /j\n"),
+                &[],
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains("auth.token.realm"), "{err}");
+        }
+        // Selecting a method that is not configured must not open the registry.
+        for method in ["htpasswd", "token"] {
+            let err = Config::load(None, &env(&[("REGISTRY_AUTH", method)])).unwrap_err();
+            assert!(err.to_string().contains("open registry"), "{err}");
+        }
         // A token method without keys could accept nothing; two methods must form the issuer.
         let err = from_yaml(
-            "auth:\n  token:\n    realm: r\n    service: s\n    issuer: i\n",
+            "auth:\n  token:\n    realm: https://a.example/token\n    service: s\n    issuer: i\n",
             &[],
         )
         .unwrap_err();
         assert!(err.to_string().contains("rootcertbundle"), "{err}");
         let err = from_yaml(
-            "auth:\n  htpasswd:\n    path: /h\n  token:\n    realm: r\n    service: s\n    issuer: i\n    jwks: /j\n",
+            "auth:\n  htpasswd:\n    path: /h\n  token:\n    realm: https://a.example/token\n    service: s\n    issuer: i\n    jwks: /j\n",
             &[],
         )
         .unwrap_err();

@@ -229,6 +229,15 @@ pub fn context_builder(
             }
         }
         builder.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
+        // Every listed certificate is a trust anchor, intermediates included, as in Go's
+        // ClientCAs (distribution set-ups often list only the issuing intermediate).
+        builder
+            .verify_param_mut()
+            .set_flags(openssl::x509::verify::X509VerifyFlags::PARTIAL_CHAIN)?;
+        // No session resumption: a resumed session skips the certificate check, so a CA
+        // removed on reload would still let its clients in.
+        builder.set_options(openssl::ssl::SslOptions::NO_TICKET);
+        builder.set_session_cache_mode(openssl::ssl::SslSessionCacheMode::OFF);
     }
     // What actix-web's `bind_openssl` installs on the acceptor's context; swapped-in contexts
     // need it too, since OpenSSL reads the ALPN callback from the connection's current context.

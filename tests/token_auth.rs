@@ -553,6 +553,11 @@ fn forged_and_stale_tokens_are_refused() {
                 "{what}: {}",
                 challenge(&r)
             );
+            assert!(
+                challenge(&r).contains(r#"scope="repository:x/y:pull""#),
+                "{what}: the challenge says what to ask for: {}",
+                challenge(&r)
+            );
         }
     }
 }

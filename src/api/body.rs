@@ -1,7 +1,8 @@
 //! Request bodies as the registry reads them: a body that stops sending for longer than the
-//! idle limit ends in an error, so a stalled or deliberately slow client cannot hold an upload
-//! session (and its lock) forever. Bytes received before the stall are kept, as after any
-//! broken connection, and the client can resume.
+//! idle limit ends in an error, so a stalled client does not hold an upload session (and its
+//! lock) for ever. Bytes received before the stall are kept, as after any broken connection, and
+//! the client can resume. (A client trickling a byte now and then is not stopped by this; an
+//! upload's lock then stays with it, which only concerns that upload.)
 
 use std::future::Future;
 use std::pin::Pin;

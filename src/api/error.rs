@@ -221,7 +221,7 @@ impl From<AuthError> for ApiError {
             AuthError::Denied(_) => ApiError::new(StatusCode::FORBIDDEN, "DENIED", message),
             AuthError::TooManyAttempts(wait) => {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", message)
-                    .with_header(RETRY_AFTER, wait.as_secs().max(1).to_string())
+                    .with_header(RETRY_AFTER, crate::auth::whole_seconds(wait).to_string())
             }
             AuthError::Setup(_) => {
                 log::error!("{message}");

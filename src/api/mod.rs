@@ -22,7 +22,7 @@ use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 pub use endpoint::{Action, Endpoint};
 pub use error::ApiError;
 
-use crate::auth::{Auth, Identity, Needs, Permission};
+use crate::auth::{Auth, Needs, Permission, Principal};
 use crate::registry::Registry;
 
 pub const API_VERSION_HEADER: (&str, &str) = ("Docker-Distribution-API-Version", "registry/2.0");
@@ -117,7 +117,7 @@ async fn dispatch(
 ) -> Result<HttpResponse, ApiError> {
     let query = Query::parse(req.query_string());
     if let Some(auth) = &state.auth {
-        if auth.issuer_path().as_deref() == Some(req.path()) {
+        if auth.issuer_path() == Some(req.path()) {
             return token::get(auth, &req, &query).await;
         }
     }
@@ -125,7 +125,7 @@ async fn dispatch(
     let action = endpoint
         .action(req.method())
         .ok_or_else(ApiError::method_not_allowed)?;
-    let identity = authorize(&state, &req, &endpoint, action, &query).await?;
+    let principal = authorize(&state, &req, &endpoint, action).await?;
     if state.read_only && matches!(action, Action::Push | Action::Delete) {
         return Err(ApiError::new(
             actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
@@ -134,7 +134,7 @@ async fn dispatch(
              deletes are refused",
         ));
     }
-    req.extensions_mut().insert(identity);
+    req.extensions_mut().insert(principal);
     let body = body::idle_limited(body, state.body_idle);
     let reg = &state.registry;
     let method = req.method().clone();
@@ -171,10 +171,9 @@ async fn authorize(
     req: &HttpRequest,
     endpoint: &Endpoint,
     action: Action,
-    query: &Query,
-) -> Result<Identity, ApiError> {
+) -> Result<Principal, ApiError> {
     let Some(auth) = &state.auth else {
-        return Ok(Identity::Anonymous);
+        return Ok(Principal::open());
     };
     let permission = match action {
         Action::Login => None,
@@ -183,11 +182,9 @@ async fn authorize(
         Action::Delete => Some(Permission::Delete),
         Action::Catalog => Some(Permission::Catalog),
     };
-    let mounting = matches!(endpoint, Endpoint::UploadStart { .. }) && query.get("mount").is_some();
     let needs = Needs {
         permission,
         repo: endpoint.repo().map(|r| r.as_str()),
-        pull_from: query.get("from").filter(|_| mounting),
     };
     let authorization = header_str(req.headers(), "authorization");
     let peer = req.peer_addr().map(|a| a.ip());

@@ -2,13 +2,14 @@
 //! and `GET`/`PATCH`/`PUT`/`DELETE /v2/<name>/blobs/uploads/<id>`.
 
 use actix_web::http::header::{LOCATION, RANGE};
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 
 use super::body::Body;
 use super::error::upload_range;
 use super::{
     content_length, header_str, ApiError, AppState, Query, DIGEST_HEADER, UPLOAD_UUID_HEADER,
 };
+use crate::auth::{Permission, Principal};
 use crate::oci::{ContentRange, Digest, RepoName};
 use crate::registry::Registry;
 
@@ -67,6 +68,16 @@ fn digest_param(query: &Query) -> Result<Digest, ApiError> {
     Ok(value.parse()?)
 }
 
+/// Whether the request's caller may pull from `repo`.
+fn may_read(state: &AppState, req: &HttpRequest, repo: &RepoName) -> bool {
+    let Some(auth) = &state.auth else {
+        return true;
+    };
+    req.extensions()
+        .get::<Principal>()
+        .is_some_and(|p| auth.allows(p, Permission::Pull, repo.as_str()))
+}
+
 pub async fn start(
     state: &AppState,
     req: &HttpRequest,
@@ -78,8 +89,12 @@ pub async fn start(
     if let Some(mount) = query.get("mount") {
         let digest: Digest = mount.parse()?;
         let mounted = match query.get("from").map(str::parse::<RepoName>) {
-            Some(Ok(from)) => reg.mount_blob(repo, &from, &digest).await?,
-            Some(Err(_)) => false,
+            // A source the caller may not read is treated as unknown: a fresh session, as for
+            // any blob that cannot be mounted (clients fall back to uploading it).
+            Some(Ok(from)) if may_read(state, req, &from) => {
+                reg.mount_blob(repo, &from, &digest).await?
+            }
+            Some(_) => false,
             // No source named: the registry may find the blob itself, unless that would hand a
             // caller a blob of a repository it may not read.
             None if state.auth.as_ref().is_none_or(|a| a.may_mount_unnamed()) => {

@@ -56,9 +56,11 @@ pub struct Htpasswd {
 
 struct Users {
     hashes: HashMap<String, String>,
-    /// Checked for unknown users, at the cost of the file's entries, so that a login with an
-    /// unknown name takes as long as one with a known name.
-    decoy: String,
+    /// Checked for unknown users at the highest cost of the file's entries, so that a login
+    /// with an unknown name takes as long as one with a known name. Made on first use, on the
+    /// blocking pool (a bcrypt hash costs as much as a check).
+    decoy: std::sync::OnceLock<String>,
+    decoy_cost: u32,
     modified: Option<SystemTime>,
     len: u64,
     checked_at: Instant,
@@ -122,15 +124,15 @@ fn read(path: &Path) -> Result<Users, HtpasswdError> {
     let text = std::fs::read_to_string(path).map_err(read_error)?;
     let hashes = parse(path, &text)?;
     // `$2y$05$…`: the cost is the number between the second and third `$`.
-    let cost = hashes
+    let decoy_cost = hashes
         .values()
-        .next()
-        .and_then(|h| h.get(4..6)?.parse().ok())
+        .filter_map(|h| h.get(4..6)?.parse().ok())
+        .max()
         .unwrap_or(bcrypt::DEFAULT_COST);
-    let decoy = bcrypt::hash("decoy", cost).unwrap_or_default();
     Ok(Users {
         hashes,
-        decoy,
+        decoy: std::sync::OnceLock::new(),
+        decoy_cost,
         modified: meta.modified().ok(),
         len: meta.len(),
         checked_at: Instant::now(),
@@ -151,26 +153,40 @@ impl Htpasswd {
         })
     }
 
-    /// Re-reads the file if it changed. A file that became invalid is reported and the users
+    /// Re-reads the file if it changed (looked at once a second; the read happens outside the
+    /// lock, so requests go on meanwhile). A file that became invalid is reported and the users
     /// loaded before are kept: a typo must not lock everybody out, nor let anybody in.
     fn refresh(&self) {
+        if self
+            .users
+            .read()
+            .expect("not poisoned")
+            .checked_at
+            .elapsed()
+            < STAT_EVERY
         {
-            let users = self.users.read().expect("not poisoned");
+            return;
+        }
+        {
+            let mut users = self.users.write().expect("not poisoned");
             if users.checked_at.elapsed() < STAT_EVERY {
                 return;
             }
-        }
-        let mut users = self.users.write().expect("not poisoned");
-        users.checked_at = Instant::now();
-        let Ok(meta) = std::fs::metadata(&self.path) else {
-            log::error!(
-                "htpasswd file {} is gone; keeping the users loaded before",
-                self.path.display()
-            );
-            return;
-        };
-        if meta.modified().ok() == users.modified && meta.len() == users.len {
-            return;
+            // Only this caller looks at the file in this second.
+            users.checked_at = Instant::now();
+            match std::fs::metadata(&self.path) {
+                Ok(meta) if meta.modified().ok() == users.modified && meta.len() == users.len => {
+                    return
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    log::error!(
+                        "htpasswd file {} is gone; keeping the users loaded before",
+                        self.path.display()
+                    );
+                    return;
+                }
+            }
         }
         match read(&self.path) {
             Ok(fresh) => {
@@ -179,7 +195,7 @@ impl Htpasswd {
                     self.path.display(),
                     fresh.hashes.len()
                 );
-                *users = fresh;
+                *self.users.write().expect("not poisoned") = fresh;
                 self.remembered.lock().expect("not poisoned").clear();
             }
             Err(e) => log::error!("{e}; keeping the users loaded before"),
@@ -197,9 +213,9 @@ impl Htpasswd {
     /// remembered: call it off the event loop (see [`Htpasswd::verify_remembered`]).
     pub fn verify(&self, user: &str, password: &str) -> bool {
         self.refresh();
-        let (hash, decoy) = {
+        let hash = {
             let users = self.users.read().expect("not poisoned");
-            (users.hashes.get(user).cloned(), users.decoy.clone())
+            users.hashes.get(user).cloned()
         };
         let fingerprint = self.fingerprint(password);
         if let Some(hash) = &hash {
@@ -210,6 +226,20 @@ impl Htpasswd {
         let ok = match &hash {
             Some(hash) => bcrypt::verify(password, hash).unwrap_or(false),
             None => {
+                let (decoy, cost) = {
+                    let users = self.users.read().expect("not poisoned");
+                    (users.decoy.get().cloned(), users.decoy_cost)
+                };
+                let decoy = decoy.unwrap_or_else(|| {
+                    let made = bcrypt::hash("decoy", cost).unwrap_or_default();
+                    let _ = self
+                        .users
+                        .read()
+                        .expect("not poisoned")
+                        .decoy
+                        .set(made.clone());
+                    made
+                });
                 let _ = bcrypt::verify(password, &decoy);
                 false
             }

@@ -36,10 +36,18 @@ pub enum AuthError {
     #[error("{0}")]
     Denied(String),
     /// Too many failed logins from this address: 429 with `Retry-After`.
-    #[error("too many failed logins from this address; retry in {} s", .0.as_secs().max(1))]
+    #[error("too many failed logins from this address; retry in {} s", whole_seconds(*.0))]
     TooManyAttempts(Duration),
     #[error("authentication set-up: {0}")]
     Setup(String),
+}
+
+/// The most scopes one token request is granted.
+const MAX_SCOPES: usize = 64;
+
+/// Seconds to wait, rounded up: a client waiting this long is not refused again.
+pub fn whole_seconds(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
 /// What a request needs: a login only (`/v2/`), or a permission on a repository.
@@ -47,8 +55,24 @@ pub enum AuthError {
 pub struct Needs<'a> {
     pub permission: Option<Permission>,
     pub repo: Option<&'a str>,
-    /// A cross-repository mount also reads the repository it mounts from.
-    pub pull_from: Option<&'a str>,
+}
+
+/// Who a request was found to be, and what its token grants: kept with the request, so that a
+/// handler can ask about a second repository (the source of a mount).
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub identity: Identity,
+    grant: Option<Grant>,
+}
+
+impl Principal {
+    /// The caller of an open registry.
+    pub fn open() -> Principal {
+        Principal {
+            identity: Identity::Anonymous,
+            grant: None,
+        }
+    }
 }
 
 /// How clients log in.
@@ -77,6 +101,8 @@ pub struct Auth {
     login: Login,
     rules: AccessRules,
     throttle: Throttle,
+    /// berth's own token endpoint: the realm's path, when berth issues tokens.
+    issuer_path: Option<String>,
 }
 
 /// A token handed out by berth's own token server.
@@ -114,10 +140,19 @@ impl Auth {
             }
         };
         let rules = AccessRules::from_config(config.access.as_deref()).map_err(|e| setup(&e))?;
+        let issuer_path = match &login {
+            Login::Token {
+                realm,
+                issuer: Some(_),
+                ..
+            } => Some(url_path(realm)),
+            _ => None,
+        };
         Ok(Some(Auth {
             login,
             rules,
             throttle: Throttle::new(config.failedloginsperminute),
+            issuer_path,
         }))
     }
 
@@ -159,12 +194,15 @@ impl Auth {
         peer: Option<IpAddr>,
         authorization: Option<&str>,
         needs: &Needs<'_>,
-    ) -> Result<Identity, AuthError> {
-        let caller = self.identify(peer, authorization).await?;
+    ) -> Result<Principal, AuthError> {
+        let caller = self.identify(peer, authorization, needs).await?;
+        let mut grant = None;
         let (identity, allowed) = match caller {
-            Caller::Token(grant) => {
-                let allowed = self.token_allows(&grant, needs);
-                (Identity::User(grant.subject), allowed)
+            Caller::Token(g) => {
+                let allowed = self.token_allows(&g, needs);
+                let identity = Identity::User(g.subject.clone());
+                grant = Some(g);
+                (identity, allowed)
             }
             Caller::User(user) => {
                 let identity = Identity::User(user);
@@ -181,7 +219,7 @@ impl Auth {
             }
         };
         if allowed {
-            return Ok(identity);
+            return Ok(Principal { identity, grant });
         }
         let token_mode = matches!(self.login, Login::Token { .. });
         match identity {
@@ -208,9 +246,18 @@ impl Auth {
             return matches!(identity, Identity::User(_));
         };
         self.rules.allows(identity, permission, needs.repo)
-            && needs
-                .pull_from
-                .is_none_or(|from| self.rules.allows(identity, Permission::Pull, Some(from)))
+    }
+
+    /// Whether an authorised caller may also do `permission` on `repo` (a mount's source).
+    pub fn allows(&self, principal: &Principal, permission: Permission, repo: &str) -> bool {
+        let needs = Needs {
+            permission: Some(permission),
+            repo: Some(repo),
+        };
+        match &principal.grant {
+            Some(grant) => self.token_allows(grant, &needs),
+            None => self.rules_allow(&principal.identity, &needs),
+        }
     }
 
     fn token_allows(&self, grant: &Grant, needs: &Needs<'_>) -> bool {
@@ -241,21 +288,17 @@ impl Auth {
         }
     }
 
-    /// Reads the credentials. Wrong ones are counted against the client's address; an address
-    /// over the limit is refused before anything is checked.
+    /// Reads the credentials. Password checks are guarded by the failed-login throttle (see
+    /// [`throttle`]); tokens cost nothing to check and are not.
     async fn identify(
         &self,
         peer: Option<IpAddr>,
         authorization: Option<&str>,
+        needs: &Needs<'_>,
     ) -> Result<Caller, AuthError> {
         let Some(authorization) = authorization else {
             return Ok(Caller::Anonymous);
         };
-        if let Some(addr) = peer {
-            self.throttle
-                .check(addr)
-                .map_err(AuthError::TooManyAttempts)?;
-        }
         let caller = match (split_scheme(authorization), &self.login) {
             (Some(("basic", credentials)), Login::Htpasswd { users, .. })
             | (
@@ -264,7 +307,9 @@ impl Auth {
                     issuer: Some((users, _)),
                     ..
                 },
-            ) => check_password(users, credentials).await.map(Caller::User),
+            ) => check_password(users, credentials, &self.throttle, peer)
+                .await?
+                .map(Caller::User),
             (Some(("bearer", token)), Login::Token { verifier, .. }) => verifier
                 .verify(token, SystemTime::now())
                 .map(Caller::Token)
@@ -274,34 +319,18 @@ impl Auth {
                 }),
             _ => Err("unsupported authorization scheme".to_string()),
         };
-        caller.map_err(|message| {
-            if let Some(addr) = peer {
-                self.throttle.failed(addr);
-            }
-            AuthError::Unauthorized {
-                challenge: self.challenge(
-                    &Needs {
-                        permission: None,
-                        repo: None,
-                        pull_from: None,
-                    },
-                    matches!(self.login, Login::Token { .. }).then_some("invalid_token"),
-                ),
-                message,
-            }
+        caller.map_err(|message| AuthError::Unauthorized {
+            challenge: self.challenge(
+                needs,
+                matches!(self.login, Login::Token { .. }).then_some("invalid_token"),
+            ),
+            message,
         })
     }
 
     /// The path of berth's own token endpoint (the realm's path), when berth issues tokens.
-    pub fn issuer_path(&self) -> Option<String> {
-        match &self.login {
-            Login::Token {
-                realm,
-                issuer: Some(_),
-                ..
-            } => Some(url_path(realm)),
-            _ => None,
-        }
+    pub fn issuer_path(&self) -> Option<&str> {
+        self.issuer_path.as_deref()
     }
 
     /// berth's token server: checks the `Basic` credentials if any (none: anonymous) and grants
@@ -325,7 +354,11 @@ impl Auth {
                 message: "the token server takes Basic credentials".into(),
             });
         }
-        let identity = match self.identify(peer, authorization).await {
+        let no_needs = Needs {
+            permission: None,
+            repo: None,
+        };
+        let identity = match self.identify(peer, authorization, &no_needs).await {
             Ok(Caller::User(user)) => Identity::User(user),
             Ok(_) => Identity::Anonymous,
             Err(AuthError::Unauthorized { message, .. }) => {
@@ -339,6 +372,8 @@ impl Auth {
         let granted: Vec<Access> = scopes
             .iter()
             .flat_map(|s| s.split(' '))
+            // Clients ask for a handful; a token naming thousands would be refused anyway.
+            .take(MAX_SCOPES)
             .filter_map(Access::parse_scope)
             .filter_map(|wanted| self.grant(&identity, wanted))
             .collect();
@@ -409,9 +444,6 @@ fn scopes(needs: &Needs<'_>) -> Vec<Access> {
         }
         _ => {}
     }
-    if let Some(from) = needs.pull_from {
-        scopes.push(access("repository", from, &["pull"]));
-    }
     scopes
 }
 
@@ -432,29 +464,38 @@ fn scope_text(access: &Access) -> String {
     )
 }
 
-/// Checks `Basic` credentials (`base64(user:password)`); the bcrypt check runs off the event
-/// loop unless a recent success is remembered.
-async fn check_password(users: &Arc<Htpasswd>, credentials: &str) -> Result<String, String> {
-    let bad = || "wrong user name or password".to_string();
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(credentials.trim())
-        .map_err(|_| "malformed Basic credentials".to_string())?;
-    let decoded =
-        String::from_utf8(decoded).map_err(|_| "malformed Basic credentials".to_string())?;
-    let (user, password) = decoded
-        .split_once(':')
-        .ok_or_else(|| "malformed Basic credentials".to_string())?;
+/// Checks `Basic` credentials (`base64(user:password)`): the user's name, or why not. A recent
+/// success is remembered; otherwise the bcrypt check runs on the blocking pool, guarded by the
+/// throttle (`Err(TooManyAttempts)` when the address is locked out).
+async fn check_password(
+    users: &Arc<Htpasswd>,
+    credentials: &str,
+    throttle: &Throttle,
+    peer: Option<IpAddr>,
+) -> Result<Result<String, String>, AuthError> {
+    let malformed = || Ok(Err("malformed Basic credentials".to_string()));
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(credentials.trim()) else {
+        return malformed();
+    };
+    let Ok(decoded) = String::from_utf8(decoded) else {
+        return malformed();
+    };
+    let Some((user, password)) = decoded.split_once(':') else {
+        return malformed();
+    };
     if users.verify_remembered(user, password) == Some(true) {
-        return Ok(user.to_string());
+        return Ok(Ok(user.to_string()));
     }
-    let (users, user, password) = (users.clone(), user.to_string(), password.to_string());
-    let (ok, user) = actix_web::web::block(move || (users.verify(&user, &password), user))
+    let attempt = throttle.begin(peer).map_err(AuthError::TooManyAttempts)?;
+    let (users, name, password) = (users.clone(), user.to_string(), password.to_string());
+    let ok = actix_web::web::block(move || users.verify(&name, &password))
         .await
-        .map_err(|_| bad())?;
+        .unwrap_or(false);
     if ok {
-        Ok(user)
+        Ok(Ok(user.to_string()))
     } else {
-        Err(bad())
+        attempt.failed();
+        Ok(Err("wrong user name or password".to_string()))
     }
 }
 
@@ -522,14 +563,12 @@ mod tests {
         let push = Needs {
             permission: Some(Permission::Push),
             repo: Some("a/b"),
-            pull_from: Some("c"),
         };
         let got: Vec<String> = scopes(&push).iter().map(scope_text).collect();
-        assert_eq!(got, ["repository:a/b:pull,push", "repository:c:pull"]);
+        assert_eq!(got, ["repository:a/b:pull,push"]);
         let catalog = Needs {
             permission: Some(Permission::Catalog),
             repo: None,
-            pull_from: None,
         };
         assert_eq!(scopes(&catalog)[0].kind, "registry");
     }
