@@ -34,11 +34,7 @@ fn anonymous() -> Caller {
 
 impl Caller {
     fn request(&self, method: Method, url: &str) -> RequestBuilder {
-        let r = common::client().request(method, url);
-        match &self.authorization {
-            Some(a) => r.header("Authorization", a),
-            None => r,
-        }
+        common::request_as(method, url, self.authorization.as_deref())
     }
 
     fn get(&self, url: &str) -> Response {
@@ -47,49 +43,12 @@ impl Caller {
 
     /// Pushes `content` as a blob of `repo`: the POST's response if it is refused, else the PUT's.
     fn push_blob(&self, reg: &TestRegistry, repo: &str, content: &[u8]) -> Response {
-        let r = self
-            .request(
-                Method::POST,
-                &reg.url(&format!("/v2/{repo}/blobs/uploads/")),
-            )
-            .send()
-            .unwrap();
-        if r.status() != 202 {
-            return r;
-        }
-        let location = r.headers()["location"].to_str().unwrap().to_string();
-        let sep = if location.contains('?') { '&' } else { '?' };
-        self.request(
-            Method::PUT,
-            &format!("{location}{sep}digest={}", sha256(content)),
-        )
-        .body(content.to_vec())
-        .send()
-        .unwrap()
+        common::push_blob_as(&reg.url, repo, content, self.authorization.as_deref())
     }
 
     /// Pushes a one-layer image as `repo:tag`; the first refused response, or the manifest PUT's.
     fn push_image(&self, reg: &TestRegistry, repo: &str, tag: &str) -> Response {
-        let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
-        let layer = format!("layer of {repo}:{tag}").into_bytes();
-        for blob in [&config, &layer] {
-            let r = self.push_blob(reg, repo, blob);
-            if r.status() != 201 {
-                return r;
-            }
-        }
-        let manifest = common::image_manifest(
-            (&sha256(&config), config.len()),
-            &[(&sha256(&layer), layer.len())],
-        );
-        self.request(
-            Method::PUT,
-            &reg.url(&format!("/v2/{repo}/manifests/{tag}")),
-        )
-        .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
-        .body(manifest)
-        .send()
-        .unwrap()
+        common::push_image_as(&reg.url, repo, tag, self.authorization.as_deref())
     }
 
     fn pull_manifest(&self, reg: &TestRegistry, repo: &str, tag: &str) -> Response {

@@ -17,7 +17,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use common::tools::{
-    fixture_layout, json, layout_blob, layout_ref, require, unique, wait_ready, DockerImages, Tools,
+    docker_load_fixture, docker_push, fixture_layout, json, layout_blob, layout_ref, require,
+    unique, wait_ready, DockerImages, Tools,
 };
 use common::{client, run, sha256, BerthProcess};
 
@@ -637,23 +638,9 @@ fn docker_pushes_pulls_and_runs() {
         refs: vec![local.clone(), remote.clone()],
     };
 
-    let archive = dir.path().join("hello.tar");
-    run(tools.skopeo().args([
-        "copy",
-        "-q",
-        &format!("oci:{}:amd64", fixture.display()),
-        &format!("docker-archive:{}:{local}", archive.display()),
-    ]));
-    run(tools.docker().arg("load").arg("-i").arg(&archive));
+    docker_load_fixture(&tools, dir.path(), &local);
     run(tools.docker().args(["tag", &local, &remote]));
-
-    let out = run(tools.docker().args(["push", &remote]));
-    let pushed = out
-        .split("digest: ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no digest in docker push output: {out}"))
-        .to_string();
+    let pushed = docker_push(&tools, None, &remote);
     assert_eq!(head_manifest_digest(h, repo, &tag), pushed);
     let (ct, dcd, body) = get_manifest(h, repo, &tag);
     assert_eq!(ct, DOCKER_MANIFEST, "docker pushes schema 2");

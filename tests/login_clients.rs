@@ -9,7 +9,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::tools::{fixture_layout, require, unique, DockerImages, Tools};
+use common::tools::{
+    docker_load_fixture, docker_push, fixture_layout, require, run_failing, unique, DockerImages,
+    Tools,
+};
 use common::{run, BerthProcess};
 
 const RULES: &str = "  access:
@@ -73,32 +76,6 @@ fn run_with_input(cmd: &mut Command, input: &str) -> (bool, String) {
     (out.status.success(), text)
 }
 
-/// Output of a command that must fail.
-fn fails(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!out.status.success(), "{cmd:?} should have failed: {text}");
-    text
-}
-
-/// Loads the fixture image into the Docker engine as `local` (through skopeo's docker-archive).
-fn docker_load_fixture(tools: &Tools, dir: &Path, local: &str) {
-    let archive = dir.join(format!("{}.tar", local.replace([':', '/'], "-")));
-    run(tools.skopeo().args([
-        "copy",
-        "-q",
-        &format!("oci:{}:amd64", fixture_layout().display()),
-        &format!("docker-archive:{}:{local}", archive.display()),
-    ]));
-    run(tools.docker().arg("load").arg("-i").arg(&archive));
-}
-
 /// `docker --config DIR …`: credentials kept in this test's own client configuration.
 fn docker(tools: &Tools, config: &Path) -> Command {
     let mut cmd = tools.docker();
@@ -109,13 +86,7 @@ fn docker(tools: &Tools, config: &Path) -> Command {
 /// Pushes `local` as `remote` and pulls it back after removing it; answers the pushed digest.
 fn docker_round_trip(tools: &Tools, config: &Path, local: &str, remote: &str) -> String {
     run(tools.docker().args(["tag", local, remote]));
-    let out = run(docker(tools, config).args(["push", remote]));
-    let digest = out
-        .split("digest: ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no digest in docker push output: {out}"))
-        .to_string();
+    let digest = docker_push(tools, Some(config), remote);
     run(tools.docker().args(["rmi", remote]));
     run(docker(tools, config).args(["pull", "-q", remote]));
     let digests = run(tools.docker().args([
@@ -159,7 +130,7 @@ fn docker_logs_in_pushes_and_pulls_with_htpasswd_and_access_rules() {
 
     // Without a login, a push is refused.
     run(tools.docker().args(["tag", &local, &remote]));
-    let err = fails(docker(&tools, &alice).args(["push", &remote]));
+    let err = run_failing(docker(&tools, &alice).args(["push", &remote]));
     assert!(
         err.contains("no basic auth credentials") || err.contains("unauthorized"),
         "{err}"
@@ -180,7 +151,7 @@ fn docker_logs_in_pushes_and_pulls_with_htpasswd_and_access_rules() {
     docker_round_trip(&tools, &alice, &local, &remote);
     // Outside her prefix: denied.
     run(tools.docker().args(["tag", &local, &outside]));
-    let err = fails(docker(&tools, &alice).args(["push", &outside]));
+    let err = run_failing(docker(&tools, &alice).args(["push", &outside]));
     assert!(err.contains("denied"), "{err}");
 
     // The CI puller logs in, pulls, and cannot push.
@@ -191,12 +162,12 @@ fn docker_logs_in_pushes_and_pulls_with_htpasswd_and_access_rules() {
     assert!(ok, "{out}");
     run(tools.docker().args(["rmi", &remote]));
     run(docker(&tools, &ci).args(["pull", "-q", &remote]));
-    let err = fails(docker(&tools, &ci).args(["push", &remote]));
+    let err = run_failing(docker(&tools, &ci).args(["push", &remote]));
     assert!(err.contains("denied"), "{err}");
     // After logout, pulls need a login again.
     run(docker(&tools, &ci).args(["logout", h]));
     run(tools.docker().args(["rmi", &remote]));
-    let err = fails(docker(&tools, &ci).args(["pull", &remote]));
+    let err = run_failing(docker(&tools, &ci).args(["pull", &remote]));
     assert!(
         err.contains("no basic auth credentials") || err.contains("unauthorized"),
         "{err}"
@@ -324,7 +295,7 @@ fn podman_and_skopeo_log_in_over_https_with_a_ca_from_berth_certs() {
         .args(["pull", "-q", "--cert-dir", cert_dir, "--authfile"])
         .arg(&ci_auth)
         .arg(&image));
-    let err = fails(
+    let err = run_failing(
         podman()
             .args(["push", "--cert-dir", cert_dir, "--authfile"])
             .arg(&ci_auth)
@@ -334,7 +305,7 @@ fn podman_and_skopeo_log_in_over_https_with_a_ca_from_berth_certs() {
     assert!(err.contains("denied") || err.contains("403"), "{err}");
     // Without any login podman cannot pull.
     std::fs::write(dir.path().join("none.json"), "{}").unwrap();
-    let err = fails(
+    let err = run_failing(
         podman()
             .args(["pull", "--cert-dir", cert_dir, "--authfile"])
             .arg(dir.path().join("none.json"))

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::tools::{fixture_layout, require, unique, DockerImages, Tools};
+use common::tools::{
+    docker_load_fixture, docker_push, fixture_layout, require, unique, DockerImages, Tools,
+};
 use common::{run, sha256, BerthProcess};
 
 struct Nginx {
@@ -298,14 +300,7 @@ fn skopeo_and_docker_push_and_pull_through_nginx() {
     let _images = DockerImages {
         refs: vec![local.clone(), remote.clone()],
     };
-    let archive = s.dir.path().join("hello.tar");
-    run(tools.skopeo().args([
-        "copy",
-        "-q",
-        &format!("oci:{}:amd64", fixture_layout().display()),
-        &format!("docker-archive:{}:{local}", archive.display()),
-    ]));
-    run(tools.docker().arg("load").arg("-i").arg(&archive));
+    docker_load_fixture(&tools, s.dir.path(), &local);
     run(tools.docker().args(["tag", &local, &remote]));
     let config = s.dir.path().join("docker-config");
     let mut login = tools.docker();
@@ -324,12 +319,8 @@ fn skopeo_and_docker_push_and_pull_through_nginx() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let pushed = run(tools
-        .docker()
-        .arg("--config")
-        .arg(&config)
-        .args(["push", &remote]));
-    assert!(pushed.contains("digest: sha256:"), "{pushed}");
+    let pushed = docker_push(&tools, Some(&config), &remote);
+    assert!(pushed.starts_with("sha256:"), "{pushed}");
     run(tools.docker().args(["rmi", &remote]));
     run(tools
         .docker()

@@ -13,7 +13,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::tools::{
-    fixture_layout, layout_blob, layout_ref, require, unique, DockerImages, Tools,
+    docker_load_fixture, docker_push, fixture_layout, layout_blob, layout_ref, require,
+    run_failing, unique, DockerImages, Tools,
 };
 use common::{run, BerthProcess};
 
@@ -97,20 +98,6 @@ fn start_tls_berth(dir: &Path, certs: &Path, client: Option<&str>, addr: &str) -
             }
         }
     }
-}
-
-/// Runs `cmd`, expecting it to fail; answers its stdout and stderr.
-fn run_failing(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!out.status.success(), "{cmd:?} should have failed: {text}");
-    text
 }
 
 /// `HEAD /v2/<repo>/manifests/<tag>` over HTTPS: the `Docker-Content-Digest`.
@@ -341,7 +328,6 @@ fn docker_pushes_and_pulls_over_tls() {
     berth_certs(&certs, &["--domain", "registry.test"]);
     let berth = start_tls_berth(dir.path(), &certs, None, "127.0.0.1:0");
     let h = &berth.host;
-    let fixture = fixture_layout();
     let repo = "e2e/docker-tls";
     let tag = unique("t");
     let local = format!("berth-e2e-tls:{tag}");
@@ -349,23 +335,9 @@ fn docker_pushes_and_pulls_over_tls() {
     let _images = DockerImages {
         refs: vec![local.clone(), remote.clone()],
     };
-    let archive = dir.path().join("hello.tar");
-    run(tools.skopeo().args([
-        "copy",
-        "-q",
-        &format!("oci:{}:amd64", fixture.display()),
-        &format!("docker-archive:{}:{local}", archive.display()),
-    ]));
-    run(tools.docker().arg("load").arg("-i").arg(&archive));
+    docker_load_fixture(&tools, dir.path(), &local);
     run(tools.docker().args(["tag", &local, &remote]));
-
-    let out = run(tools.docker().args(["push", &remote]));
-    let pushed = out
-        .split("digest: ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no digest in docker push output: {out}"))
-        .to_string();
+    let pushed = docker_push(&tools, None, &remote);
     let c = https_client(&certs, None);
     assert_eq!(head_digest(&c, &berth.url, repo, &tag), pushed);
 

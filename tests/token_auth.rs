@@ -9,7 +9,7 @@ mod common;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use common::{assert_error, sha256, TestRegistry};
+use common::{assert_error, TestRegistry};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use openssl::asn1::Asn1Time;
 use openssl::bn::BigNum;
@@ -120,20 +120,8 @@ fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
-fn request(
-    method: Method,
-    url: &str,
-    authorization: Option<&str>,
-) -> reqwest::blocking::RequestBuilder {
-    let r = common::client().request(method, url);
-    match authorization {
-        Some(a) => r.header("Authorization", a),
-        None => r,
-    }
-}
-
 fn get(url: &str, authorization: Option<&str>) -> Response {
-    request(Method::GET, url, authorization)
+    common::request_as(Method::GET, url, authorization)
         .header("Accept", "application/vnd.oci.image.manifest.v1+json")
         .send()
         .unwrap()
@@ -148,46 +136,7 @@ fn challenge(r: &Response) -> String {
 
 /// Pushes a one-layer image with `authorization`; the first refused response or the manifest's.
 fn push_image(reg: &TestRegistry, repo: &str, tag: &str, authorization: &str) -> Response {
-    let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
-    let layer = format!("layer of {repo}:{tag}").into_bytes();
-    for blob in [&config, &layer] {
-        let r = request(
-            Method::POST,
-            &reg.url(&format!("/v2/{repo}/blobs/uploads/")),
-            Some(authorization),
-        )
-        .send()
-        .unwrap();
-        if r.status() != 202 {
-            return r;
-        }
-        let location = r.headers()["location"].to_str().unwrap().to_string();
-        let sep = if location.contains('?') { '&' } else { '?' };
-        let r = request(
-            Method::PUT,
-            &format!("{location}{sep}digest={}", sha256(blob)),
-            Some(authorization),
-        )
-        .body(blob.clone())
-        .send()
-        .unwrap();
-        if r.status() != 201 {
-            return r;
-        }
-    }
-    let manifest = common::image_manifest(
-        (&sha256(&config), config.len()),
-        &[(&sha256(&layer), layer.len())],
-    );
-    request(
-        Method::PUT,
-        &reg.url(&format!("/v2/{repo}/manifests/{tag}")),
-        Some(authorization),
-    )
-    .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
-    .body(manifest)
-    .send()
-    .unwrap()
+    common::push_image_as(&reg.url, repo, tag, Some(authorization))
 }
 
 struct Issuer {

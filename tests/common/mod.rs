@@ -408,3 +408,75 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// A request with `Authorization: authorization` when given.
+pub fn request_as(
+    method: reqwest::Method,
+    url: &str,
+    authorization: Option<&str>,
+) -> reqwest::blocking::RequestBuilder {
+    let r = client().request(method, url);
+    match authorization {
+        Some(a) => r.header("Authorization", a),
+        None => r,
+    }
+}
+
+/// Pushes `content` as a blob of `repo` (POST, then PUT with the digest) on the registry at
+/// `base`, as `authorization`: the POST's response if it is refused, else the PUT's.
+pub fn push_blob_as(
+    base: &str,
+    repo: &str,
+    content: &[u8],
+    authorization: Option<&str>,
+) -> reqwest::blocking::Response {
+    use reqwest::Method;
+    let r = request_as(
+        Method::POST,
+        &format!("{base}/v2/{repo}/blobs/uploads/"),
+        authorization,
+    )
+    .send()
+    .unwrap();
+    if r.status() != 202 {
+        return r;
+    }
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let put = format!("{location}{sep}digest={}", sha256(content));
+    request_as(Method::PUT, &put, authorization)
+        .body(content.to_vec())
+        .send()
+        .unwrap()
+}
+
+/// Pushes a one-layer image `repo:tag` as `authorization`: the first refused response, or the
+/// manifest PUT's.
+pub fn push_image_as(
+    base: &str,
+    repo: &str,
+    tag: &str,
+    authorization: Option<&str>,
+) -> reqwest::blocking::Response {
+    let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
+    let layer = format!("layer of {repo}:{tag}").into_bytes();
+    for blob in [&config, &layer] {
+        let r = push_blob_as(base, repo, blob, authorization);
+        if r.status() != 201 {
+            return r;
+        }
+    }
+    let manifest = image_manifest(
+        (&sha256(&config), config.len()),
+        &[(&sha256(&layer), layer.len())],
+    );
+    request_as(
+        reqwest::Method::PUT,
+        &format!("{base}/v2/{repo}/manifests/{tag}"),
+        authorization,
+    )
+    .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+    .body(manifest)
+    .send()
+    .unwrap()
+}

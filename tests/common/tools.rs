@@ -222,3 +222,45 @@ impl Drop for DockerImages {
         }
     }
 }
+
+/// Runs `cmd`, expecting it to fail; answers its stdout and stderr.
+pub fn run_failing(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{cmd:?} should have failed: {text}");
+    text
+}
+
+/// Loads the fixture image (amd64) into the Docker engine as `local`, through a docker-archive
+/// made by skopeo under `dir`.
+pub fn docker_load_fixture(tools: &Tools, dir: &Path, local: &str) {
+    let archive = dir.join(format!("{}.tar", local.replace([':', '/'], "-")));
+    super::run(tools.skopeo().args([
+        "copy",
+        "-q",
+        &format!("oci:{}:amd64", fixture_layout().display()),
+        &format!("docker-archive:{}:{local}", archive.display()),
+    ]));
+    super::run(tools.docker().arg("load").arg("-i").arg(&archive));
+}
+
+/// `docker push` of `remote` (with the client configuration `config`, where logins are kept,
+/// if given); answers the digest docker reports.
+pub fn docker_push(tools: &Tools, config: Option<&Path>, remote: &str) -> String {
+    let mut cmd = tools.docker();
+    if let Some(config) = config {
+        cmd.arg("--config").arg(config);
+    }
+    let out = super::run(cmd.args(["push", remote]));
+    out.split("digest: ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no digest in docker push output: {out}"))
+        .to_string()
+}
