@@ -9,6 +9,9 @@
 //! - [`auth`]: who a request comes from (htpasswd, tokens) and what it may do (access rules);
 //! - [`config`], [`server`] and [`tls`]: loading the configuration and running the HTTP(S) server;
 //! - [`certs`]: `berth certs`, a private CA and server certificate;
+//! - [`gc`]: `berth garbage-collect`;
+//! - [`notify`]: webhook notifications of pushes, pulls, mounts and deletes;
+//! - [`metrics`]: Prometheus metrics and health checks for the debug listener;
 //! - [`bench`]: `berth bench`, the load generator and its report.
 
 pub mod api;
@@ -16,6 +19,9 @@ pub mod auth;
 pub mod bench;
 pub mod certs;
 pub mod config;
+pub mod gc;
+pub mod metrics;
+pub mod notify;
 pub mod oci;
 pub mod registry;
 pub mod server;

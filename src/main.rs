@@ -35,6 +35,8 @@ enum Command {
     Certs(berth::certs::CertsArgs),
     /// Add, change or remove a user of an htpasswd file (bcrypt), as `htpasswd -B` does.
     Htpasswd(berth::auth::htpasswd::HtpasswdArgs),
+    /// Remove blobs and manifests that nothing references (safe while the registry serves).
+    GarbageCollect(berth::gc::GcArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => berth::bench::run(*args),
         Command::Certs(args) => berth::certs::run(args),
         Command::Htpasswd(args) => berth::auth::htpasswd::run(args),
+        Command::GarbageCollect(args) => berth::gc::run(args),
     }
 }
 

@@ -1,0 +1,1 @@
+//! Notifications: distribution's event envelopes sent to webhook endpoints. (Being written.)
