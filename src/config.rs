@@ -225,6 +225,11 @@ fn default_pool_idletimeout() -> std::time::Duration {
 pub struct NotificationsConfig {
     #[serde(default)]
     pub endpoints: Vec<EndpointConfig>,
+    /// berth's own key: a local directory where events wait until their endpoint accepts them,
+    /// across restarts. Default: `<rootdirectory>/_berth/notifications` on local disk,
+    /// `./berth-notifications` with S3, none (memory only) with in-memory storage.
+    #[serde(default)]
+    pub spooldir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -801,7 +806,6 @@ impl Config {
         }
         // Parsed, not acted on yet: each line goes when its feature lands.
         let pending = [
-            ("notifications", !cfg.notifications.endpoints.is_empty()),
             ("redis", cfg.redis.is_some()),
             ("storage.cache", cfg.storage.cache.blobdescriptor.is_some()),
             ("health", cfg.health.storagedriver.enabled),

@@ -1,1 +1,401 @@
-//! Notifications: distribution's event envelopes sent to webhook endpoints. (Being written.)
+//! Notifications: distribution's event envelopes POSTed to webhook endpoints.
+//!
+//! [`Notifier::emit`] filters an event for each endpoint and appends it to that endpoint's
+//! [`Queue`] (a spool file, see [`queue`]): it never waits for an endpoint. One [`Sender`] actor
+//! per endpoint delivers the queue serially, oldest first, one event per request, retrying the
+//! same event with back-off until the endpoint accepts it: events arrive in the order they were
+//! emitted (so in order per repository), and once, except that an event in flight when the process
+//! stops is sent again after the restart.
+
+pub mod event;
+pub mod queue;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::{
+    Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, SpawnHandle, WrapFuture,
+};
+
+pub use event::{
+    Action, ActorRecord, Event, RequestRecord, SourceRecord, Target, EVENTS_MEDIA_TYPE,
+};
+pub use queue::{Backoff, Pushed, Queue, Spool};
+
+use crate::config::{EndpointConfig, NotificationsConfig};
+use event::Filter;
+
+/// One endpoint's counters, for metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointStats {
+    pub name: String,
+    /// Events emitted and not yet delivered (spooled or in memory).
+    pub pending: u64,
+    /// Events delivered since start.
+    pub sent: u64,
+    /// Failed attempts since start (each retry counts).
+    pub failures: u64,
+    /// Events lost since start: the queue was full and could not be written.
+    pub dropped: u64,
+}
+
+/// What emitting and the sender of one endpoint share.
+struct Shared {
+    name: String,
+    filter: Filter,
+    queue: Mutex<Queue>,
+    /// A wake-up is on its way to the sender: emits do not send another (its mailbox stays at
+    /// one message however fast events come).
+    woken: AtomicBool,
+}
+
+struct Endpoint {
+    shared: Arc<Shared>,
+    sender: actix::Addr<Sender>,
+}
+
+/// Sends events to the configured endpoints. Cheap to clone; with no endpoints, emitting does
+/// nothing.
+#[derive(Clone, Default)]
+pub struct Notifier {
+    endpoints: Arc<Vec<Endpoint>>,
+    source: Arc<SourceRecord>,
+}
+
+impl Notifier {
+    /// A notifier without endpoints.
+    pub fn disabled() -> Notifier {
+        Notifier::default()
+    }
+
+    /// Starts one sender per enabled endpoint, on the current actix arbiter. `spool_dir`: where
+    /// undelivered events are kept across restarts (`None`: in memory only). `port`: the
+    /// registry's, for the events' `source.addr`. Events left in a spool by an earlier run are
+    /// sent first.
+    pub fn start(config: &NotificationsConfig, spool_dir: Option<&Path>, port: u16) -> Notifier {
+        let source = SourceRecord {
+            addr: format!("{}:{port}", hostname()),
+            instance_id: uuid::Uuid::new_v4().to_string(),
+        };
+        let mut endpoints = Vec::new();
+        for cfg in &config.endpoints {
+            if cfg.disabled {
+                log::info!("notifications: endpoint {:?} is disabled", cfg.name);
+                continue;
+            }
+            let spool = spool_dir.and_then(|dir| match Spool::open(dir, &cfg.name) {
+                Ok(spool) => Some(spool),
+                Err(e) => {
+                    log::error!(
+                        "notifications: cannot open a spool for {:?} under {}: {e}; its events \
+                         are kept in memory only",
+                        cfg.name,
+                        dir.display()
+                    );
+                    None
+                }
+            });
+            if let Some(spool) = &spool {
+                if spool.pending() > 0 {
+                    log::info!(
+                        "notifications: {} event(s) for {:?} left from an earlier run are sent \
+                         first",
+                        spool.pending(),
+                        cfg.name
+                    );
+                }
+            }
+            let shared = Arc::new(Shared {
+                name: cfg.name.clone(),
+                filter: Filter::new(
+                    cfg.ignoredmediatypes.iter().chain(&cfg.ignore.mediatypes),
+                    &cfg.ignore.actions,
+                ),
+                queue: Mutex::new(Queue::new(spool)),
+                woken: AtomicBool::new(true),
+            });
+            let sender = match Sender::new(cfg, shared.clone()) {
+                Ok(sender) => sender.start(),
+                Err(e) => {
+                    log::error!("notifications: endpoint {:?} is skipped: {e}", cfg.name);
+                    continue;
+                }
+            };
+            log::info!(
+                "notifications: sending events to {:?} ({})",
+                cfg.name,
+                cfg.url
+            );
+            endpoints.push(Endpoint { shared, sender });
+        }
+        Notifier {
+            endpoints: Arc::new(endpoints),
+            source: Arc::new(source),
+        }
+    }
+
+    /// Whether any endpoint would receive events.
+    pub fn is_enabled(&self) -> bool {
+        !self.endpoints.is_empty()
+    }
+
+    /// Queues an event for every endpoint that wants it. Never waits for an endpoint: at worst
+    /// it appends a line to a local file.
+    pub fn emit(&self, action: Action, target: Target, request: RequestRecord, actor: ActorRecord) {
+        if self.endpoints.is_empty() {
+            return;
+        }
+        let mut line: Option<Vec<u8>> = None;
+        for endpoint in self.endpoints.iter() {
+            let shared = &endpoint.shared;
+            if !shared.filter.allows(action, &target) {
+                continue;
+            }
+            let line = line.get_or_insert_with(|| {
+                Event::new(
+                    action,
+                    target.clone(),
+                    request.clone(),
+                    actor.clone(),
+                    (*self.source).clone(),
+                )
+                .to_line()
+            });
+            let pushed = shared.queue.lock().expect("queue lock").push(line);
+            if pushed == Pushed::Dropped {
+                log::warn!(
+                    "notifications: the queue of {:?} is full: a {} event of {} is lost",
+                    shared.name,
+                    action.as_str(),
+                    target.repository
+                );
+            }
+            if !shared.woken.swap(true, Ordering::AcqRel) {
+                endpoint.sender.do_send(Wake);
+            }
+        }
+    }
+
+    /// Per-endpoint counters.
+    pub fn stats(&self) -> Vec<EndpointStats> {
+        self.endpoints
+            .iter()
+            .map(|e| {
+                let q = e.shared.queue.lock().expect("queue lock");
+                EndpointStats {
+                    name: e.shared.name.clone(),
+                    pending: q.pending(),
+                    sent: q.sent,
+                    failures: q.failures,
+                    dropped: q.dropped,
+                }
+            })
+            .collect()
+    }
+
+    /// Before shutdown: tries every endpoint now (cutting back-off waits short) and waits until
+    /// everything is delivered or `deadline` passes. Returns the events still pending; those
+    /// stay in the spool and are sent after the next start. Needs the actix system running.
+    pub async fn flush(&self, deadline: Instant) -> u64 {
+        for e in self.endpoints.iter() {
+            e.sender.do_send(Hurry);
+        }
+        loop {
+            let pending: u64 = self.stats().iter().map(|s| s.pending).sum();
+            if pending == 0 || Instant::now() >= deadline {
+                if pending > 0 {
+                    log::warn!(
+                        "notifications: {pending} event(s) not delivered before shutdown; they \
+                         are sent after the next start"
+                    );
+                }
+                return pending;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            actix_rt::time::sleep(left.min(Duration::from_millis(20))).await;
+        }
+    }
+
+    /// The `source` of this process's events.
+    pub fn source(&self) -> &SourceRecord {
+        &self.source
+    }
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or
+    // truncates, and we stop at the first NUL.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// New events are queued.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Wake;
+
+/// Try now, even while backing off (shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Hurry;
+
+/// Delivers one endpoint's queue: the oldest event, then the next; a failure retries the same
+/// event after [`Backoff`]'s delay. All decisions are in [`Queue`] and [`Backoff`].
+struct Sender {
+    shared: Arc<Shared>,
+    client: reqwest::Client,
+    url: String,
+    headers: reqwest::header::HeaderMap,
+    timeout: Duration,
+    backoff: Backoff,
+    /// A request is in flight.
+    busy: bool,
+    /// Waiting out a back-off.
+    sleeping: Option<SpawnHandle>,
+}
+
+impl Sender {
+    fn new(cfg: &EndpointConfig, shared: Arc<Shared>) -> Result<Sender, String> {
+        use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (name, values) in &cfg.headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| format!("header {name:?}: {e}"))?;
+            for value in values {
+                let value = HeaderValue::from_str(value)
+                    .map_err(|e| format!("header {name}'s value: {e}"))?;
+                headers.append(name.clone(), value);
+            }
+        }
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(EVENTS_MEDIA_TYPE));
+        reqwest::Url::parse(&cfg.url).map_err(|e| format!("url {:?}: {e}", cfg.url))?;
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Sender {
+            shared,
+            client,
+            url: cfg.url.clone(),
+            headers,
+            timeout: cfg.timeout,
+            backoff: Backoff::new(cfg.threshold, cfg.backoff),
+            busy: false,
+            sleeping: None,
+        })
+    }
+
+    /// Sends the next event unless one is in flight or a back-off runs.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.busy || self.sleeping.is_some() {
+            return;
+        }
+        let body = {
+            let mut queue = self.shared.queue.lock().expect("queue lock");
+            match queue.oldest() {
+                Ok(Some(line)) => event::envelope([line]),
+                Ok(None) => return,
+                Err(e) => {
+                    log::error!(
+                        "notifications: cannot read the spool of {:?}: {e}",
+                        self.shared.name
+                    );
+                    drop(queue);
+                    let delay = self.backoff.failed().max(Duration::from_secs(1));
+                    self.retry_later(ctx, delay);
+                    return;
+                }
+            }
+        };
+        self.busy = true;
+        let request = self
+            .client
+            .post(&self.url)
+            .headers(self.headers.clone())
+            .timeout(self.timeout)
+            .body(body);
+        let send = async move {
+            match request.send().await {
+                Ok(r) if r.status().is_success() || r.status().is_redirection() => Ok(()),
+                Ok(r) => Err(format!("status {}", r.status())),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        ctx.spawn(send.into_actor(self).map(|result, act, ctx| {
+            act.busy = false;
+            match result {
+                Ok(()) => {
+                    act.backoff.succeeded();
+                    let acked = act.shared.queue.lock().expect("queue lock").delivered();
+                    if let Err(e) = acked {
+                        // Delivered but not recorded: it may be sent again after a restart.
+                        log::warn!(
+                            "notifications: cannot record a delivery to {:?}: {e}",
+                            act.shared.name
+                        );
+                    }
+                    act.pump(ctx);
+                }
+                Err(e) => {
+                    act.shared.queue.lock().expect("queue lock").failures += 1;
+                    let delay = act.backoff.failed();
+                    log::warn!(
+                        "notifications: {:?} failed ({e}); attempt {} of this event, next in {:?}",
+                        act.shared.name,
+                        act.backoff.failures(),
+                        delay
+                    );
+                    act.retry_later(ctx, delay);
+                }
+            }
+        }));
+    }
+
+    fn retry_later(&mut self, ctx: &mut Context<Self>, delay: Duration) {
+        if delay.is_zero() {
+            self.pump(ctx);
+            return;
+        }
+        self.sleeping = Some(ctx.run_later(delay, |act, ctx| {
+            act.sleeping = None;
+            act.pump(ctx);
+        }));
+    }
+}
+
+impl Actor for Sender {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Events left by an earlier run go first.
+        self.shared.woken.store(false, Ordering::Release);
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Wake> for Sender {
+    type Result = ();
+
+    fn handle(&mut self, _: Wake, ctx: &mut Context<Self>) {
+        self.shared.woken.store(false, Ordering::Release);
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Hurry> for Sender {
+    type Result = ();
+
+    fn handle(&mut self, _: Hurry, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.sleeping.take() {
+            ctx.cancel_future(handle);
+        }
+        self.pump(ctx);
+    }
+}
