@@ -9,6 +9,7 @@ use thiserror::Error;
 use crate::api::{self, AppState, Urls, API_VERSION_HEADER};
 use crate::auth::Auth;
 use crate::config::{Config, Driver};
+use crate::notify::Notifier;
 use crate::registry::{Options, Registry};
 use crate::storage::{Storage, StorageError};
 
@@ -79,10 +80,45 @@ fn rand_below(n: u64) -> u64 {
     u64::from(std::process::id()) % n.max(1)
 }
 
+/// Where undelivered notifications wait: `notifications.spooldir`, else beside the data on local
+/// disk, else a local directory (S3), else nowhere (in-memory storage keeps nothing either).
+pub fn notification_spool(config: &Config) -> Option<std::path::PathBuf> {
+    if let Some(dir) = &config.notifications.spooldir {
+        return Some(dir.clone());
+    }
+    match config.driver {
+        Driver::Filesystem => config
+            .storage
+            .filesystem
+            .as_ref()
+            .map(|fs| fs.rootdirectory.join("_berth").join("notifications")),
+        Driver::S3 => Some(std::path::PathBuf::from("berth-notifications")),
+        Driver::InMemory => None,
+    }
+}
+
+/// The notifier for `notifications.endpoints` (doing nothing without any).
+fn start_notifier(config: &Config, port: u16) -> Notifier {
+    if config.notifications.endpoints.is_empty() {
+        return Notifier::disabled();
+    }
+    let spool = notification_spool(config);
+    match &spool {
+        Some(dir) => log::info!(
+            "notifications: undelivered events wait in {}",
+            dir.display()
+        ),
+        None => log::info!("notifications: undelivered events are kept in memory only"),
+    }
+    Notifier::start(&config.notifications, spool.as_deref(), port)
+}
+
 /// A bound, not yet running server. Must be created inside a running actix system.
 pub struct Bound {
     pub server: actix_web::dev::Server,
     pub addrs: Vec<SocketAddr>,
+    /// For [`Notifier::flush`] at shutdown and [`Notifier::stats`] for metrics.
+    pub notifier: Notifier,
 }
 
 /// Builds and binds the server for `config`.
@@ -108,6 +144,8 @@ pub fn bind(config: &Config, storage: Storage) -> Result<Bound, ServerError> {
         Some(auth) => log::info!("authentication: {}", auth.describe()),
         None => log::warn!("no authentication configured: anybody who can reach berth may push"),
     }
+    let notifier = start_notifier(config, addr.port());
+    let notifier_handle = notifier.clone();
     let state = web::Data::new(AppState {
         registry,
         urls: Urls {
@@ -117,6 +155,7 @@ pub fn bind(config: &Config, storage: Storage) -> Result<Bound, ServerError> {
         auth,
         read_only,
         body_idle: config.http.bodyidletimeout,
+        notifier,
     });
     let access_log = !config.log.accesslog.disabled;
     let server = HttpServer::new(move || {
@@ -153,5 +192,6 @@ pub fn bind(config: &Config, storage: Storage) -> Result<Bound, ServerError> {
     Ok(Bound {
         server: server.run(),
         addrs,
+        notifier: notifier_handle,
     })
 }

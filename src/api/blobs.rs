@@ -7,7 +7,8 @@ use actix_web::http::header::{
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use bytes::Bytes;
 
-use super::{header_str, ApiError, DIGEST_HEADER};
+use super::{header_str, ApiError, AppState, DIGEST_HEADER};
+use crate::notify::{Action, Target};
 use crate::oci::{ByteRange, Digest, RepoName};
 use crate::registry::Registry;
 
@@ -37,12 +38,23 @@ pub async fn head(
     Ok(blob_headers(HttpResponse::Ok(), digest).body(head_body(size)))
 }
 
+/// The pull event of a blob GET (`size` 0 when unknown: a redirect).
+fn pulled(state: &AppState, req: &HttpRequest, repo: &RepoName, digest: &Digest, size: u64) {
+    state.notify(req, Action::Pull, || {
+        let url = state
+            .urls
+            .location(req, &format!("/v2/{repo}/blobs/{digest}"));
+        Target::blob(repo.as_str(), &digest.to_string(), size, url)
+    });
+}
+
 pub async fn get(
-    reg: &Registry,
+    state: &AppState,
     req: &HttpRequest,
     repo: &RepoName,
     digest: &Digest,
 ) -> Result<HttpResponse, ApiError> {
+    let reg = &state.registry;
     // Other units and multi-range requests are answered whole, as RFC 9110 allows; an invalid
     // byte range (`bytes=500-0`) is unsatisfiable.
     let range = match header_str(req.headers(), RANGE.as_str()).map(ByteRange::parse_header) {
@@ -51,12 +63,14 @@ pub async fn get(
         Some(Err(_)) => Some(ByteRange::Invalid),
     };
     if let Some(url) = reg.blob_redirect(repo, digest).await? {
+        pulled(state, req, repo, digest, 0);
         return Ok(HttpResponse::TemporaryRedirect()
             .insert_header((DIGEST_HEADER, digest.to_string()))
             .insert_header((actix_web::http::header::LOCATION, url))
             .finish());
     }
     let read = reg.open_blob(repo, digest, range).await?;
+    pulled(state, req, repo, digest, read.size);
     let (builder, len) = match read.range {
         Some((start, end)) => {
             let mut b = HttpResponse::PartialContent();
@@ -72,11 +86,15 @@ pub async fn get(
 }
 
 pub async fn delete(
-    reg: &Registry,
+    state: &AppState,
+    req: &HttpRequest,
     repo: &RepoName,
     digest: &Digest,
 ) -> Result<HttpResponse, ApiError> {
-    reg.delete_blob(repo, digest).await?;
+    state.registry.delete_blob(repo, digest).await?;
+    state.notify(req, Action::Delete, || {
+        Target::deleted(repo.as_str(), &digest.to_string(), None)
+    });
     Ok(HttpResponse::Accepted()
         .insert_header((DIGEST_HEADER, digest.to_string()))
         .finish())

@@ -8,12 +8,21 @@ use futures_util::StreamExt;
 use super::blobs::head_body;
 use super::body::Body;
 use super::{header_str, ApiError, AppState, Query, DIGEST_HEADER};
+use crate::notify::{Action, Target};
 use crate::oci::manifest::MAX_MANIFEST_SIZE;
 use crate::oci::{Reference, RepoName, Tag};
-use crate::registry::{Registry, RegistryError};
+use crate::registry::RegistryError;
+
+/// The tag a request named, for events.
+fn tag_of(reference: &Reference) -> Option<&str> {
+    match reference {
+        Reference::Tag(tag) => Some(tag.as_str()),
+        Reference::Digest(_) => None,
+    }
+}
 
 pub async fn get(
-    reg: &Registry,
+    state: &AppState,
     req: &HttpRequest,
     repo: &RepoName,
     reference: &Reference,
@@ -24,7 +33,24 @@ pub async fn get(
         .get_all(ACCEPT)
         .filter_map(|v| v.to_str().ok())
         .collect();
-    let manifest = reg.get_manifest(repo, reference, &accept).await?;
+    let manifest = state
+        .registry
+        .get_manifest(repo, reference, &accept)
+        .await?;
+    if !head_only {
+        state.notify(req, Action::Pull, || {
+            let url =
+                (state.urls).location(req, &format!("/v2/{repo}/manifests/{}", manifest.digest));
+            Target::manifest(
+                repo.as_str(),
+                &manifest.digest.to_string(),
+                &manifest.media_type,
+                manifest.bytes.len() as u64,
+                url,
+                tag_of(reference),
+            )
+        });
+    }
     let mut response = HttpResponse::Ok();
     response
         .insert_header((CONTENT_TYPE, manifest.media_type.as_str()))
@@ -81,6 +107,16 @@ pub async fn put(
     let location = state
         .urls
         .location(req, &format!("/v2/{repo}/manifests/{}", pushed.digest));
+    state.notify(req, Action::Push, || {
+        Target::manifest(
+            repo.as_str(),
+            &pushed.digest.to_string(),
+            &pushed.media_type,
+            pushed.size,
+            location.clone(),
+            pushed.tags.first().map(Tag::as_str),
+        )
+    });
     let mut response = HttpResponse::Created();
     response
         .insert_header((LOCATION, location))
@@ -97,11 +133,15 @@ pub async fn put(
 }
 
 pub async fn delete(
-    reg: &Registry,
+    state: &AppState,
+    req: &HttpRequest,
     repo: &RepoName,
     reference: &Reference,
 ) -> Result<HttpResponse, ApiError> {
-    let digest = reg.delete_manifest(repo, reference).await?;
+    let digest = state.registry.delete_manifest(repo, reference).await?;
+    state.notify(req, Action::Delete, || {
+        Target::deleted(repo.as_str(), &digest.to_string(), tag_of(reference))
+    });
     Ok(HttpResponse::Accepted()
         .insert_header((DIGEST_HEADER, digest.to_string()))
         .finish())

@@ -22,7 +22,8 @@ use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 pub use endpoint::{Action, Endpoint};
 pub use error::ApiError;
 
-use crate::auth::{Auth, Needs, Permission, Principal};
+use crate::auth::{Auth, Identity, Needs, Permission, Principal};
+use crate::notify::{self, ActorRecord, Notifier, RequestRecord, Target};
 use crate::registry::Registry;
 
 pub const API_VERSION_HEADER: (&str, &str) = ("Docker-Distribution-API-Version", "registry/2.0");
@@ -39,6 +40,40 @@ pub struct AppState {
     pub read_only: bool,
     /// `http.bodyidletimeout`: how long a request body may send nothing.
     pub body_idle: std::time::Duration,
+    /// Webhook notifications (`notifications.endpoints`); a no-op without endpoints.
+    pub notifier: Notifier,
+}
+
+impl AppState {
+    /// Emits a notification of `action` by `req`'s caller on the target `target` builds, after
+    /// the operation succeeded. Nothing is built when no endpoint listens; never waits for one.
+    pub fn notify(
+        &self,
+        req: &HttpRequest,
+        action: notify::Action,
+        target: impl FnOnce() -> Target,
+    ) {
+        if !self.notifier.is_enabled() {
+            return;
+        }
+        let info = req.connection_info();
+        let request = RequestRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            addr: info.realip_remote_addr().unwrap_or_default().to_string(),
+            host: info.host().to_string(),
+            method: req.method().to_string(),
+            useragent: header_str(req.headers(), "user-agent")
+                .unwrap_or_default()
+                .to_string(),
+        };
+        let actor = ActorRecord {
+            name: match req.extensions().get::<Principal>().map(|p| &p.identity) {
+                Some(Identity::User(name)) => name.clone(),
+                _ => String::new(),
+            },
+        };
+        self.notifier.emit(action, target(), request, actor);
+    }
 }
 
 /// How `Location` headers are written.
@@ -144,15 +179,15 @@ async fn dispatch(
         Endpoint::Tags { repo } => tags::get(reg, &repo, &query).await,
         Endpoint::Referrers { repo, digest } => referrers::get(reg, &repo, &digest, &query).await,
         Endpoint::Blob { repo, digest } => match method {
-            Method::GET => blobs::get(reg, &req, &repo, &digest).await,
+            Method::GET => blobs::get(&state, &req, &repo, &digest).await,
             Method::HEAD => blobs::head(reg, &repo, &digest).await,
-            _ => blobs::delete(reg, &repo, &digest).await,
+            _ => blobs::delete(&state, &req, &repo, &digest).await,
         },
         Endpoint::Manifest { repo, reference } => match method {
-            Method::GET => manifests::get(reg, &req, &repo, &reference, false).await,
-            Method::HEAD => manifests::get(reg, &req, &repo, &reference, true).await,
+            Method::GET => manifests::get(&state, &req, &repo, &reference, false).await,
+            Method::HEAD => manifests::get(&state, &req, &repo, &reference, true).await,
             Method::PUT => manifests::put(&state, &req, body, &repo, &reference, &query).await,
-            _ => manifests::delete(reg, &repo, &reference).await,
+            _ => manifests::delete(&state, &req, &repo, &reference).await,
         },
         Endpoint::UploadStart { repo } => uploads::start(&state, &req, body, &repo, &query).await,
         Endpoint::Upload { repo, id } => match method {

@@ -10,6 +10,7 @@ use super::{
     content_length, header_str, ApiError, AppState, Query, DIGEST_HEADER, UPLOAD_UUID_HEADER,
 };
 use crate::auth::{Permission, Principal};
+use crate::notify::{Action, Target};
 use crate::oci::{ContentRange, Digest, RepoName};
 use crate::registry::Registry;
 
@@ -36,6 +37,28 @@ fn in_progress(
         .insert_header((RANGE, upload_range(offset)))
         .insert_header((UPLOAD_UUID_HEADER, id))
         .finish()
+}
+
+/// The push (or, with `from`, mount) event of a blob now in `repo`.
+fn notify_blob(
+    state: &AppState,
+    req: &HttpRequest,
+    repo: &RepoName,
+    digest: &Digest,
+    size: u64,
+    action: Action,
+    from: Option<&RepoName>,
+) {
+    state.notify(req, action, || {
+        let url = state
+            .urls
+            .location(req, &format!("/v2/{repo}/blobs/{digest}"));
+        let target = Target::blob(repo.as_str(), &digest.to_string(), size, url);
+        match from {
+            Some(from) => target.from_repository(from.as_str()),
+            None => target,
+        }
+    });
 }
 
 /// 201 for a blob now in the repository.
@@ -88,21 +111,32 @@ pub async fn start(
     let reg = &state.registry;
     if let Some(mount) = query.get("mount") {
         let digest: Digest = mount.parse()?;
-        let mounted = match query.get("from").map(str::parse::<RepoName>) {
+        let from = query.get("from").map(str::parse::<RepoName>);
+        let mounted = match &from {
             // A source the caller may not read is treated as unknown: a fresh session, as for
             // any blob that cannot be mounted (clients fall back to uploading it).
-            Some(Ok(from)) if may_read(state, req, &from) => {
-                reg.mount_blob(repo, &from, &digest).await?
+            Some(Ok(from)) if may_read(state, req, from) => {
+                reg.mount_blob(repo, from, &digest).await?
             }
-            Some(_) => false,
+            Some(_) => None,
             // No source named: the registry may find the blob itself, unless that would hand a
             // caller a blob of a repository it may not read.
             None if state.auth.as_ref().is_none_or(|a| a.may_mount_unnamed()) => {
                 reg.mount_known_blob(repo, &digest).await?
             }
-            None => false,
+            None => None,
         };
-        if mounted {
+        if let Some(size) = mounted {
+            let from = from.and_then(Result::ok);
+            notify_blob(
+                state,
+                req,
+                repo,
+                &digest,
+                size,
+                Action::Mount,
+                from.as_ref(),
+            );
             return Ok(created(state, req, repo, &digest));
         }
         // Unknown source: fall back to a fresh session, as the spec asks.
@@ -119,11 +153,23 @@ pub async fn start(
                 &digest,
             )
             .await;
-        if let Err(e) = completed {
-            // The client never learnt this upload's id: nothing could resume it.
-            let _ = reg.cancel_upload(repo, &id).await;
-            return Err(e.into());
-        }
+        let committed = match completed {
+            Ok(committed) => committed,
+            Err(e) => {
+                // The client never learnt this upload's id: nothing could resume it.
+                let _ = reg.cancel_upload(repo, &id).await;
+                return Err(e.into());
+            }
+        };
+        notify_blob(
+            state,
+            req,
+            repo,
+            &digest,
+            committed.size,
+            Action::Push,
+            None,
+        );
         return Ok(created(state, req, repo, &digest));
     }
     let id = reg.start_upload(repo, None).await?;
@@ -174,7 +220,7 @@ pub async fn put(
 ) -> Result<HttpResponse, ApiError> {
     let digest = digest_param(query)?;
     let range = content_range(req)?;
-    state
+    let committed = state
         .registry
         .complete_upload(
             repo,
@@ -185,6 +231,15 @@ pub async fn put(
             &digest,
         )
         .await?;
+    notify_blob(
+        state,
+        req,
+        repo,
+        &digest,
+        committed.size,
+        Action::Push,
+        None,
+    );
     Ok(created(state, req, repo, &digest))
 }
 

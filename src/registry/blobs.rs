@@ -91,35 +91,35 @@ impl Registry {
         Ok(())
     }
 
-    /// Links a blob of `from` into `repo`. `false` when `from` does not have it.
+    /// Links a blob of `from` into `repo`: its size, or `None` when `from` does not have it.
     pub async fn mount_blob(
         &self,
         repo: &RepoName,
         from: &RepoName,
         digest: &Digest,
-    ) -> Result<bool> {
+    ) -> Result<Option<u64>> {
         match self.stat_blob(from, digest).await {
-            Ok(_) => {
+            Ok(size) => {
                 self.storage
                     .write_link(&layout::layer_link(repo, digest), digest)
                     .await?;
-                Ok(true)
+                Ok(Some(size))
             }
-            Err(RegistryError::BlobUnknown(_)) => Ok(false),
+            Err(RegistryError::BlobUnknown(_)) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
     /// Links a blob the registry already holds into `repo`, whichever repository it came from
-    /// (a mount without `from`). `false` when the registry has no such blob.
-    pub async fn mount_known_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        if self.storage.blob_size(digest).await?.is_none() {
-            return Ok(false);
-        }
+    /// (a mount without `from`): its size, or `None` when the registry has no such blob.
+    pub async fn mount_known_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
+        let Some(size) = self.storage.blob_size(digest).await? else {
+            return Ok(None);
+        };
         self.storage
             .write_link(&layout::layer_link(repo, digest), digest)
             .await?;
-        Ok(true)
+        Ok(Some(size))
     }
 
     /// Opens an upload session; `digest_hint` (a single-request push) picks the hash to stream.
@@ -282,7 +282,7 @@ mod tests {
         // Not visible from another repository until mounted.
         let other = repo("y");
         assert!(reg.stat_blob(&other, &digest).await.is_err());
-        assert!(reg.mount_blob(&other, &r, &digest).await.unwrap());
+        assert!(reg.mount_blob(&other, &r, &digest).await.unwrap().is_some());
         assert_eq!(reg.stat_blob(&other, &digest).await.unwrap(), 11);
     }
 

@@ -19,6 +19,9 @@ pub struct ManifestContent {
 #[derive(Debug, Clone)]
 pub struct PushedManifest {
     pub digest: Digest,
+    /// The media type it is served with.
+    pub media_type: String,
+    pub size: u64,
     pub subject: Option<Digest>,
     pub tags: Vec<Tag>,
 }
@@ -53,6 +56,8 @@ impl Registry {
         };
         self.check_references(repo, &parsed).await?;
 
+        let media_type = Manifest::detect_media_type(&bytes);
+        let size = bytes.len() as u64;
         self.storage.write_blob(&digest, bytes).await?;
         self.storage
             .write_link(&layout::revision_link(repo, &digest), &digest)
@@ -79,6 +84,8 @@ impl Registry {
                 .await?;
         }
         Ok(PushedManifest {
+            media_type,
+            size,
             digest,
             subject: parsed.subject.map(|s| s.digest),
             tags,
