@@ -200,7 +200,7 @@ impl Notifier {
     /// stay in the spool and are sent after the next start. Needs the actix system running.
     pub async fn flush(&self, deadline: Instant) -> u64 {
         for e in self.endpoints.iter() {
-            e.sender.do_send(Hurry);
+            e.sender.do_send(Hurry(deadline));
         }
         loop {
             let pending: u64 = self.stats().iter().map(|s| s.pending).sum();
@@ -241,10 +241,13 @@ fn hostname() -> String {
 #[rtype(result = "()")]
 struct Wake;
 
-/// Try now, even while backing off (shutdown).
+/// Shutdown is near: until this instant, back-off waits are cut to at most [`HURRIED_RETRY`].
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Hurry;
+struct Hurry(Instant);
+
+/// The longest wait between attempts while flushing.
+const HURRIED_RETRY: Duration = Duration::from_millis(100);
 
 /// Delivers one endpoint's queue: the oldest event, then the next; a failure retries the same
 /// event after [`Backoff`]'s delay. All decisions are in [`Queue`] and [`Backoff`].
@@ -259,6 +262,8 @@ struct Sender {
     busy: bool,
     /// Waiting out a back-off.
     sleeping: Option<SpawnHandle>,
+    /// Flushing until then: no long back-off.
+    hurry_until: Option<Instant>,
 }
 
 impl Sender {
@@ -289,6 +294,7 @@ impl Sender {
             backoff: Backoff::new(cfg.threshold, cfg.backoff),
             busy: false,
             sleeping: None,
+            hurry_until: None,
         })
     }
 
@@ -358,7 +364,10 @@ impl Sender {
         }));
     }
 
-    fn retry_later(&mut self, ctx: &mut Context<Self>, delay: Duration) {
+    fn retry_later(&mut self, ctx: &mut Context<Self>, mut delay: Duration) {
+        if self.hurry_until.is_some_and(|until| Instant::now() < until) {
+            delay = delay.min(HURRIED_RETRY);
+        }
         if delay.is_zero() {
             self.pump(ctx);
             return;
@@ -392,10 +401,121 @@ impl Handler<Wake> for Sender {
 impl Handler<Hurry> for Sender {
     type Result = ();
 
-    fn handle(&mut self, _: Hurry, ctx: &mut Context<Self>) {
+    fn handle(&mut self, Hurry(until): Hurry, ctx: &mut Context<Self>) {
+        self.hurry_until = Some(until);
         if let Some(handle) = self.sleeping.take() {
             ctx.cancel_future(handle);
         }
         self.pump(ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Read, Write};
+
+    fn endpoint(name: &str, url: &str) -> EndpointConfig {
+        EndpointConfig {
+            name: name.into(),
+            url: url.into(),
+            headers: Default::default(),
+            timeout: Duration::from_millis(200),
+            threshold: 1,
+            backoff: Duration::from_secs(30),
+            disabled: false,
+            ignoredmediatypes: vec![],
+            ignore: Default::default(),
+        }
+    }
+
+    /// Answers every request 200 and counts them.
+    fn accepting() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let c = count.clone();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().map_while(Result::ok) {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut len = 0;
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap();
+                    }
+                    if line.trim().is_empty() {
+                        break;
+                    }
+                }
+                let mut body = vec![0; len];
+                reader.read_exact(&mut body).unwrap();
+                c.fetch_add(1, Ordering::SeqCst);
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+        });
+        (url, count)
+    }
+
+    fn push(n: &Notifier, repo: &str) {
+        n.emit(
+            Action::Push,
+            Target::blob(repo, "sha256:00", 1, String::new()),
+            RequestRecord::default(),
+            ActorRecord::default(),
+        );
+    }
+
+    #[actix_rt::test]
+    async fn stats_and_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let (url, delivered) = accepting();
+        let dead = format!("http://127.0.0.1:{}/", {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        });
+        let mut off = endpoint("off", &url);
+        off.disabled = true;
+        let mut no_blobs = endpoint("no-blobs", &url);
+        no_blobs.ignore.mediatypes = vec![event::BLOB_MEDIA_TYPE.into()];
+        let config = NotificationsConfig {
+            endpoints: vec![endpoint("up", &url), endpoint("down", &dead), off, no_blobs],
+            spooldir: None,
+        };
+        let n = Notifier::start(&config, Some(dir.path()), 5000);
+        assert!(n.is_enabled());
+        for _ in 0..3 {
+            push(&n, "r");
+        }
+        // `up` delivers everything; `down` fails once and backs off for 30 s, which flush cuts
+        // short (and fails again) before giving up at its deadline.
+        let left = n.flush(Instant::now() + Duration::from_millis(500)).await;
+        assert_eq!(left, 3);
+        let stats = n.stats();
+        let names: Vec<&str> = stats.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["up", "down", "no-blobs"]);
+        assert_eq!(
+            stats[0],
+            EndpointStats {
+                name: "up".into(),
+                pending: 0,
+                sent: 3,
+                failures: 0,
+                dropped: 0
+            }
+        );
+        assert_eq!((stats[1].pending, stats[1].sent), (3, 0));
+        assert!(stats[1].failures >= 2, "{:?}", stats[1]);
+        assert_eq!((stats[2].pending, stats[2].sent), (0, 0));
+        assert_eq!(delivered.load(Ordering::SeqCst), 3);
+        // Without endpoints nothing happens at all.
+        let none = Notifier::disabled();
+        push(&none, "r");
+        assert!(!none.is_enabled() && none.stats().is_empty());
+        assert_eq!(none.flush(Instant::now()).await, 0);
     }
 }

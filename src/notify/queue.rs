@@ -293,7 +293,13 @@ impl Queue {
     }
 
     pub fn pending(&self) -> u64 {
-        self.spool.as_ref().map_or(0, Spool::pending) + self.memory.len() as u64
+        let in_flight_from_memory = self
+            .window
+            .iter()
+            .filter(|(origin, _)| *origin == Origin::Memory)
+            .count();
+        self.spool.as_ref().map_or(0, Spool::pending)
+            + (self.memory.len() + in_flight_from_memory) as u64
     }
 
     /// Adds an event at the end; never waits for delivery.
@@ -494,9 +500,11 @@ mod tests {
         assert_eq!(q.dropped, 3);
         assert_eq!(q.pending(), MEMORY_CAPACITY as u64);
         assert_eq!(q.oldest().unwrap().unwrap(), b"0");
-        // Not acknowledged: handed out again.
+        // Not acknowledged: handed out again, and still pending.
         assert_eq!(q.oldest().unwrap().unwrap(), b"0");
+        assert_eq!(q.pending(), MEMORY_CAPACITY as u64);
         q.delivered().unwrap();
+        assert_eq!(q.pending(), MEMORY_CAPACITY as u64 - 1);
         assert_eq!(q.oldest().unwrap().unwrap(), b"1");
     }
 
