@@ -38,7 +38,7 @@ pub async fn head(
     Ok(blob_headers(HttpResponse::Ok(), digest).body(head_body(size)))
 }
 
-/// The pull event of a blob GET (`size` 0 when unknown: a redirect).
+/// The pull event of a blob GET (answered, or redirected to the backend).
 fn pulled(state: &AppState, req: &HttpRequest, repo: &RepoName, digest: &Digest, size: u64) {
     state.notify(req, Action::Pull, || {
         let url = state
@@ -62,8 +62,8 @@ pub async fn get(
         Some(Ok(r)) => r,
         Some(Err(_)) => Some(ByteRange::Invalid),
     };
-    if let Some(url) = reg.blob_redirect(repo, digest).await? {
-        pulled(state, req, repo, digest, 0);
+    if let Some((url, size)) = reg.blob_redirect(repo, digest).await? {
+        pulled(state, req, repo, digest, size);
         return Ok(HttpResponse::TemporaryRedirect()
             .insert_header((DIGEST_HEADER, digest.to_string()))
             .insert_header((actix_web::http::header::LOCATION, url))

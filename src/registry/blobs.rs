@@ -36,8 +36,12 @@ impl Registry {
     }
 
     /// Where the client may fetch the blob itself (a presigned backend URL), when redirects are
-    /// on and the blob is large enough to be worth the extra round trip.
-    pub async fn blob_redirect(&self, repo: &RepoName, digest: &Digest) -> Result<Option<String>> {
+    /// on and the blob is large enough to be worth the extra round trip; with the blob's size.
+    pub async fn blob_redirect(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<(String, u64)>> {
         /// Smaller blobs (configs, small layers) are served directly.
         const REDIRECT_MIN: u64 = 256 * 1024;
         /// distribution's validity for redirect URLs.
@@ -45,10 +49,12 @@ impl Registry {
         if !self.options.redirect {
             return Ok(None);
         }
-        if self.stat_blob(repo, digest).await? < REDIRECT_MIN {
+        let size = self.stat_blob(repo, digest).await?;
+        if size < REDIRECT_MIN {
             return Ok(None);
         }
-        Ok(self.storage.presigned_blob_url(digest, VALID_FOR).await?)
+        let url = self.storage.presigned_blob_url(digest, VALID_FOR).await?;
+        Ok(url.map(|url| (url, size)))
     }
 
     /// Opens a blob for reading, whole or the part named by a `Range` header.
