@@ -804,6 +804,27 @@ impl Config {
                 reason: "redis needs the redis section (redis.addr)".into(),
             });
         }
+        let mut names = std::collections::HashSet::new();
+        for endpoint in &cfg.notifications.endpoints {
+            let invalid = |reason: String| ConfigError::Invalid {
+                key: "notifications.endpoints",
+                reason,
+            };
+            if endpoint.name.trim().is_empty() || !names.insert(endpoint.name.as_str()) {
+                return Err(invalid(format!(
+                    "every endpoint needs a name of its own ({:?})",
+                    endpoint.name
+                )));
+            }
+            let url = reqwest::Url::parse(&endpoint.url)
+                .map_err(|e| invalid(format!("{}: url {:?}: {e}", endpoint.name, endpoint.url)))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(invalid(format!(
+                    "{}: url {:?} must be http or https",
+                    endpoint.name, endpoint.url
+                )));
+            }
+        }
         // Parsed, not acted on yet: each line goes when its feature lands.
         let pending = [
             ("redis", cfg.redis.is_some()),
@@ -1192,6 +1213,31 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("auth.access"), "{err}");
+    }
+
+    #[test]
+    fn notification_endpoints() {
+        let cfg = from_yaml(
+            "notifications:\n  spooldir: /spool\n  endpoints:\n    - name: a\n      url: https://hooks.example/a\n      timeout: 500ms\n      headers:\n        Authorization: [Bearer t]\n      ignore:\n        actions: [pull]\n",
+            &[],
+        )
+        .unwrap();
+        let n = &cfg.notifications;
+        assert_eq!(n.spooldir.as_deref(), Some(Path::new("/spool")));
+        assert_eq!(
+            n.endpoints[0].timeout,
+            std::time::Duration::from_millis(500)
+        );
+        assert_eq!(n.endpoints[0].threshold, 10);
+        assert_eq!(n.endpoints[0].ignore.actions, ["pull"]);
+        for bad in [
+            "    - name: a\n      url: not a url\n",
+            "    - name: a\n      url: ftp://x/\n",
+            "    - name: a\n      url: http://x/\n    - name: a\n      url: http://y/\n",
+        ] {
+            let err = from_yaml(&format!("notifications:\n  endpoints:\n{bad}"), &[]).unwrap_err();
+            assert!(err.to_string().contains("notifications.endpoints"), "{err}");
+        }
     }
 
     #[test]
