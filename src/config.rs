@@ -802,8 +802,6 @@ impl Config {
         // Parsed, not acted on yet: each line goes when its feature lands.
         let pending = [
             ("notifications", !cfg.notifications.endpoints.is_empty()),
-            ("redis", cfg.redis.is_some()),
-            ("storage.cache", cfg.storage.cache.blobdescriptor.is_some()),
             ("health", cfg.health.storagedriver.enabled),
             ("http.debug", cfg.http.debug.is_some()),
         ];

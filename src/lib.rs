@@ -5,6 +5,7 @@
 //! - [`registry`]: the registry's operations, independent of HTTP;
 //! - [`upload`]: upload-session and digest-verifier actors, streaming request bodies to storage;
 //! - [`storage`]: distribution's storage layout over `object_store`;
+//! - [`cache`]: the blob-descriptor cache (in memory or Redis) in front of storage lookups;
 //! - [`oci`]: validated domain types and manifest parsing;
 //! - [`auth`]: who a request comes from (htpasswd, tokens) and what it may do (access rules);
 //! - [`config`], [`server`] and [`tls`]: loading the configuration and running the HTTP(S) server;
@@ -17,6 +18,7 @@
 pub mod api;
 pub mod auth;
 pub mod bench;
+pub mod cache;
 pub mod certs;
 pub mod config;
 pub mod gc;

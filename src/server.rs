@@ -8,6 +8,7 @@ use thiserror::Error;
 
 use crate::api::{self, AppState, Urls, API_VERSION_HEADER};
 use crate::auth::Auth;
+use crate::cache::DescriptorCache;
 use crate::config::{Config, Driver};
 use crate::registry::{Options, Registry};
 use crate::storage::{Storage, StorageError};
@@ -18,6 +19,8 @@ pub enum ServerError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
+    #[error("blob-descriptor cache: {0}")]
+    Cache(String),
     #[error("cannot open storage: {0}")]
     Storage(#[from] StorageError),
     #[error("cannot set up TLS: {0}")]
@@ -89,7 +92,7 @@ pub struct Bound {
 pub fn bind(config: &Config, storage: Storage) -> Result<Bound, ServerError> {
     let addr = config.http.socket_addr()?;
     let hashing_threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let registry = Registry::new(
+    let mut registry = Registry::new(
         storage,
         Options {
             delete_enabled: config.storage.delete.enabled,
@@ -97,6 +100,10 @@ pub fn bind(config: &Config, storage: Storage) -> Result<Bound, ServerError> {
         },
         hashing_threads,
     );
+    if let Some(cache) = DescriptorCache::from_config(config).map_err(ServerError::Cache)? {
+        log::info!("blob-descriptor cache: {}", cache.describe());
+        registry = registry.with_cache(cache);
+    }
     let read_only = config.storage.maintenance.readonly.enabled;
     if read_only {
         log::info!("read-only mode: pushes and deletes are refused, upload purging is off");

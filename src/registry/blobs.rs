@@ -20,8 +20,26 @@ pub struct BlobRead {
 }
 
 impl Registry {
-    /// The size of a blob linked into `repo`.
+    /// The size of a blob linked into `repo` (from the blob-descriptor cache when it knows).
     pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
+        if let Some(cache) = &self.cache {
+            if let Some(size) = cache.blob_size(repo, digest).await {
+                return Ok(size);
+            }
+        }
+        let size = self.stat_blob_in_storage(repo, digest).await?;
+        if let Some(cache) = &self.cache {
+            cache.remember_blob(repo, digest, size).await;
+        }
+        Ok(size)
+    }
+
+    /// [`Registry::stat_blob`] asking storage itself: for writes that will depend on the blob.
+    pub(super) async fn stat_blob_in_storage(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<u64> {
         let linked = self
             .storage
             .read_link(&layout::layer_link(repo, digest))
@@ -88,6 +106,9 @@ impl Registry {
         self.storage
             .delete(&layout::layer_link(repo, digest))
             .await?;
+        if let Some(cache) = &self.cache {
+            cache.forget_blob(repo, digest).await;
+        }
         Ok(())
     }
 
@@ -99,10 +120,13 @@ impl Registry {
         digest: &Digest,
     ) -> Result<bool> {
         match self.stat_blob(from, digest).await {
-            Ok(_) => {
+            Ok(size) => {
                 self.storage
                     .write_link(&layout::layer_link(repo, digest), digest)
                     .await?;
+                if let Some(cache) = &self.cache {
+                    cache.remember_blob(repo, digest, size).await;
+                }
                 Ok(true)
             }
             Err(RegistryError::BlobUnknown(_)) => Ok(false),
@@ -178,6 +202,9 @@ impl Registry {
         self.storage
             .write_link(&layout::layer_link(repo, digest), digest)
             .await?;
+        if let Some(cache) = &self.cache {
+            cache.remember_blob(repo, digest, committed.size).await;
+        }
         Ok(committed)
     }
 

@@ -57,6 +57,9 @@ impl Registry {
         self.storage
             .write_link(&layout::revision_link(repo, &digest), &digest)
             .await?;
+        if let Some(cache) = &self.cache {
+            cache.remember_manifest(repo, &digest).await;
+        }
         if let Some(subject) = &parsed.subject {
             self.storage
                 .write_link(
@@ -86,8 +89,9 @@ impl Registry {
     }
 
     async fn check_references(&self, repo: &RepoName, parsed: &Manifest) -> Result<()> {
+        // Storage, not the cache: the manifest will depend on these.
         for blob in parsed.required_blobs() {
-            match self.stat_blob(repo, &blob.digest).await {
+            match self.stat_blob_in_storage(repo, &blob.digest).await {
                 Ok(_) => {}
                 Err(RegistryError::BlobUnknown(d)) => {
                     return Err(RegistryError::ManifestBlobUnknown(d))
@@ -121,11 +125,20 @@ impl Registry {
             }
             Reference::Digest(d) => d.clone(),
         };
+        if let Some(cache) = &self.cache {
+            if cache.has_manifest(repo, &candidate).await {
+                return Ok(Some(candidate));
+            }
+        }
         let revision = self
             .storage
             .read_link(&layout::revision_link(repo, &candidate))
-            .await?;
-        Ok(revision.filter(|d| d == &candidate))
+            .await?
+            .filter(|d| d == &candidate);
+        if let (Some(cache), Some(d)) = (&self.cache, &revision) {
+            cache.remember_manifest(repo, d).await;
+        }
+        Ok(revision)
     }
 
     async fn unknown_manifest(&self, repo: &RepoName, reference: &Reference) -> RegistryError {
@@ -207,6 +220,9 @@ impl Registry {
                 self.storage
                     .delete(&layout::revision_link(repo, &digest))
                     .await?;
+                if let Some(cache) = &self.cache {
+                    cache.forget_manifest(repo, &digest).await;
+                }
             }
         }
         Ok(digest)
