@@ -804,8 +804,6 @@ impl Config {
             ("notifications", !cfg.notifications.endpoints.is_empty()),
             ("redis", cfg.redis.is_some()),
             ("storage.cache", cfg.storage.cache.blobdescriptor.is_some()),
-            ("health", cfg.health.storagedriver.enabled),
-            ("http.debug", cfg.http.debug.is_some()),
         ];
         for (section, configured) in pending {
             if configured {
