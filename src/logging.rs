@@ -6,6 +6,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::sync::{Mutex, OnceLock};
 
 use serde_json::{Map, Value};
 
@@ -49,7 +50,50 @@ pub fn json_line(
     Value::Object(line).to_string()
 }
 
-/// Installs the process's logger from `config`; `RUST_LOG` still overrides the level.
+/// The process's logger: until [`init`] knows the configured format, warnings and errors (from
+/// loading the configuration itself) are kept, then written in that format.
+struct Deferred {
+    logger: OnceLock<env_logger::Logger>,
+    early: Mutex<Vec<(log::Level, String, String)>>,
+}
+
+static LOGGER: Deferred = Deferred {
+    logger: OnceLock::new(),
+    early: Mutex::new(Vec::new()),
+};
+
+impl log::Log for Deferred {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        self.logger.get().is_none_or(|l| l.enabled(metadata))
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        match self.logger.get() {
+            Some(logger) => logger.log(record),
+            None => self.early.lock().unwrap().push((
+                record.level(),
+                record.target().to_string(),
+                record.args().to_string(),
+            )),
+        }
+    }
+
+    fn flush(&self) {
+        if let Some(logger) = self.logger.get() {
+            logger.flush();
+        }
+    }
+}
+
+/// Keeps warnings and errors logged before [`init`] (while the configuration loads).
+pub fn early() {
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(log::LevelFilter::Warn);
+    }
+}
+
+/// Installs the process's logger from `config`; `RUST_LOG` still overrides the level. Lines kept
+/// by [`early`] are written first.
 pub fn init(config: &LogConfig) {
     let mut builder = env_logger::Builder::new();
     builder
@@ -82,7 +126,26 @@ pub fn init(config: &LogConfig) {
         }
         LogFormatter::Text => {}
     }
-    builder.init();
+    let logger = builder.build();
+    let max = logger.filter();
+    if LOGGER.logger.set(logger).is_err() {
+        return;
+    }
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(max);
+    let early = std::mem::take(&mut *LOGGER.early.lock().unwrap());
+    if let Some(logger) = LOGGER.logger.get() {
+        for (level, target, message) in early {
+            log::Log::log(
+                logger,
+                &log::Record::builder()
+                    .args(format_args!("{message}"))
+                    .level(level)
+                    .target(&target)
+                    .build(),
+            );
+        }
+    }
 }
 
 #[cfg(test)]

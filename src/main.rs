@@ -55,6 +55,8 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
         let default = PathBuf::from("config.yml");
         default.exists().then_some(default)
     });
+    // Warnings from loading the configuration are written once the log's format is known.
+    berth::logging::early();
     let env: HashMap<String, String> = std::env::vars().collect();
     let config = match Config::load(path.as_deref(), &env) {
         Ok(c) => c,

@@ -461,7 +461,7 @@ fn json_logs_carry_the_fields_and_an_access_log_without_credentials() {
     std::fs::write(
         &config,
         format!(
-            "version: 0.1\nlog:\n  level: info\n  formatter: json\n  fields:\n    environment: staging\n    service: registry\nstorage:\n  inmemory:\nhttp:\n  addr: 127.0.0.1:0\nauth:\n  htpasswd:\n    realm: berth\n    path: {}\n",
+            "version: 0.1\nlog:\n  level: info\n  formatter: json\n  fields:\n    environment: staging\n    service: registry\nstorage:\n  inmemory:\nproxy:\n  remoteurl: https://registry.example\nhttp:\n  addr: 127.0.0.1:0\nauth:\n  htpasswd:\n    realm: berth\n    path: {}\n",
             htpasswd.display()
         ),
     )
@@ -513,6 +513,14 @@ fn json_logs_carry_the_fields_and_an_access_log_without_credentials() {
         }
     }
     assert_eq!(access.len(), 2, "{lines:#?}");
+    // Warnings from loading the configuration, made before the log's format was known, are
+    // written in it too.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(r#""level":"warn""#) && l.contains("proxy")),
+        "{lines:#?}"
+    );
     let ok = &access[0];
     assert_eq!(ok["method"], "GET");
     assert_eq!(ok["path"], "/v2/");
