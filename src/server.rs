@@ -242,6 +242,8 @@ pub fn bind(config: &Config, storage: Storage) -> Result<Bound, ServerError> {
     let addr = config.http.socket_addr()?;
     let metrics = Metrics::new();
     let health = Health::default();
+    // Run by `run` after the drain, in order: the notifier's flush is pushed here.
+    let shutdown_hooks: Vec<ShutdownHook> = Vec::new();
     if config.health.storagedriver.enabled {
         crate::health::start_storage_check(&health, storage.clone(), &config.health.storagedriver);
     }
@@ -328,6 +330,6 @@ pub fn bind(config: &Config, storage: Storage) -> Result<Bound, ServerError> {
         metrics,
         health,
         drain: config.http.draintimeout,
-        shutdown_hooks: Vec::new(),
+        shutdown_hooks,
     })
 }

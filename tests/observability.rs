@@ -387,7 +387,7 @@ fn sigterm_drains_an_upload_in_flight_and_exits_zero() {
     .unwrap();
     let mut berth = BerthProcess::start(&config, &[]);
     let location = common::start_upload_at(&berth.url, "drain/app");
-    let (pieces, size) = (25, 64 * 1024);
+    let (pieces, size) = (40, 64 * 1024);
     let upload = std::thread::spawn(move || {
         let body = Trickle {
             pieces,
@@ -410,7 +410,7 @@ fn sigterm_drains_an_upload_in_flight_and_exits_zero() {
                 .map(|v| v.to_str().unwrap().to_string()),
         )
     });
-    // The body is streaming (it takes 2.5 s): stop the server under it.
+    // The body is streaming (it takes 4 s): stop the server under it.
     std::thread::sleep(Duration::from_millis(700));
     let signalled = Instant::now();
     assert_eq!(unsafe { libc::kill(berth.pid() as i32, libc::SIGTERM) }, 0);
