@@ -60,6 +60,7 @@ pub struct CacheStats {
 pub struct DescriptorCache {
     backend: Backend,
     pub stats: CacheStats,
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 enum Backend {
@@ -96,6 +97,7 @@ impl DescriptorCache {
         Ok(Some(DescriptorCache {
             backend,
             stats: CacheStats::default(),
+            metrics: None,
         }))
     }
 
@@ -105,7 +107,14 @@ impl DescriptorCache {
         DescriptorCache {
             backend: Backend::Memory(Mutex::new(lru::LruCache::new(size))),
             stats: CacheStats::default(),
+            metrics: None,
         }
+    }
+
+    /// Counts hits and misses in `metrics` too (`berth_cache_requests_total`).
+    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     pub fn describe(&self) -> &'static str {
@@ -149,6 +158,10 @@ impl DescriptorCache {
     }
 
     async fn get(&self, key: Key) -> Option<u64> {
+        let kind = match key {
+            Key::Blob(..) => "blob",
+            Key::Manifest(..) => "manifest",
+        };
         let found = match &self.backend {
             Backend::Memory(map) => {
                 let mut map = map.lock().expect("not poisoned");
@@ -175,6 +188,13 @@ impl DescriptorCache {
             &self.stats.misses
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        if let Some(metrics) = &self.metrics {
+            if found.is_some() {
+                metrics.cache_hit(kind);
+            } else {
+                metrics.cache_miss(kind);
+            }
+        }
         found
     }
 
@@ -351,6 +371,7 @@ mod tests {
                 timeout: Duration::from_millis(200),
             },
             stats: CacheStats::default(),
+            metrics: None,
         };
         let (a, d) = (repo("a"), digest(b"x"));
         cache.remember_blob(&a, &d, 1).await;

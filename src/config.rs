@@ -800,11 +800,7 @@ impl Config {
             });
         }
         // Parsed, not acted on yet: each line goes when its feature lands.
-        let pending = [
-            ("notifications", !cfg.notifications.endpoints.is_empty()),
-            ("health", cfg.health.storagedriver.enabled),
-            ("http.debug", cfg.http.debug.is_some()),
-        ];
+        let pending = [("notifications", !cfg.notifications.endpoints.is_empty())];
         for (section, configured) in pending {
             if configured {
                 log::warn!(

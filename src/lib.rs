@@ -12,7 +12,8 @@
 //! - [`certs`]: `berth certs`, a private CA and server certificate;
 //! - [`gc`]: `berth garbage-collect`;
 //! - [`notify`]: webhook notifications of pushes, pulls, mounts and deletes;
-//! - [`metrics`]: Prometheus metrics and health checks for the debug listener;
+//! - [`metrics`], [`health`]: Prometheus metrics and health checks for the debug listener;
+//! - [`logging`]: text or JSON log lines, with `log.fields`;
 //! - [`bench`]: `berth bench`, the load generator and its report.
 
 pub mod api;
@@ -22,6 +23,8 @@ pub mod cache;
 pub mod certs;
 pub mod config;
 pub mod gc;
+pub mod health;
+pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod oci;

@@ -145,6 +145,7 @@ fn the_in_memory_cache_serves_blob_and_manifest_lookups() {
         .filesystem(&dir.path().join("storage"))
         .faults(&faults)
         .env("REGISTRY_STORAGE_CACHE_BLOBDESCRIPTOR", "inmemory")
+        .env("REGISTRY_HTTP_DEBUG_ADDR", "127.0.0.1:0")
         .start();
     let manifest_digest = common::push_image(&reg, "mem/app", "v1", b"layer");
     let layer_digest = sha256(b"layer");
@@ -171,6 +172,25 @@ fn the_in_memory_cache_serves_blob_and_manifest_lookups() {
     // storage.
     assert_ne!(head_blob(&reg, "mem/other", &layer_digest), 200);
     faults.heal();
+
+    // The hits are counted in the metrics.
+    let metrics = client()
+        .get(format!("{}/metrics", reg.debug_url.as_ref().unwrap()))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    for kind in ["blob", "manifest"] {
+        let line = format!(r#"berth_cache_requests_total{{kind="{kind}",result="hit"}}"#);
+        let hits: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .unwrap_or_else(|| panic!("no {line} in\n{metrics}"))
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(hits >= 1.0, "{line} {hits}");
+    }
 
     // Deleting the manifest is seen at once.
     let r = client().delete(&manifest_url).send().unwrap();

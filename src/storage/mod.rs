@@ -61,6 +61,20 @@ impl From<object_store::Error> for StorageError {
     }
 }
 
+impl StorageError {
+    /// The variant's name, as a metrics label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StorageError::NotFound(_) => "not_found",
+            StorageError::Backend(_) => "backend",
+            StorageError::Io(_) => "io",
+            StorageError::Corrupt { .. } => "corrupt",
+            StorageError::Config(_) => "config",
+            StorageError::Locked(_) => "locked",
+        }
+    }
+}
+
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
 /// Which kind of backend sits under the store: some operations have a faster or only path on one.
@@ -264,6 +278,12 @@ impl Storage {
             Backend::Filesystem { local, .. } => format!("filesystem ({local})"),
             Backend::Objects { name, .. } => name.clone(),
         }
+    }
+
+    /// The health check's probe: a HEAD of `_berth/health` (absent is fine), a real round trip
+    /// to the backend that costs next to nothing.
+    pub async fn check(&self) -> Result<()> {
+        self.exists(&Path::from("_berth/health")).await.map(|_| ())
     }
 
     // ---- links -------------------------------------------------------------------------
