@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::inventory::Inventory;
 use crate::oci::Digest;
-use crate::storage::{layout, Result, Storage, StorageError};
+use crate::storage::{layout, Result, Storage};
 
 /// How a collection decides.
 #[derive(Debug, Clone)]
@@ -152,13 +152,10 @@ impl MarkSet {
             }
             let mut roots: Vec<Digest> = Vec::new();
             for e in r.tags.values() {
-                match storage.read_link(&e.path).await {
-                    Ok(Some(d)) => roots.push(d),
-                    Ok(None) => {} // untagged since the listing
-                    Err(StorageError::Corrupt { path, reason }) => {
-                        log::warn!("ignoring unreadable tag link {path}: {reason}")
-                    }
-                    Err(e) => return Err(e),
+                // A tag link that cannot be read stops the run (error): its manifest would
+                // otherwise not be a root.
+                if let Some(d) = storage.read_link(&e.path).await? {
+                    roots.push(d);
                 }
             }
             for (d, e) in &r.revisions {

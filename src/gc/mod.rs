@@ -285,7 +285,6 @@ pub fn run(args: GcArgs) -> ExitCode {
             }
             let total = (plan.manifests.len() + plan.blobs.len()) as u64;
             if tty {
-                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
                 bar.set_length(total);
                 bar.set_style(
                     indicatif::ProgressStyle::with_template(
@@ -293,6 +292,7 @@ pub fn run(args: GcArgs) -> ExitCode {
                     )
                     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
                 );
+                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
             } else {
                 eprintln!(
                     "garbage-collect: removing {} manifests, {} blobs ({} bytes)",

@@ -235,6 +235,7 @@ impl Sweeper<'_> {
                 restore_links(storage, &removed).await?;
                 outcome.restored += 1;
             } else {
+                log::debug!("removed manifest {}@{}", item.repo, item.digest);
                 outcome.manifests.push(item);
             }
         }
@@ -254,6 +255,12 @@ impl Sweeper<'_> {
                 let xx = Path::from_iter(data.parts().take(shared));
                 storage.remove_empty_parents(&data, &xx).await?;
             }
+            log::debug!(
+                "removed blob {} ({} bytes, {} layer links)",
+                blob.digest,
+                blob.size,
+                links.len()
+            );
             outcome.layer_links += links.len();
             outcome.blobs.push(blob);
         }
