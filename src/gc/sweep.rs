@@ -173,62 +173,33 @@ impl Sweeper<'_> {
             removed_manifests.push((item.clone(), removed));
         }
 
-        // Blobs: unlink from every repository, then move the data aside.
+        // Blobs: unlink from every repository, then move the data aside. Should anything fail
+        // from here to the second mark, what was set aside is put back (best effort; the next
+        // run puts back what is left).
         let mut moved: Vec<(BlobItem, Vec<Removed>)> = Vec::new();
-        'blobs: for blob in &plan.blobs {
-            (self.progress)("blob");
-            let data = layout::blob_data(&blob.digest);
-            match storage.head(&data).await? {
-                Some(meta) if meta.last_modified <= cutoff => {}
-                _ => {
-                    outcome.skipped += 1;
-                    continue;
-                }
-            }
-            let mut links = Vec::new();
-            for repo in plan.layer_links.get(&blob.digest).into_iter().flatten() {
-                let Some(name) = repo_name(repo) else {
-                    continue;
-                };
-                let link = layout::layer_link(&name, &blob.digest);
-                match storage.head(&link).await? {
-                    None => continue,
-                    Some(meta) if meta.last_modified <= cutoff => {
-                        storage.delete(&link).await?;
-                        links.push(Removed {
-                            path: link,
-                            digest: blob.digest.clone(),
-                        });
-                    }
-                    Some(_) => {
-                        // Linked again while this run went on: the blob stays, with its links.
-                        restore_links(storage, &links).await?;
-                        outcome.skipped += 1;
-                        continue 'blobs;
-                    }
-                }
-            }
-            let aside = layout::gc_quarantined(&self.run, &blob.digest);
-            match storage.rename(&data, &aside).await {
-                Ok(()) => moved.push((blob.clone(), links)),
-                Err(crate::storage::StorageError::NotFound(_)) => {
-                    // Someone else removed it (another collector): nothing to do.
-                    outcome.skipped += 1;
-                }
-                Err(e) => {
-                    restore_links(storage, &links).await?;
-                    return Err(e);
-                }
-            }
-        }
-
+        let set_aside = self.set_aside(plan, &mut moved, &mut outcome).await;
         // Mark again: anything pushed, tagged or linked since the first mark (younger than the
         // cutoff) is a root now, and a manifest pushed meanwhile has written its revision link
         // before it checks its blobs once more (`Registry::put_manifest`), so either it sees a
         // blob gone and fails, or this mark sees the manifest.
-        let inv = Inventory::scan(storage).await?;
-        let mut reader = ManifestReader::new(storage.clone()).with_quarantine(&self.run);
-        let marks = MarkSet::mark(storage, &inv, self.opts, &mut reader).await?;
+        let marks = match set_aside {
+            Ok(()) => self.mark_again().await,
+            Err(e) => Err(e),
+        };
+        let marks = match marks {
+            Ok(m) => m,
+            Err(e) => {
+                for (_, removed) in &removed_manifests {
+                    let _ = restore_links(storage, removed).await;
+                }
+                for (blob, links) in &moved {
+                    let aside = layout::gc_quarantined(&self.run, &blob.digest);
+                    let _ = put_back(storage, &aside, &layout::blob_data(&blob.digest)).await;
+                    let _ = restore_links(storage, links).await;
+                }
+                return Err(e);
+            }
+        };
 
         for (item, removed) in removed_manifests {
             if marks.keeps_manifest(&item.repo, &item.digest) {
@@ -265,6 +236,70 @@ impl Sweeper<'_> {
             outcome.blobs.push(blob);
         }
         Ok(outcome)
+    }
+
+    /// Unlinks each planned blob from every repository and moves its data aside, checking
+    /// first that neither was written since the cutoff.
+    async fn set_aside(
+        &self,
+        plan: &SweepPlan,
+        moved: &mut Vec<(BlobItem, Vec<Removed>)>,
+        outcome: &mut Outcome,
+    ) -> Result<()> {
+        'blobs: for blob in &plan.blobs {
+            (self.progress)("blob");
+            let data = layout::blob_data(&blob.digest);
+            match self.storage.head(&data).await? {
+                Some(meta) if meta.last_modified <= self.opts.cutoff => {}
+                _ => {
+                    outcome.skipped += 1;
+                    continue;
+                }
+            }
+            let mut links = Vec::new();
+            for repo in plan.layer_links.get(&blob.digest).into_iter().flatten() {
+                let Some(name) = repo_name(repo) else {
+                    continue;
+                };
+                let link = layout::layer_link(&name, &blob.digest);
+                match self.storage.head(&link).await? {
+                    None => continue,
+                    Some(meta) if meta.last_modified <= self.opts.cutoff => {
+                        self.storage.delete(&link).await?;
+                        links.push(Removed {
+                            path: link,
+                            digest: blob.digest.clone(),
+                        });
+                    }
+                    Some(_) => {
+                        // Linked again while this run went on: the blob stays, with its links.
+                        restore_links(self.storage, &links).await?;
+                        outcome.skipped += 1;
+                        continue 'blobs;
+                    }
+                }
+            }
+            let aside = layout::gc_quarantined(&self.run, &blob.digest);
+            match self.storage.rename(&data, &aside).await {
+                Ok(()) => moved.push((blob.clone(), links)),
+                Err(crate::storage::StorageError::NotFound(_)) => {
+                    // Someone else removed it (another collector): nothing to do.
+                    outcome.skipped += 1;
+                }
+                Err(e) => {
+                    restore_links(self.storage, &links).await?;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Lists and marks again (blobs set aside are read from where they are).
+    async fn mark_again(&self) -> Result<MarkSet> {
+        let inv = Inventory::scan(self.storage).await?;
+        let mut reader = ManifestReader::new(self.storage.clone()).with_quarantine(&self.run);
+        MarkSet::mark(self.storage, &inv, self.opts, &mut reader).await
     }
 }
 

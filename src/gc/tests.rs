@@ -246,6 +246,40 @@ async fn content_referenced_during_the_sweep_is_put_back() {
 }
 
 #[tokio::test]
+async fn a_sweep_that_fails_puts_back_what_it_set_aside() {
+    use crate::storage::faults::{Faults, Op};
+    let faults = Faults::default();
+    let s = Storage::in_memory().with_faults(faults.clone());
+    let r = repo("a");
+    let orphan = blob(&s, &r, b"orphan").await;
+    let opts = Options {
+        delete_untagged: false,
+        cutoff: chrono::Utc::now(),
+    };
+    let inv = Inventory::scan(&s).await.unwrap();
+    let mut reader = ManifestReader::new(s.clone());
+    let marks = MarkSet::mark(&s, &inv, &opts, &mut reader).await.unwrap();
+    let plan = SweepPlan::new(&inv, &marks, &opts);
+    assert_eq!(plan.blobs.len(), 1);
+    // The second mark's listing fails.
+    faults.fail(Op::List, "repositories", 1);
+    let sweeper = Sweeper {
+        storage: &s,
+        opts: &opts,
+        run: "failing".into(),
+        progress: &|_| {},
+    };
+    assert!(sweeper.sweep(&plan).await.is_err());
+    assert!(has_blob(&s, &orphan).await);
+    assert!(s.exists(&layout::layer_link(&r, &orphan)).await.unwrap());
+    assert!(s
+        .list_with_meta(&layout::gc_quarantine())
+        .next()
+        .await
+        .is_none());
+}
+
+#[tokio::test]
 async fn an_interrupted_run_is_undone_by_the_next() {
     let s = Storage::in_memory();
     let r = repo("a");
