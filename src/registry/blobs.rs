@@ -103,7 +103,7 @@ impl Registry {
                 self.storage
                     .write_link(&layout::layer_link(repo, digest), digest)
                     .await?;
-                Ok(true)
+                Ok(self.still_stored(digest).await?)
             }
             Err(RegistryError::BlobUnknown(_)) => Ok(false),
             Err(e) => Err(e),
@@ -119,7 +119,15 @@ impl Registry {
         self.storage
             .write_link(&layout::layer_link(repo, digest), digest)
             .await?;
-        Ok(true)
+        self.still_stored(digest).await
+    }
+
+    /// Whether a blob just linked still has its data. A garbage collection (`crate::gc`) may
+    /// have set it aside after it was found; having written the link first, either this sees
+    /// the data gone (and the caller must not report the blob as there: a mount falls back to
+    /// an upload) or the collection's second mark sees the link and keeps the blob.
+    async fn still_stored(&self, digest: &Digest) -> Result<bool> {
+        Ok(self.storage.blob_size(digest).await?.is_some())
     }
 
     /// Opens an upload session; `digest_hint` (a single-request push) picks the hash to stream.
@@ -178,6 +186,10 @@ impl Registry {
         self.storage
             .write_link(&layout::layer_link(repo, digest), digest)
             .await?;
+        // An upload of a blob the registry already held only links it (see `still_stored`).
+        if !self.still_stored(digest).await? {
+            return Err(RegistryError::BlobUnknown(digest.clone()));
+        }
         Ok(committed)
     }
 
