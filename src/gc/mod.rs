@@ -33,12 +33,18 @@
 //!    the sweep removed: the push re-writes a missing revision link after writing its tags, or
 //!    the second mark sees the tag.
 //! 5. Uploads in progress live under `_berth/uploads/` (never looked at); an upload committed
-//!    during the run writes fresh blob data or a fresh `_layers` link, both younger than the cutoff.
+//!    during the run writes fresh blob data or a fresh `_layers` link, both younger than the
+//!    cutoff. An upload of a blob already stored, and a mount, only write the link: they too
+//!    check the data after writing it (`Registry::complete_upload`, `mount_blob`), so either
+//!    they report failure (`BLOB_UNKNOWN`; a mount falls back to an upload) or the second mark
+//!    sees their link.
 //!    A run that stopped half-way leaves data under `_berth/gc/`; the next run first moves all of
 //!    it back (the links it had removed are not restored: re-pushing the blob restores them).
 //!
 //! What is guaranteed: content reachable from a root at any moment of the run (a tag, a manifest
-//! revision unless `--delete-untagged`, anything younger than the grace period) is never deleted.
+//! revision unless `--delete-untagged`, anything younger than the grace period) is never deleted;
+//! a blob upload, mount or manifest push the registry answered with success during the run keeps
+//! everything it stored or linked (for as long as the grace period, if nothing references it).
 //! What is not: a pull of a blob that was unreferenced when the run started and is being
 //! referenced again just now may fail for the few seconds it is set aside, as may the push doing
 //! so (it can be retried). The grace period protects pushes that are slower than the run (a blob
