@@ -1,6 +1,6 @@
 //! `berth garbage-collect` on real storage: while a registry serves pushes, on a tagged
-//! multi-arch index with `--delete-untagged`, and against CNCF distribution 2.8.2's own
-//! collector on a directory it wrote (Debian's `docker-registry`; skopeo pushes).
+//! multi-arch index with `--delete-untagged`, against CNCF distribution 2.8.2's own collector
+//! on a directory it wrote (Debian's `docker-registry`; skopeo pushes), and on S3 (s3s-fs).
 //!
 //! A missing tool fails the test (installed by `.ci/run`).
 
@@ -489,4 +489,53 @@ fn plain_collection_removes_what_distribution_would() {
             &format!("oci:{}:{tag}", dir.path().join(repo).display()),
         ]));
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. The same on S3 (s3s-fs): listings through the prefix store, data set aside by copy.
+
+#[test]
+fn collection_on_s3() {
+    let server = common::s3::S3Server::shared();
+    let env = server.env(&server.bucket());
+    let reg = TestRegistry::builder()
+        .store(common::Store::S3(env.clone()))
+        .start();
+    let base = reg.url.clone();
+    let shared = b"shared on s3".repeat(10);
+    let kept = make_image("kept", &shared);
+    let dropped = make_image("dropped", &shared);
+    push(&base, "s3/app", "v1", &kept);
+    push(&base, "s3/app", "v2", &dropped);
+    delete(&base, "s3/app", &dropped.digest);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yml");
+    std::fs::write(&config, "version: 0.1\n").unwrap();
+    let gc = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+        cmd.arg("garbage-collect").args(args).arg(&config);
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        run(&mut cmd)
+    };
+    let dry = gc(&["--dry-run", "--grace", "0s"]);
+    let want: BTreeSet<String> = [
+        dropped.digest.clone(),
+        dropped.blobs[0].0.clone(),
+        dropped.blobs[2].0.clone(),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(listed(&dry, "blob eligible for deletion: "), want, "{dry}");
+    let out = gc(&["--grace", "0s"]);
+    assert!(out.contains("blobs: 3 removed"), "{out}");
+    assert!(out.contains("layer links: 2 removed"), "{out}");
+    assert_pulls(&base, "s3/app", "v1", &kept);
+    for d in &want {
+        assert_eq!(get(&format!("{base}/v2/s3/app/blobs/{d}")).0, 404);
+    }
+    let again = gc(&["--dry-run", "--grace", "0s"]);
+    assert!(again.contains("blobs: 0 would be removed"), "{again}");
 }
