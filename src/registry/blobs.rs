@@ -91,7 +91,17 @@ impl Registry {
             .map_err(|e| match e {
                 StorageError::NotFound(_) => RegistryError::BlobUnknown(digest.clone()),
                 other => other.into(),
-            })?;
+            });
+        let blob = match blob {
+            Err(RegistryError::BlobUnknown(d)) => {
+                // Removed behind the cache's back (garbage collection): forget it.
+                if let Some(cache) = &self.cache {
+                    cache.forget_blob(repo, &d).await;
+                }
+                return Err(RegistryError::BlobUnknown(d));
+            }
+            other => other?,
+        };
         Ok(BlobRead {
             size,
             range: span,
@@ -124,10 +134,11 @@ impl Registry {
                 self.storage
                     .write_link(&layout::layer_link(repo, digest), digest)
                     .await?;
-                if let Some(cache) = &self.cache {
+                let stored = self.still_stored(digest).await?;
+                if let (true, Some(cache)) = (stored, &self.cache) {
                     cache.remember_blob(repo, digest, size).await;
                 }
-                Ok(true)
+                Ok(stored)
             }
             Err(RegistryError::BlobUnknown(_)) => Ok(false),
             Err(e) => Err(e),
@@ -143,7 +154,15 @@ impl Registry {
         self.storage
             .write_link(&layout::layer_link(repo, digest), digest)
             .await?;
-        Ok(true)
+        self.still_stored(digest).await
+    }
+
+    /// Whether a blob just linked still has its data. A garbage collection (`crate::gc`) may
+    /// have set it aside after it was found; having written the link first, either this sees
+    /// the data gone (and the caller must not report the blob as there: a mount falls back to
+    /// an upload) or the collection's second mark sees the link and keeps the blob.
+    async fn still_stored(&self, digest: &Digest) -> Result<bool> {
+        Ok(self.storage.blob_size(digest).await?.is_some())
     }
 
     /// Opens an upload session; `digest_hint` (a single-request push) picks the hash to stream.
@@ -202,6 +221,10 @@ impl Registry {
         self.storage
             .write_link(&layout::layer_link(repo, digest), digest)
             .await?;
+        // An upload of a blob the registry already held only links it (see `still_stored`).
+        if !self.still_stored(digest).await? {
+            return Err(RegistryError::BlobUnknown(digest.clone()));
+        }
         if let Some(cache) = &self.cache {
             cache.remember_blob(repo, digest, committed.size).await;
         }

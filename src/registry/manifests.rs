@@ -81,6 +81,17 @@ impl Registry {
                 .write_link(&layout::tag_current_link(repo, tag), &digest)
                 .await?;
         }
+        // A garbage collection may be sweeping meanwhile (`crate::gc`): now that the revision
+        // link and tags are written (which its second mark will see), check once more that what
+        // they point at is still there, and put back a revision link it removed.
+        let revision = layout::revision_link(repo, &digest);
+        if self.storage.read_link(&revision).await?.is_none() {
+            self.storage.write_link(&revision, &digest).await?;
+        }
+        self.check_references(repo, &parsed).await?;
+        if self.storage.blob_size(&digest).await?.is_none() {
+            return Err(RegistryError::ManifestBlobUnknown(digest));
+        }
         Ok(PushedManifest {
             digest,
             subject: parsed.subject.map(|s| s.digest),
@@ -94,7 +105,11 @@ impl Registry {
             match self.stat_blob_in_storage(repo, &blob.digest).await {
                 Ok(_) => {}
                 Err(RegistryError::BlobUnknown(d)) => {
-                    return Err(RegistryError::ManifestBlobUnknown(d))
+                    // A cached "present" must not send the client's retry the same way.
+                    if let Some(cache) = &self.cache {
+                        cache.forget_blob(repo, &d).await;
+                    }
+                    return Err(RegistryError::ManifestBlobUnknown(d));
                 }
                 Err(e) => return Err(e),
             }
