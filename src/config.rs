@@ -825,20 +825,6 @@ impl Config {
                 )));
             }
         }
-        // Parsed, not acted on yet: each line goes when its feature lands.
-        let pending = [
-            ("redis", cfg.redis.is_some()),
-            ("storage.cache", cfg.storage.cache.blobdescriptor.is_some()),
-            ("health", cfg.health.storagedriver.enabled),
-            ("http.debug", cfg.http.debug.is_some()),
-        ];
-        for (section, configured) in pending {
-            if configured {
-                log::warn!(
-                    "configuration section {section:?} is not implemented yet and is ignored"
-                );
-            }
-        }
         for section in ["proxy", "validation"] {
             if present(section) {
                 log::warn!(

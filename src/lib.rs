@@ -5,21 +5,26 @@
 //! - [`registry`]: the registry's operations, independent of HTTP;
 //! - [`upload`]: upload-session and digest-verifier actors, streaming request bodies to storage;
 //! - [`storage`]: distribution's storage layout over `object_store`;
+//! - [`cache`]: the blob-descriptor cache (in memory or Redis) in front of storage lookups;
 //! - [`oci`]: validated domain types and manifest parsing;
 //! - [`auth`]: who a request comes from (htpasswd, tokens) and what it may do (access rules);
 //! - [`config`], [`server`] and [`tls`]: loading the configuration and running the HTTP(S) server;
 //! - [`certs`]: `berth certs`, a private CA and server certificate;
 //! - [`gc`]: `berth garbage-collect`;
 //! - [`notify`]: webhook notifications of pushes, pulls, mounts and deletes;
-//! - [`metrics`]: Prometheus metrics and health checks for the debug listener;
+//! - [`metrics`], [`health`]: Prometheus metrics and health checks for the debug listener;
+//! - [`logging`]: text or JSON log lines, with `log.fields`;
 //! - [`bench`]: `berth bench`, the load generator and its report.
 
 pub mod api;
 pub mod auth;
 pub mod bench;
+pub mod cache;
 pub mod certs;
 pub mod config;
 pub mod gc;
+pub mod health;
+pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod oci;

@@ -55,6 +55,8 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
         let default = PathBuf::from("config.yml");
         default.exists().then_some(default)
     });
+    // Warnings from loading the configuration are written once the log's format is known.
+    berth::logging::early();
     let env: HashMap<String, String> = std::env::vars().collect();
     let config = match Config::load(path.as_deref(), &env) {
         Ok(c) => c,
@@ -63,13 +65,7 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    env_logger::Builder::new()
-        .filter_level(config.log.level.filter())
-        // A TLS handshake or garbage sent to the plain-HTTP port is the client's problem, not an
-        // error of the registry (skopeo and podman try TLS first).
-        .filter_module("actix_http::h1::dispatcher", log::LevelFilter::Off)
-        .parse_env("RUST_LOG")
-        .init();
+    berth::logging::init(&config.log);
     let source = path.map_or_else(
         || "built-in default".to_string(),
         |p| p.display().to_string(),
@@ -86,13 +82,14 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
         for addr in &bound.addrs {
             log::info!("listening on {scheme}://{addr}");
         }
-        bound
-            .server
+        for addr in &bound.debug_addrs {
+            log::info!("debug listener (metrics, health) on http://{addr}");
+        }
+        let addr = bound.addrs[0];
+        // Until SIGTERM/SIGINT, then drains and runs the shutdown hooks.
+        berth::server::run(bound)
             .await
-            .map_err(|e| berth::server::ServerError::Bind {
-                addr: bound.addrs[0],
-                source: e,
-            })
+            .map_err(|e| berth::server::ServerError::Bind { addr, source: e })
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

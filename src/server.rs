@@ -1,14 +1,21 @@
 //! Builds the storage, the registry and the HTTP server from a [`Config`].
 
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
-use actix_web::middleware::{DefaultHeaders, Logger};
-use actix_web::{web, App, HttpServer};
+use actix_web::dev::ServerHandle;
+use actix_web::middleware::{from_fn, DefaultHeaders};
+use actix_web::{web, App, HttpResponse, HttpServer};
+use futures_util::future::LocalBoxFuture;
 use thiserror::Error;
 
+use crate::api::observe::{observe, Observer};
 use crate::api::{self, AppState, Urls, API_VERSION_HEADER};
 use crate::auth::Auth;
-use crate::config::{Config, Driver};
+use crate::cache::DescriptorCache;
+use crate::config::{Config, DebugConfig, Driver};
+use crate::health::Health;
+use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::registry::{Options, Registry};
 use crate::storage::{Storage, StorageError};
@@ -19,6 +26,8 @@ pub enum ServerError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
+    #[error("blob-descriptor cache: {0}")]
+    Cache(String),
     #[error("cannot open storage: {0}")]
     Storage(#[from] StorageError),
     #[error("cannot set up TLS: {0}")]
@@ -26,6 +35,11 @@ pub enum ServerError {
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr} (http.debug.addr): {source}")]
+    DebugBind {
+        addr: String,
         source: std::io::Error,
     },
 }
@@ -113,19 +127,167 @@ fn start_notifier(config: &Config, port: u16) -> Notifier {
     Notifier::start(&config.notifications, spool.as_deref(), port)
 }
 
+/// Something to do once the server has drained, before the process exits: it is given the
+/// deadline by which it should be done (see [`run`]).
+pub type ShutdownHook = Box<dyn FnOnce(Instant) -> LocalBoxFuture<'static, ()>>;
+
+/// How long shutdown hooks get at least, however long the drain took.
+pub const FLUSH_AT_LEAST: Duration = Duration::from_secs(5);
+
 /// A bound, not yet running server. Must be created inside a running actix system.
 pub struct Bound {
     pub server: actix_web::dev::Server,
     pub addrs: Vec<SocketAddr>,
     /// For [`Notifier::flush`] at shutdown and [`Notifier::stats`] for metrics.
     pub notifier: Notifier,
+    /// The debug listener's addresses (`http.debug.addr`), already serving.
+    pub debug_addrs: Vec<SocketAddr>,
+    debug: Option<ServerHandle>,
+    pub metrics: Metrics,
+    pub health: Health,
+    /// `http.draintimeout`
+    pub drain: Duration,
+    /// Run by [`run`] after the drain, in order, e.g. the notifier's
+    /// `Box::new(move |deadline| Box::pin(async move { notifier.flush(deadline).await }))`.
+    pub shutdown_hooks: Vec<ShutdownHook>,
+}
+
+/// The debug listener's address: distribution's `:5001` form means every interface.
+fn debug_addr(config: &DebugConfig) -> String {
+    if config.addr.starts_with(':') {
+        format!("0.0.0.0{}", config.addr)
+    } else {
+        config.addr.clone()
+    }
+}
+
+/// Starts the debug listener: Prometheus metrics and `/debug/health`.
+fn start_debug(
+    config: &DebugConfig,
+    metrics: &Metrics,
+    health: &Health,
+) -> Result<(ServerHandle, Vec<SocketAddr>), ServerError> {
+    let metrics = metrics.clone();
+    let health = health.clone();
+    let prometheus = config.prometheus.clone();
+    let server = HttpServer::new(move || {
+        let mut app = App::new();
+        if prometheus.enabled {
+            let metrics = metrics.clone();
+            app = app.route(
+                &prometheus.path,
+                web::get().to(move || {
+                    let text = metrics.render();
+                    async move {
+                        HttpResponse::Ok()
+                            .content_type(prometheus::TEXT_FORMAT)
+                            .body(text)
+                    }
+                }),
+            );
+        }
+        let health = health.clone();
+        app.route(
+            "/debug/health",
+            web::get().to(move || {
+                let report = health.report();
+                async move {
+                    let mut response = if report["healthy"] == true {
+                        HttpResponse::Ok()
+                    } else {
+                        HttpResponse::ServiceUnavailable()
+                    };
+                    response
+                        .content_type("application/json")
+                        .body(report.to_string())
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .disable_signals();
+    let addr = debug_addr(config);
+    let server = server
+        .bind(&addr)
+        .map_err(|source| ServerError::DebugBind { addr, source })?;
+    let addrs = server.addrs();
+    let server = server.run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    Ok((handle, addrs))
+}
+
+/// Runs a bound server until SIGTERM or SIGINT, then shuts down gracefully: listeners close at
+/// once (new connections are refused), requests in flight get `http.draintimeout` to finish, the
+/// shutdown hooks run (with a deadline of the drain's end, at least [`FLUSH_AT_LEAST`] away), and
+/// it returns. A second signal stops at once.
+pub async fn run(bound: Bound) -> std::io::Result<()> {
+    let Bound {
+        server,
+        debug,
+        drain,
+        shutdown_hooks,
+        ..
+    } = bound;
+    let handle = server.handle();
+    let signalled = std::rc::Rc::new(std::cell::Cell::new(None));
+    let signal_time = signalled.clone();
+    actix_web::rt::spawn(async move {
+        use actix_web::rt::signal::unix::{signal, SignalKind};
+        let (mut term, mut int) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(t), Ok(i)) => (t, i),
+            (Err(e), _) | (_, Err(e)) => {
+                log::error!("cannot listen for SIGTERM/SIGINT: {e}");
+                return;
+            }
+        };
+        let mut name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        signal_time.set(Some(Instant::now()));
+        log::info!(
+            "{name}: shutting down; no new connections, requests in flight have {drain:?} \
+             (http.draintimeout)"
+        );
+        let graceful = handle.clone();
+        actix_web::rt::spawn(async move { graceful.stop(true).await });
+        name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        log::warn!("{name} again: stopping now, requests in flight are cut");
+        handle.stop(false).await;
+    });
+    server.await?;
+    let started = signalled.get().unwrap_or_else(Instant::now);
+    let deadline = (started + drain).max(Instant::now() + FLUSH_AT_LEAST);
+    // The shutdown hooks: the notifier's flush goes here (registered in `bind`).
+    for hook in shutdown_hooks {
+        hook(deadline).await;
+    }
+    if let Some(debug) = debug {
+        debug.stop(true).await;
+    }
+    log::info!("stopped");
+    Ok(())
 }
 
 /// Builds and binds the server for `config`.
 pub fn bind(config: &Config, storage: Storage) -> Result<Bound, ServerError> {
     let addr = config.http.socket_addr()?;
+    let metrics = Metrics::new();
+    let health = Health::default();
+    // Run by `run` after the drain, in order: the notifier's flush is pushed here.
+    let mut shutdown_hooks: Vec<ShutdownHook> = Vec::new();
+    if config.health.storagedriver.enabled {
+        crate::health::start_storage_check(&health, storage.clone(), &config.health.storagedriver);
+    }
     let hashing_threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let registry = Registry::new(
+    let mut registry = Registry::new(
         storage,
         Options {
             delete_enabled: config.storage.delete.enabled,
@@ -133,6 +295,12 @@ pub fn bind(config: &Config, storage: Storage) -> Result<Bound, ServerError> {
         },
         hashing_threads,
     );
+    if let Some(cache) = DescriptorCache::from_config(config).map_err(ServerError::Cache)? {
+        log::info!("blob-descriptor cache: {}", cache.describe());
+        registry = registry.with_cache(cache.with_metrics(metrics.clone()));
+    }
+    let uploads = registry.uploads().clone();
+    metrics.set_upload_source(Box::new(move || uploads.sessions_in_memory()));
     let read_only = config.storage.maintenance.readonly.enabled;
     if read_only {
         log::info!("read-only mode: pushes and deletes are refused, upload purging is off");
@@ -146,6 +314,30 @@ pub fn bind(config: &Config, storage: Storage) -> Result<Bound, ServerError> {
     }
     let notifier = start_notifier(config, addr.port());
     let notifier_handle = notifier.clone();
+    if notifier.is_enabled() {
+        let flushing = notifier.clone();
+        shutdown_hooks.push(Box::new(move |deadline: Instant| {
+            Box::pin(async move {
+                // Undelivered events are safe in the spool: an endpoint that is down is not
+                // worth keeping the process (and its supervisor) waiting for long.
+                let deadline = deadline.min(Instant::now() + FLUSH_AT_LEAST);
+                let left = flushing.flush(deadline).await;
+                if left > 0 {
+                    log::warn!(
+                        "notifications: {left} event(s) wait in the spool for the next start"
+                    );
+                }
+            })
+        }));
+        let stats = notifier.clone();
+        metrics.set_notification_source(Box::new(move || {
+            stats
+                .stats()
+                .into_iter()
+                .map(|e| (e.name, e.pending, e.sent, e.failures, e.dropped))
+                .collect()
+        }));
+    }
     let state = web::Data::new(AppState {
         registry,
         urls: Urls {
@@ -156,21 +348,25 @@ pub fn bind(config: &Config, storage: Storage) -> Result<Bound, ServerError> {
         read_only,
         body_idle: config.http.bodyidletimeout,
         notifier,
+        health: health.clone(),
     });
-    let access_log = !config.log.accesslog.disabled;
+    let observer = web::Data::new(Observer {
+        metrics: metrics.clone(),
+        access_log: !config.log.accesslog.disabled,
+    });
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .app_data(observer.clone())
             .wrap(DefaultHeaders::new().add(API_VERSION_HEADER))
-            // The access log names method, path, status, size and time; never headers, so
-            // credentials cannot reach it.
-            .wrap(
-                Logger::new(r#"%a "%r" %s %b %Dms"#)
-                    .log_target("berth::access")
-                    .exclude_regex(if access_log { "^$" } else { ".*" }),
-            )
+            // Metrics and the access log (method, path without query, status, bytes, time,
+            // user; never headers, so credentials cannot reach it).
+            .wrap(from_fn(observe))
             .configure(api::configure)
     })
+    // Signals are handled by `run`: SIGINT drains as SIGTERM does.
+    .disable_signals()
+    .shutdown_timeout(config.http.draintimeout.as_secs_f64().ceil() as u64)
     // Responses are written as headers then body; with Nagle's algorithm on, the body of a small
     // response on a kept-alive connection waits for the client's delayed ACK (~40 ms).
     .on_connect(|conn, _| {
@@ -189,9 +385,22 @@ pub fn bind(config: &Config, storage: Storage) -> Result<Bound, ServerError> {
     }
     .map_err(|source| ServerError::Bind { addr, source })?;
     let addrs = server.addrs();
+    let (debug, debug_addrs) = match &config.http.debug {
+        Some(debug) => {
+            let (handle, addrs) = start_debug(debug, &metrics, &health)?;
+            (Some(handle), addrs)
+        }
+        None => (None, Vec::new()),
+    };
     Ok(Bound {
         server: server.run(),
         addrs,
         notifier: notifier_handle,
+        debug_addrs,
+        debug,
+        metrics,
+        health,
+        drain: config.http.draintimeout,
+        shutdown_hooks,
     })
 }

@@ -138,6 +138,19 @@ impl Endpoint {
             | Endpoint::Referrers { repo, .. } => Some(repo),
         }
     }
+
+    /// The kind of resource, as a metrics label (bounded: never the path).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Endpoint::Base => "base",
+            Endpoint::Catalog => "catalog",
+            Endpoint::Tags { .. } => "tags",
+            Endpoint::Manifest { .. } => "manifest",
+            Endpoint::Blob { .. } => "blob",
+            Endpoint::UploadStart { .. } | Endpoint::Upload { .. } => "upload",
+            Endpoint::Referrers { .. } => "referrers",
+        }
+    }
 }
 
 /// A manifest reference. A string that cannot be a tag names no manifest: reading or deleting

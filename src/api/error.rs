@@ -21,6 +21,8 @@ pub struct ApiError {
     pub message: String,
     pub detail: Value,
     pub headers: Vec<(HeaderName, String)>,
+    /// The kind of storage failure behind this error, if one is (counted in the metrics).
+    pub storage: Option<&'static str>,
 }
 
 impl ApiError {
@@ -31,6 +33,7 @@ impl ApiError {
             message: message.into(),
             detail: Value::Null,
             headers: Vec::new(),
+            storage: None,
         }
     }
 
@@ -116,7 +119,8 @@ impl From<OciError> for ApiError {
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
         log::error!("storage: {e}");
-        match e {
+        let kind = e.kind();
+        let mut error = match e {
             // The backend did not answer in time (an object store down or unreachable, after
             // object_store's retries): worth retrying later, and the client is told so.
             StorageError::Backend(object_store::Error::Generic { .. }) => ApiError::new(
@@ -130,7 +134,9 @@ impl From<StorageError> for ApiError {
                 "UNKNOWN",
                 "the storage backend failed; see the registry's log",
             ),
-        }
+        };
+        error.storage = Some(kind);
+        error
     }
 }
 

@@ -10,6 +10,7 @@ mod catalog;
 pub mod endpoint;
 pub mod error;
 mod manifests;
+pub mod observe;
 mod referrers;
 mod tags;
 mod token;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub read_only: bool,
     /// `http.bodyidletimeout`: how long a request body may send nothing.
     pub body_idle: std::time::Duration,
+    /// Health checks: `GET /v2/` answers `503 UNAVAILABLE` while one is unhealthy.
+    pub health: crate::health::Health,
     /// Webhook notifications (`notifications.endpoints`); a no-op without endpoints.
     pub notifier: Notifier,
 }
@@ -153,10 +156,21 @@ async fn dispatch(
     let query = Query::parse(req.query_string());
     if let Some(auth) = &state.auth {
         if auth.issuer_path() == Some(req.path()) {
+            req.extensions_mut().insert(observe::Route("token"));
             return token::get(auth, &req, &query).await;
         }
     }
     let endpoint = Endpoint::parse(req.method(), req.path())?.ok_or_else(ApiError::not_found)?;
+    req.extensions_mut().insert(observe::Route(endpoint.kind()));
+    if endpoint == Endpoint::Base && !state.health.healthy() {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            "the registry is unhealthy (a health check fails; see /debug/health on the debug \
+             listener)",
+        )
+        .with_header(actix_web::http::header::RETRY_AFTER, "10".into()));
+    }
     let action = endpoint
         .action(req.method())
         .ok_or_else(ApiError::method_not_allowed)?;

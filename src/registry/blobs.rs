@@ -20,8 +20,26 @@ pub struct BlobRead {
 }
 
 impl Registry {
-    /// The size of a blob linked into `repo`.
+    /// The size of a blob linked into `repo` (from the blob-descriptor cache when it knows).
     pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
+        if let Some(cache) = &self.cache {
+            if let Some(size) = cache.blob_size(repo, digest).await {
+                return Ok(size);
+            }
+        }
+        let size = self.stat_blob_in_storage(repo, digest).await?;
+        if let Some(cache) = &self.cache {
+            cache.remember_blob(repo, digest, size).await;
+        }
+        Ok(size)
+    }
+
+    /// [`Registry::stat_blob`] asking storage itself: for writes that will depend on the blob.
+    pub(super) async fn stat_blob_in_storage(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<u64> {
         let linked = self
             .storage
             .read_link(&layout::layer_link(repo, digest))
@@ -79,7 +97,17 @@ impl Registry {
             .map_err(|e| match e {
                 StorageError::NotFound(_) => RegistryError::BlobUnknown(digest.clone()),
                 other => other.into(),
-            })?;
+            });
+        let blob = match blob {
+            Err(RegistryError::BlobUnknown(d)) => {
+                // Removed behind the cache's back (garbage collection): forget it.
+                if let Some(cache) = &self.cache {
+                    cache.forget_blob(repo, &d).await;
+                }
+                return Err(RegistryError::BlobUnknown(d));
+            }
+            other => other?,
+        };
         Ok(BlobRead {
             size,
             range: span,
@@ -94,6 +122,9 @@ impl Registry {
         self.storage
             .delete(&layout::layer_link(repo, digest))
             .await?;
+        if let Some(cache) = &self.cache {
+            cache.forget_blob(repo, digest).await;
+        }
         Ok(())
     }
 
@@ -109,6 +140,12 @@ impl Registry {
                 self.storage
                     .write_link(&layout::layer_link(repo, digest), digest)
                     .await?;
+                if !self.still_stored(digest).await? {
+                    return Ok(None);
+                }
+                if let Some(cache) = &self.cache {
+                    cache.remember_blob(repo, digest, size).await;
+                }
                 Ok(Some(size))
             }
             Err(RegistryError::BlobUnknown(_)) => Ok(None),
@@ -125,7 +162,15 @@ impl Registry {
         self.storage
             .write_link(&layout::layer_link(repo, digest), digest)
             .await?;
-        Ok(Some(size))
+        Ok(self.still_stored(digest).await?.then_some(size))
+    }
+
+    /// Whether a blob just linked still has its data. A garbage collection (`crate::gc`) may
+    /// have set it aside after it was found; having written the link first, either this sees
+    /// the data gone (and the caller must not report the blob as there: a mount falls back to
+    /// an upload) or the collection's second mark sees the link and keeps the blob.
+    async fn still_stored(&self, digest: &Digest) -> Result<bool> {
+        Ok(self.storage.blob_size(digest).await?.is_some())
     }
 
     /// Opens an upload session; `digest_hint` (a single-request push) picks the hash to stream.
@@ -184,6 +229,13 @@ impl Registry {
         self.storage
             .write_link(&layout::layer_link(repo, digest), digest)
             .await?;
+        // An upload of a blob the registry already held only links it (see `still_stored`).
+        if !self.still_stored(digest).await? {
+            return Err(RegistryError::BlobUnknown(digest.clone()));
+        }
+        if let Some(cache) = &self.cache {
+            cache.remember_blob(repo, digest, committed.size).await;
+        }
         Ok(committed)
     }
 

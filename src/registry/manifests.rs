@@ -62,6 +62,9 @@ impl Registry {
         self.storage
             .write_link(&layout::revision_link(repo, &digest), &digest)
             .await?;
+        if let Some(cache) = &self.cache {
+            cache.remember_manifest(repo, &digest).await;
+        }
         if let Some(subject) = &parsed.subject {
             self.storage
                 .write_link(
@@ -83,6 +86,17 @@ impl Registry {
                 .write_link(&layout::tag_current_link(repo, tag), &digest)
                 .await?;
         }
+        // A garbage collection may be sweeping meanwhile (`crate::gc`): now that the revision
+        // link and tags are written (which its second mark will see), check once more that what
+        // they point at is still there, and put back a revision link it removed.
+        let revision = layout::revision_link(repo, &digest);
+        if self.storage.read_link(&revision).await?.is_none() {
+            self.storage.write_link(&revision, &digest).await?;
+        }
+        self.check_references(repo, &parsed).await?;
+        if self.storage.blob_size(&digest).await?.is_none() {
+            return Err(RegistryError::ManifestBlobUnknown(digest));
+        }
         Ok(PushedManifest {
             media_type,
             size,
@@ -93,11 +107,16 @@ impl Registry {
     }
 
     async fn check_references(&self, repo: &RepoName, parsed: &Manifest) -> Result<()> {
+        // Storage, not the cache: the manifest will depend on these.
         for blob in parsed.required_blobs() {
-            match self.stat_blob(repo, &blob.digest).await {
+            match self.stat_blob_in_storage(repo, &blob.digest).await {
                 Ok(_) => {}
                 Err(RegistryError::BlobUnknown(d)) => {
-                    return Err(RegistryError::ManifestBlobUnknown(d))
+                    // A cached "present" must not send the client's retry the same way.
+                    if let Some(cache) = &self.cache {
+                        cache.forget_blob(repo, &d).await;
+                    }
+                    return Err(RegistryError::ManifestBlobUnknown(d));
                 }
                 Err(e) => return Err(e),
             }
@@ -128,11 +147,20 @@ impl Registry {
             }
             Reference::Digest(d) => d.clone(),
         };
+        if let Some(cache) = &self.cache {
+            if cache.has_manifest(repo, &candidate).await {
+                return Ok(Some(candidate));
+            }
+        }
         let revision = self
             .storage
             .read_link(&layout::revision_link(repo, &candidate))
-            .await?;
-        Ok(revision.filter(|d| d == &candidate))
+            .await?
+            .filter(|d| d == &candidate);
+        if let (Some(cache), Some(d)) = (&self.cache, &revision) {
+            cache.remember_manifest(repo, d).await;
+        }
+        Ok(revision)
     }
 
     async fn unknown_manifest(&self, repo: &RepoName, reference: &Reference) -> RegistryError {
@@ -214,6 +242,9 @@ impl Registry {
                 self.storage
                     .delete(&layout::revision_link(repo, &digest))
                     .await?;
+                if let Some(cache) = &self.cache {
+                    cache.forget_manifest(repo, &digest).await;
+                }
             }
         }
         Ok(digest)

@@ -10,6 +10,7 @@ mod manifests;
 
 use thiserror::Error;
 
+use crate::cache::DescriptorCache;
 use crate::oci::{Digest, OciError, RepoName};
 use crate::storage::{layout, Storage, StorageError};
 use crate::upload::{HashingPool, UploadError, UploadManager};
@@ -70,6 +71,7 @@ pub struct Registry {
     storage: Storage,
     uploads: UploadManager,
     options: Options,
+    cache: Option<std::sync::Arc<DescriptorCache>>,
 }
 
 impl Registry {
@@ -80,7 +82,18 @@ impl Registry {
             storage,
             uploads,
             options,
+            cache: None,
         }
+    }
+
+    /// Serves blob and manifest lookups from `cache` (see [`crate::cache`]).
+    pub fn with_cache(mut self, cache: DescriptorCache) -> Self {
+        self.cache = Some(std::sync::Arc::new(cache));
+        self
+    }
+
+    pub fn cache(&self) -> Option<&DescriptorCache> {
+        self.cache.as_deref()
     }
 
     pub fn storage(&self) -> &Storage {

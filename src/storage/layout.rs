@@ -9,6 +9,7 @@
 //! docker/registry/v2/repositories/<name>/_manifests/tags/<tag>/index/<alg>/<hex>/link
 //! docker/registry/v2/repositories/<name>/_referrers/<alg>/<subject hex>/<alg>/<hex>/link   (berth)
 //! docker/registry/v2/_berth/uploads/<id>/data                                              (berth)
+//! docker/registry/v2/_berth/gc/<run>/<alg>/<hex>             (berth: garbage being collected)
 //! ```
 //! Directories starting with `_` are skipped by distribution's catalog walk, so berth's extra
 //! entries do not disturb `registry:2` serving the same storage.
@@ -34,6 +35,21 @@ pub fn blob_data(d: &Digest) -> Path {
         &d.hex()[..2],
         d.hex()
     ))
+}
+
+/// Where all blob data lives.
+pub fn blobs() -> Path {
+    path(format!("{ROOT}/blobs"))
+}
+
+/// Where a garbage collection run keeps the blobs it is about to delete until it has checked
+/// that nothing started using them meanwhile (berth).
+pub fn gc_quarantine() -> Path {
+    path(format!("{ROOT}/_berth/gc"))
+}
+
+pub fn gc_quarantined(run: &str, d: &Digest) -> Path {
+    path(format!("{ROOT}/_berth/gc/{run}/{}", digest_dir(d)))
 }
 
 pub fn repositories() -> Path {

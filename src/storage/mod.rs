@@ -22,7 +22,7 @@ use object_store::multipart::MultipartStore;
 use object_store::path::Path;
 use object_store::signer::Signer;
 use object_store::{
-    GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, PutPayload,
+    GetOptions, GetRange, GetResultPayload, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload,
 };
 use thiserror::Error;
 
@@ -57,6 +57,20 @@ impl From<object_store::Error> for StorageError {
         match e {
             object_store::Error::NotFound { path, .. } => StorageError::NotFound(path),
             other => StorageError::Backend(other),
+        }
+    }
+}
+
+impl StorageError {
+    /// The variant's name, as a metrics label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StorageError::NotFound(_) => "not_found",
+            StorageError::Backend(_) => "backend",
+            StorageError::Io(_) => "io",
+            StorageError::Corrupt { .. } => "corrupt",
+            StorageError::Config(_) => "config",
+            StorageError::Locked(_) => "locked",
         }
     }
 }
@@ -266,6 +280,12 @@ impl Storage {
         }
     }
 
+    /// The health check's probe: a HEAD of `_berth/health` (absent is fine), a real round trip
+    /// to the backend that costs next to nothing.
+    pub async fn check(&self) -> Result<()> {
+        self.exists(&Path::from("_berth/health")).await.map(|_| ())
+    }
+
     // ---- links -------------------------------------------------------------------------
 
     /// Reads a link file: the digest it holds, or `None` when there is no link.
@@ -357,6 +377,58 @@ impl Storage {
             .collect();
         names.sort();
         Ok(names)
+    }
+
+    /// Every object below `prefix` with its size and modification time (garbage collection
+    /// compares these with its grace period). A missing prefix lists nothing.
+    pub fn list_with_meta(&self, prefix: &Path) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.store
+            .list(Some(prefix))
+            .filter_map(|r| async move {
+                match r {
+                    Err(object_store::Error::NotFound { .. }) => None,
+                    other => Some(other.map_err(StorageError::from)),
+                }
+            })
+            .boxed()
+    }
+
+    /// An object's size and modification time, or `None` if there is none.
+    pub async fn head(&self, path: &Path) -> Result<Option<ObjectMeta>> {
+        match self.store.head(path).await {
+            Ok(meta) => Ok(Some(meta)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Moves an object (on object stores: copy, then delete).
+    pub async fn rename(&self, from: &Path, to: &Path) -> Result<()> {
+        self.store.rename(from, to).await?;
+        Ok(())
+    }
+
+    /// On local disk, removes the directories holding `path` that are left empty (a blob moved
+    /// away leaves `blobs/<alg>/<xx>/<hex>/`), up to `stop` (exclusive). Elsewhere nothing: object
+    /// stores have no directories.
+    pub async fn remove_empty_parents(&self, path: &Path, stop: &Path) -> Result<()> {
+        let Some((local, _)) = self.local_files() else {
+            return Ok(());
+        };
+        let file = local.path_to_filesystem(path)?;
+        let stop = local.path_to_filesystem(stop)?;
+        tokio::task::spawn_blocking(move || {
+            let mut dir = file.parent();
+            while let Some(d) = dir {
+                // Fails (and ends the walk) on the first directory that is not empty.
+                if !d.starts_with(&stop) || d == stop || std::fs::remove_dir(d).is_err() {
+                    break;
+                }
+                dir = d.parent();
+            }
+        })
+        .await
+        .map_err(|e| StorageError::Io(std::io::Error::other(e)))
     }
 
     // ---- blobs -------------------------------------------------------------------------

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sha2::Digest as _;
 
@@ -129,17 +129,22 @@ impl Builder {
                     storage = storage.with_faults(faults);
                 }
                 let bound = berth::server::bind(&config, storage).expect("server binds");
-                tx.send((bound.addrs[0], actix_web::rt::System::current()))
-                    .unwrap();
+                tx.send((
+                    bound.addrs[0],
+                    bound.debug_addrs.first().copied(),
+                    actix_web::rt::System::current(),
+                ))
+                .unwrap();
                 actix_web::rt::spawn(bound.server);
             });
             // Until `System::stop`, which also stops the server's and the hashing arbiters.
             let _ = system.run();
         });
-        let (addr, system) = rx.recv().expect("server started");
+        let (addr, debug, system) = rx.recv().expect("server started");
         TestRegistry {
             url: format!("{scheme}://{addr}"),
             host: addr.to_string(),
+            debug_url: debug.map(|d| format!("http://{d}")),
             system,
             thread: Some(thread),
         }
@@ -152,6 +157,8 @@ pub struct TestRegistry {
     pub url: String,
     /// `127.0.0.1:PORT`
     pub host: String,
+    /// The debug listener, `http://127.0.0.1:PORT`, when `http.debug.addr` is configured.
+    pub debug_url: Option<String>,
     system: actix_web::rt::System,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -192,6 +199,8 @@ pub struct BerthProcess {
     /// `127.0.0.1:PORT`
     pub host: String,
     child: Child,
+    /// Every line the process wrote to stderr so far.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl BerthProcess {
@@ -210,7 +219,13 @@ impl BerthProcess {
         }
         let mut child = cmd.spawn().expect("berth binary starts");
         // `listening on http://ADDR`, or `https://ADDR` with TLS.
-        let rx = watch_for_address(child.stderr.take().unwrap(), "listening on ", "berth");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let rx = watch_log(
+            child.stderr.take().unwrap(),
+            "listening on ",
+            "berth",
+            Some(log.clone()),
+        );
         let url = match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(url) => url,
             Err(e) => {
@@ -223,12 +238,36 @@ impl BerthProcess {
             .split_once("://")
             .map_or(url.as_str(), |(_, host)| host)
             .to_string();
-        BerthProcess { url, host, child }
+        BerthProcess {
+            url,
+            host,
+            child,
+            log,
+        }
     }
 
     /// The process id (to send it signals).
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The lines the process wrote to stderr so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let until = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() > until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -246,6 +285,16 @@ pub fn watch_for_address(
     marker: &'static str,
     name: &'static str,
 ) -> mpsc::Receiver<String> {
+    watch_log(log, marker, name, None)
+}
+
+/// [`watch_for_address`], also keeping every line in `lines`.
+pub fn watch_log(
+    log: impl std::io::Read + Send + 'static,
+    marker: &'static str,
+    name: &'static str,
+    lines: Option<Arc<Mutex<Vec<String>>>>,
+) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut sent = false;
@@ -262,6 +311,9 @@ pub fn watch_for_address(
             }
             if std::env::var_os("BERTH_TEST_LOG").is_some() {
                 eprintln!("{name}: {line}");
+            }
+            if let Some(lines) = &lines {
+                lines.lock().unwrap().push(line);
             }
         }
     });
