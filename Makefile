@@ -22,7 +22,8 @@ test: deps lint
 	$(CARGO) test --benches
 	$(CARGO) test --lib --bins --tests --no-fail-fast
 	BERTH_TEST_STORAGE=s3 $(CARGO) test --no-fail-fast \
-	  --test api_blobs --test api_manifests --test failures --test clients --test durability
+	  --test api_blobs --test api_manifests --test failures --test clients --test durability \
+	  --test observability
 
 ## The real clients and the reference registry the end-to-end tests drive.
 deps:

@@ -10,15 +10,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::path::Path;
 
 use serde_json::Value;
 
 use common::tools::{
     docker_load_fixture, docker_push, fixture_layout, json, layout_blob, layout_ref, require,
-    unique, wait_ready, DockerImages, Tools,
+    unique, wait_ready, write_config, Distribution, DockerImages, Tools,
 };
 use common::{client, run, sha256, BerthProcess};
 
@@ -28,24 +26,6 @@ const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+j
 
 // ---------------------------------------------------------------------------------------------
 // Registries
-
-/// Writes a distribution-style configuration (understood by both berth and docker-registry)
-/// for filesystem storage under `root`, and returns its path.
-fn write_config(dir: &Path, name: &str, root: &Path) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(
-        &path,
-        format!(
-            "version: 0.1\n\
-             log:\n  level: info\n\
-             storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-             http:\n  addr: 127.0.0.1:0\n",
-            root.display()
-        ),
-    )
-    .unwrap();
-    path
-}
 
 /// The real berth binary with filesystem storage under `root`.
 fn start_berth(dir: &Path, root: &Path) -> BerthProcess {
@@ -68,50 +48,6 @@ fn start_berth_on_suite_storage(dir: &Path) -> BerthProcess {
     let berth = BerthProcess::start(&config, &env);
     wait_ready(&berth.host);
     berth
-}
-
-/// CNCF distribution 2.8 (`docker-registry serve CONFIG`) until dropped.
-struct Distribution {
-    host: String,
-    child: Child,
-}
-
-impl Distribution {
-    fn start(dir: &Path, root: &Path) -> Distribution {
-        require("docker-registry");
-        let config = write_config(dir, "distribution.yml", root);
-        let mut child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .env("REGISTRY_HTTP_ADDR", "127.0.0.1:0")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start docker-registry: {e}"));
-        let rx = common::watch_for_address(
-            child.stderr.take().unwrap(),
-            "listening on ",
-            "docker-registry",
-        );
-        let host = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(host) => host,
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("docker-registry did not report `listening on ADDR` ({e})");
-            }
-        };
-        let reg = Distribution { host, child };
-        wait_ready(&reg.host);
-        reg
-    }
-}
-
-impl Drop for Distribution {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -683,7 +619,7 @@ fn distribution_writes_berth_reads() {
     let index_digest = layout_ref(&fixture_layout(), "multiarch");
 
     {
-        let dist = Distribution::start(dir.path(), &root);
+        let dist = Distribution::start(&write_config(dir.path(), "distribution.yml", &root));
         push_multiarch_and_check(&tools, &dist.host, repo, "v1");
     } // docker-registry stops here
 
@@ -731,7 +667,7 @@ fn berth_writes_distribution_reads() {
         digest
     }; // berth stops here
 
-    let dist = Distribution::start(dir.path(), &root);
+    let dist = Distribution::start(&write_config(dir.path(), "distribution.yml", &root));
     let d = &dist.host;
     assert!(tags(d, multi_repo).contains(&"v1".to_string()));
     assert_eq!(head_manifest_digest(d, multi_repo, "v1"), index_digest);

@@ -7,13 +7,15 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::tools::{fixture_layout, layout_blob, require, wait_ready, Tools};
+use common::tools::{
+    fixture_layout, layout_blob, require, wait_ready, write_config, Distribution, Tools,
+};
 use common::{client, push_blob_as, run, sha256, BerthProcess, TestRegistry};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -130,23 +132,6 @@ fn blobs_on_disk(root: &Path) -> BTreeSet<String> {
         }
     }
     out
-}
-
-/// A distribution-style configuration for filesystem storage under `root`.
-fn write_config(dir: &Path, name: &str, root: &Path) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(
-        &path,
-        format!(
-            "version: 0.1\n\
-             log:\n  level: info\n\
-             storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-             http:\n  addr: 127.0.0.1:0\n",
-            root.display()
-        ),
-    )
-    .unwrap();
-    path
 }
 
 /// `berth garbage-collect ARGS… CONFIG` (the real binary); answers its standard output.
@@ -369,48 +354,6 @@ fn delete_untagged_keeps_the_platforms_of_a_tagged_index() {
 
 // ---------------------------------------------------------------------------------------------
 // 3. The same verdict as distribution's own collector, on a directory distribution wrote.
-
-/// CNCF distribution 2.8 (`docker-registry serve CONFIG`) until dropped.
-struct Distribution {
-    host: String,
-    child: Child,
-}
-
-impl Distribution {
-    fn start(config: &Path) -> Distribution {
-        require("docker-registry");
-        let mut child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(config)
-            .env("REGISTRY_HTTP_ADDR", "127.0.0.1:0")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start docker-registry: {e}"));
-        let rx = common::watch_for_address(
-            child.stderr.take().unwrap(),
-            "listening on ",
-            "docker-registry",
-        );
-        let host = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(host) => host,
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("docker-registry did not report `listening on ADDR` ({e})");
-            }
-        };
-        wait_ready(&host);
-        Distribution { host, child }
-    }
-}
-
-impl Drop for Distribution {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn plain_collection_removes_what_distribution_would() {

@@ -264,3 +264,64 @@ pub fn docker_push(tools: &Tools, config: Option<&Path>, remote: &str) -> String
         .unwrap_or_else(|| panic!("no digest in docker push output: {out}"))
         .to_string()
 }
+
+/// Writes a distribution-style configuration (understood by both berth and docker-registry)
+/// for filesystem storage under `root`, deletes enabled, and returns its path.
+pub fn write_config(dir: &Path, name: &str, root: &Path) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(
+        &path,
+        format!(
+            "version: 0.1\n\
+             log:\n  level: info\n\
+             storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+             http:\n  addr: 127.0.0.1:0\n",
+            root.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// CNCF distribution 2.8 (Debian's `docker-registry serve CONFIG`) until dropped.
+pub struct Distribution {
+    pub host: String,
+    child: std::process::Child,
+}
+
+impl Distribution {
+    /// Starts it with `config` on a free loopback port and waits until `/v2/` answers.
+    pub fn start(config: &Path) -> Distribution {
+        require("docker-registry");
+        let mut child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(config)
+            .env("REGISTRY_HTTP_ADDR", "127.0.0.1:0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start docker-registry: {e}"));
+        let rx = super::watch_for_address(
+            child.stderr.take().unwrap(),
+            "listening on ",
+            "docker-registry",
+        );
+        let host = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(host) => host,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("docker-registry did not report `listening on ADDR` ({e})");
+            }
+        };
+        wait_ready(&host);
+        Distribution { host, child }
+    }
+}
+
+impl Drop for Distribution {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
