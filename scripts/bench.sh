@@ -191,9 +191,9 @@ start_registry() { # name [restart: same storage, same port]
     registry_config "$dir" "$SERVER_PORT" "$driver" "$users" >"$dir/config.yml"
   fi
   case $name in
-    berth | berth-htpasswd) "$BERTH" serve "$dir/config.yml" >>"$WORK/$name.log" 2>&1 &
+    berth | berth-plain | berth-htpasswd) "$BERTH" serve "$dir/config.yml" >>"$WORK/$name.log" 2>&1 &
       ;;
-    distribution-htpasswd) docker-registry serve "$dir/config.yml" >>"$WORK/$name.log" 2>&1 &
+    distribution-plain | distribution-htpasswd) docker-registry serve "$dir/config.yml" >>"$WORK/$name.log" 2>&1 &
       ;;
     berth-s3) env "${S3_ENV[@]}" "$BERTH" serve "$dir/config.yml" >>"$WORK/$name.log" 2>&1 &
       ;;
@@ -397,9 +397,10 @@ for round in $(seq 1 "$REPEAT"); do
   if want resume && [ -n "$RESUMES" ]; then run_resume "$round"; fi
 done
 # htpasswd logins on (berth-htpasswd, distribution-htpasswd) against the same registry without
-# (berth, distribution): every request carries Basic credentials, as a CI's do. The user's
-# bcrypt entry has cost 10 (distribution's own default); the "other configurations" table's
-# ÷ berth and ÷ distribution columns are the price of logins.
+# (berth-plain, distribution-plain), same sizes, alternating: every request carries Basic
+# credentials, as a CI's do. The user's bcrypt entry has cost 10 (distribution's own default).
+# All four appear in the "other configurations" table; compare -htpasswd with -plain there (the
+# ÷ berth and ÷ distribution columns refer to the main runs, with other sizes).
 AUTH_GROUP=(push-chunked-1m push-small push-medium)
 # Fewer requests than the main groups: distribution pays a bcrypt check on every one.
 AUTH_ARGS=(--small-count 500 --medium-count 100)
@@ -409,8 +410,10 @@ if want auth; then
   export BERTH_BENCH_PASSWORD="bench-$$"
   "$BERTH" htpasswd --cost 10 "$WORK/bench.htpasswd" bench <<<"$BERTH_BENCH_PASSWORD" 2>/dev/null
   for round in $(seq 1 "$REPEAT"); do
-    order=(berth berth-htpasswd distribution distribution-htpasswd)
-    ((round % 2 == 1)) || order=(distribution-htpasswd distribution berth-htpasswd berth)
+    # The baselines get labels of their own: the group's smaller sizes must not mix into the
+    # main table's berth and distribution medians.
+    order=(berth-plain berth-htpasswd distribution-plain distribution-htpasswd)
+    ((round % 2 == 1)) || order=(distribution-htpasswd distribution-plain berth-htpasswd berth-plain)
     for name in "${order[@]}"; do
       start_registry "$name" || die "$name did not start"
       log "round $round: $name: ${AUTH_GROUP[*]}"
