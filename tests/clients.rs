@@ -498,17 +498,7 @@ fn podman_pushes_and_pulls() {
     );
 
     let pm = dir.path().join("podman");
-    let podman = || {
-        let mut cmd = tools.containers_cmd("podman");
-        cmd.arg("--root")
-            .arg(pm.join("root"))
-            .arg("--runroot")
-            .arg(pm.join("runroot"))
-            .arg("--tmpdir")
-            .arg(pm.join("tmp"))
-            .args(["--storage-driver", "vfs", "--events-backend", "none"]);
-        cmd
-    };
+    let podman = || tools.podman(&pm);
     let src = format!("{h}/e2e/podman-src:v1");
     let dst = format!("{h}/e2e/podman-dst:v1");
 

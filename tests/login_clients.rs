@@ -273,15 +273,8 @@ fn podman_and_skopeo_log_in_over_https_with_a_ca_from_berth_certs() {
 
     // podman logs in as ci (its own auth file) and pulls; pushing is denied to ci.
     let ci_auth = dir.path().join("ci-auth.json");
-    let podman = || {
-        let mut cmd = tools.containers_cmd("podman");
-        cmd.arg("--root")
-            .arg(dir.path().join("podman/root"))
-            .arg("--runroot")
-            .arg(dir.path().join("podman/run"))
-            .args(["--storage-driver", "vfs"]);
-        cmd
-    };
+    let pm = dir.path().join("podman");
+    let podman = || tools.podman(&pm);
     let (ok, out) = run_with_input(
         podman()
             .args(["login", "--cert-dir", cert_dir, "--authfile"])

@@ -268,17 +268,7 @@ fn podman_pushes_and_pulls_over_tls() {
         .arg(format!("docker://{h}/e2e/podman-tls-src:v1")));
 
     let pm = dir.path().join("podman");
-    let podman = || {
-        let mut cmd = tools.containers_cmd("podman");
-        cmd.arg("--root")
-            .arg(pm.join("root"))
-            .arg("--runroot")
-            .arg(pm.join("runroot"))
-            .arg("--tmpdir")
-            .arg(pm.join("tmp"))
-            .args(["--storage-driver", "vfs", "--events-backend", "none"]);
-        cmd
-    };
+    let podman = || tools.podman(&pm);
     let src = format!("{h}/e2e/podman-tls-src:v1");
     let dst = format!("{h}/e2e/podman-tls-dst:v1");
 

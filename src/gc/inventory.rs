@@ -46,7 +46,15 @@ pub struct Inventory {
     pub blobs: BTreeMap<Digest, BlobEntry>,
 }
 
-fn digest(alg: &str, hex: &str) -> Option<Digest> {
+/// The segments of `path` after its first `skip` (those of the listed root).
+pub(super) fn parts_below(path: &Path, skip: usize) -> Vec<String> {
+    path.parts()
+        .skip(skip)
+        .map(|p| p.as_ref().to_string())
+        .collect()
+}
+
+pub(super) fn digest(alg: &str, hex: &str) -> Option<Digest> {
     format!("{alg}:{hex}").parse().ok()
 }
 
@@ -59,12 +67,7 @@ impl Inventory {
         let mut objects = storage.list_with_meta(&layout::repositories());
         while let Some(meta) = objects.next().await {
             let meta = meta?;
-            let parts: Vec<String> = meta
-                .location
-                .parts()
-                .skip(skip)
-                .map(|p| p.as_ref().to_string())
-                .collect();
+            let parts = parts_below(&meta.location, skip);
             let entry = Entry {
                 path: meta.location.clone(),
                 modified: meta.last_modified,
@@ -75,12 +78,7 @@ impl Inventory {
         let mut objects = storage.list_with_meta(&layout::blobs());
         while let Some(meta) = objects.next().await {
             let meta = meta?;
-            let parts: Vec<String> = meta
-                .location
-                .parts()
-                .skip(skip)
-                .map(|p| p.as_ref().to_string())
-                .collect();
+            let parts = parts_below(&meta.location, skip);
             if let [alg, _, hex, data] = parts.as_slice() {
                 if let (Some(d), "data") = (digest(alg, hex), data.as_str()) {
                     inv.blobs.insert(

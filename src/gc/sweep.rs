@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use object_store::path::Path;
 
-use super::inventory::Inventory;
+use super::inventory::{digest, parts_below, Inventory};
 use super::mark::{ManifestReader, MarkSet, Options};
 use crate::oci::{Digest, RepoName};
 use crate::storage::{layout, Result, Storage};
@@ -329,14 +329,9 @@ pub async fn recover_quarantine(storage: &Storage) -> Result<usize> {
     let mut objects = storage.list_with_meta(&root);
     while let Some(meta) = objects.next().await {
         let meta = meta?;
-        let parts: Vec<String> = meta
-            .location
-            .parts()
-            .skip(skip)
-            .map(|p| p.as_ref().to_string())
-            .collect();
+        let parts = parts_below(&meta.location, skip);
         if let [_, alg, hex] = parts.as_slice() {
-            if let Ok(d) = format!("{alg}:{hex}").parse::<Digest>() {
+            if let Some(d) = digest(alg, hex) {
                 found.push((meta.location, d));
             }
         }

@@ -140,6 +140,20 @@ impl Tools {
     pub fn docker(&self) -> Command {
         self.cmd("docker")
     }
+
+    /// `podman` with its image store, run state and temporary files under `dir` (vfs, no
+    /// events): a test's images never meet another's or the machine's.
+    pub fn podman(&self, dir: &Path) -> Command {
+        let mut cmd = self.containers_cmd("podman");
+        cmd.arg("--root")
+            .arg(dir.join("root"))
+            .arg("--runroot")
+            .arg(dir.join("runroot"))
+            .arg("--tmpdir")
+            .arg(dir.join("tmp"))
+            .args(["--storage-driver", "vfs", "--events-backend", "none"]);
+        cmd
+    }
 }
 
 /// Polls `GET /v2/` until it answers 200.
