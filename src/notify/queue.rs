@@ -50,7 +50,7 @@ impl Spool {
                 .append(true)
                 .create(true)
                 .open(&path)?;
-            if !try_lock(&log)? {
+            if !crate::storage::try_lock_file(&log)? {
                 continue;
             }
             let ack = OpenOptions::new()
@@ -222,24 +222,6 @@ fn sanitize(name: &str) -> String {
         format!("_{s}")
     } else {
         s
-    }
-}
-
-/// An exclusive open-file-description lock on the whole file, or false when another holds it.
-fn try_lock(file: &File) -> io::Result<bool> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: `flock` is a plain C struct, zeroed then filled; the descriptor belongs to `file`.
-    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
-    lock.l_type = libc::F_WRLCK as libc::c_short;
-    lock.l_whence = libc::SEEK_SET as libc::c_short;
-    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) };
-    if rc == 0 {
-        return Ok(true);
-    }
-    let err = io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::EAGAIN) | Some(libc::EACCES) => Ok(false),
-        _ => Err(err),
     }
 }
 

@@ -264,8 +264,9 @@ impl UploadGuard {
     }
 }
 
-/// Tries to take an exclusive open-file-description lock on the whole file.
-fn try_lock_file(file: &std::fs::File) -> Result<bool> {
+/// Tries to take an exclusive open-file-description lock on the whole file: `false` when another
+/// open file description holds it. (Also guards the notification spool files.)
+pub fn try_lock_file(file: &std::fs::File) -> std::io::Result<bool> {
     use std::os::fd::AsRawFd;
     // SAFETY: `flock` is a plain C struct, zeroed then filled; the descriptor belongs to `file`.
     let mut lock: libc::flock = unsafe { std::mem::zeroed() };
@@ -278,7 +279,7 @@ fn try_lock_file(file: &std::fs::File) -> Result<bool> {
     let err = std::io::Error::last_os_error();
     match err.raw_os_error() {
         Some(libc::EAGAIN) | Some(libc::EACCES) => Ok(false),
-        _ => Err(err.into()),
+        _ => Err(err),
     }
 }
 

@@ -8,6 +8,8 @@
 pub mod faults;
 pub mod layout;
 mod lock;
+
+pub use lock::try_lock_file;
 mod uploads;
 mod writer;
 
