@@ -255,6 +255,29 @@ pub struct EndpointConfig {
     pub ignore: IgnoreConfig,
 }
 
+impl EndpointConfig {
+    /// The endpoint's URL as it may be logged: without user info, query or fragment, which is
+    /// where webhook URLs carry their secrets (`https://user:secret@host/events?token=…`).
+    pub fn display_url(&self) -> String {
+        display_url(&self.url)
+    }
+}
+
+/// `url` without user info, query or fragment; an unparsable one is not shown at all (it may
+/// hold a secret just the same).
+pub fn display_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut url) => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.set_query(None);
+            url.set_fragment(None);
+            url.to_string()
+        }
+        Err(_) => "(an unparsable URL)".to_string(),
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Default)]
 pub struct IgnoreConfig {
     #[serde(default)]
@@ -817,11 +840,12 @@ impl Config {
                 )));
             }
             let url = reqwest::Url::parse(&endpoint.url)
-                .map_err(|e| invalid(format!("{}: url {:?}: {e}", endpoint.name, endpoint.url)))?;
+                .map_err(|e| invalid(format!("{}: url: {e}", endpoint.name)))?;
             if !matches!(url.scheme(), "http" | "https") {
                 return Err(invalid(format!(
                     "{}: url {:?} must be http or https",
-                    endpoint.name, endpoint.url
+                    endpoint.name,
+                    endpoint.display_url()
                 )));
             }
         }

@@ -480,3 +480,42 @@ fn events_spooled_while_the_endpoint_is_down_arrive_after_a_restart() {
 fn events_of(r: &Received) -> Value {
     r.body["events"][0].clone()
 }
+
+#[test]
+fn credentials_and_query_of_an_endpoint_url_never_reach_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nobody listens: every delivery fails and is logged.
+    let port = common::free_port();
+    let config = dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {root}\n\
+             notifications:\n  endpoints:\n    - name: hook\n\
+             \x20     url: http://hookuser:hooksecret@127.0.0.1:{port}/events?token=querysecret#frag\n\
+             \x20     timeout: 200ms\n      threshold: 1\n      backoff: 50ms\n",
+            root = dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let berth = BerthProcess::start(&config, &[("RUST_LOG", "trace")]);
+    let r = common::push_image_as(&berth.url, "delta", "v1", None);
+    assert_eq!(r.status(), 201);
+    let start = Instant::now();
+    let failed = |lines: &[String]| lines.iter().any(|l| l.contains("\"hook\" failed"));
+    while !failed(&berth.log_lines()) && start.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = berth.log_lines().join("\n");
+    assert!(
+        failed(&berth.log_lines()),
+        "a failed delivery is logged:\n{log}"
+    );
+    assert!(
+        log.contains(&format!("(http://127.0.0.1:{port}/events)")),
+        "the endpoint is named without its secrets:\n{log}"
+    );
+    for secret in ["hookuser", "hooksecret", "querysecret", "frag"] {
+        assert!(!log.contains(secret), "{secret:?} in the log:\n{log}");
+    }
+}

@@ -126,7 +126,7 @@ impl Notifier {
             log::info!(
                 "notifications: sending events to {:?} ({})",
                 cfg.name,
-                cfg.url
+                cfg.display_url()
             );
             endpoints.push(Endpoint { shared, sender });
         }
@@ -249,6 +249,18 @@ struct Hurry(Instant);
 /// The longest wait between attempts while flushing.
 const HURRIED_RETRY: Duration = Duration::from_millis(100);
 
+/// An error and its causes on one line (reqwest's own message stops at "error sending request").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 /// Delivers one endpoint's queue: the oldest event, then the next; a failure retries the same
 /// event after [`Backoff`]'s delay. All decisions are in [`Queue`] and [`Backoff`].
 struct Sender {
@@ -280,7 +292,7 @@ impl Sender {
             }
         }
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(EVENTS_MEDIA_TYPE));
-        reqwest::Url::parse(&cfg.url).map_err(|e| format!("url {:?}: {e}", cfg.url))?;
+        reqwest::Url::parse(&cfg.url).map_err(|e| format!("url: {e}"))?;
         let client = reqwest::Client::builder()
             .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -331,7 +343,8 @@ impl Sender {
             match request.send().await {
                 Ok(r) if r.status().is_success() || r.status().is_redirection() => Ok(()),
                 Ok(r) => Err(format!("status {}", r.status())),
-                Err(e) => Err(e.to_string()),
+                // Its message would name the URL, credentials and query included.
+                Err(e) => Err(error_chain(&e.without_url())),
             }
         };
         ctx.spawn(send.into_actor(self).map(|result, act, ctx| {
