@@ -534,6 +534,75 @@ pub struct HttpConfig {
     /// The debug listener (metrics, health).
     #[serde(default)]
     pub debug: Option<DebugConfig>,
+    /// berth's own key: the peers whose `X-Forwarded-*`/`Forwarded` headers are believed (a
+    /// list, or one comma-separated string in `REGISTRY_HTTP_TRUSTEDPROXIES`); loopback by
+    /// default, `[]` for none.
+    #[serde(
+        default = "default_trusted_proxies",
+        deserialize_with = "nets::deserialize"
+    )]
+    pub trustedproxies: Vec<ipnet::IpNet>,
+    /// berth's own key: connections served at once, in all (beyond it new ones are closed).
+    #[serde(default = "default_max_connections")]
+    pub maxconnections: usize,
+    /// berth's own key: connections at once from one address (IPv6: one /64); trusted proxies
+    /// are exempt.
+    #[serde(default = "default_max_connections_per_address")]
+    pub maxconnectionsperaddress: usize,
+}
+
+fn default_trusted_proxies() -> Vec<ipnet::IpNet> {
+    vec![
+        "127.0.0.0/8".parse().expect("a CIDR"),
+        "::1/128".parse().expect("a CIDR"),
+    ]
+}
+
+fn default_max_connections() -> usize {
+    4096
+}
+
+fn default_max_connections_per_address() -> usize {
+    512
+}
+
+pub use nets::parse as parse_net;
+
+/// Lists of addresses or CIDR ranges, from YAML lists or one comma-separated string.
+mod nets {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        Many(Vec<String>),
+        One(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+        let entries = match OneOrMany::deserialize(d)? {
+            OneOrMany::Many(list) => list,
+            OneOrMany::One(text) => text
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+        };
+        entries
+            .iter()
+            .map(|entry| parse(entry).map_err(serde::de::Error::custom))
+            .collect()
+    }
+
+    /// `10.0.0.0/8`, or a single address (`10.0.0.5`, `::1`).
+    pub fn parse(entry: &str) -> Result<ipnet::IpNet, String> {
+        let entry = entry.trim();
+        entry
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| format!("{entry:?} is neither an address nor a CIDR range"))
+    }
 }
 
 fn default_drain() -> std::time::Duration {
@@ -584,6 +653,9 @@ impl Default for HttpConfig {
             bodyidletimeout: default_body_idle(),
             draintimeout: default_drain(),
             debug: None,
+            trustedproxies: default_trusted_proxies(),
+            maxconnections: default_max_connections(),
+            maxconnectionsperaddress: default_max_connections_per_address(),
         }
     }
 }
@@ -1050,6 +1122,44 @@ mod tests {
         );
         assert!(cfg.storage.delete.enabled);
         assert_eq!(cfg.log.level, LogLevel::Debug);
+    }
+
+    #[test]
+    fn trusted_proxies_and_connection_limits() {
+        let cfg = Config::load(None, &env(&[])).unwrap();
+        let defaults: Vec<String> = cfg
+            .http
+            .trustedproxies
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(defaults, ["127.0.0.0/8", "::1/128"]);
+        assert_eq!(cfg.http.maxconnections, 4096);
+        assert_eq!(cfg.http.maxconnectionsperaddress, 512);
+        let cfg = Config::load(
+            None,
+            &env(&[
+                ("REGISTRY_HTTP_TRUSTEDPROXIES", "10.0.0.0/8, 192.0.2.7"),
+                ("REGISTRY_HTTP_MAXCONNECTIONS", "100"),
+                ("REGISTRY_HTTP_MAXCONNECTIONSPERADDRESS", "10"),
+            ]),
+        )
+        .unwrap();
+        let set: Vec<String> = cfg
+            .http
+            .trustedproxies
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(set, ["10.0.0.0/8", "192.0.2.7/32"]);
+        assert_eq!(cfg.http.maxconnections, 100);
+        assert_eq!(cfg.http.maxconnectionsperaddress, 10);
+        let cfg = from_yaml("http:\n  trustedproxies: []\n", &[]).unwrap();
+        assert!(cfg.http.trustedproxies.is_empty());
+        let cfg = from_yaml("http:\n  trustedproxies: ['::1', 172.16.0.0/12]\n", &[]).unwrap();
+        assert_eq!(cfg.http.trustedproxies.len(), 2);
+        let err = from_yaml("http:\n  trustedproxies: [nginx]\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("nginx"), "{err}");
     }
 
     #[test]

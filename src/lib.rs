@@ -22,6 +22,7 @@ pub mod bench;
 pub mod cache;
 pub mod certs;
 pub mod config;
+pub mod connections;
 pub mod gc;
 pub mod health;
 pub mod logging;

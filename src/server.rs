@@ -3,17 +3,20 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use actix_tls::accept::openssl::TlsStream;
 use actix_web::dev::ServerHandle;
 use actix_web::middleware::{from_fn, DefaultHeaders};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use futures_util::future::LocalBoxFuture;
 use thiserror::Error;
 
+use crate::api::client::TrustedProxies;
 use crate::api::observe::{observe, Observer};
 use crate::api::{self, AppState, Urls, API_VERSION_HEADER};
 use crate::auth::Auth;
 use crate::cache::DescriptorCache;
 use crate::config::{Config, DebugConfig, Driver};
+use crate::connections::ConnectionLimiter;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
@@ -354,10 +357,16 @@ pub fn bind(config: &Config, storage: Storage) -> Result<Bound, ServerError> {
         metrics: metrics.clone(),
         access_log: !config.log.accesslog.disabled,
     });
+    let proxies = web::Data::new(TrustedProxies::new(config.http.trustedproxies.clone()));
+    let connect_proxies = proxies.clone();
+    let limiter = ConnectionLimiter::new(config.http.maxconnectionsperaddress);
+    limiter.start_trimming();
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .app_data(observer.clone())
+            .app_data(proxies.clone())
             .wrap(DefaultHeaders::new().add(API_VERSION_HEADER))
             // Metrics and the access log (method, path without query, status, bytes, time,
             // user; never headers, so credentials cannot reach it).
@@ -366,12 +375,32 @@ pub fn bind(config: &Config, storage: Storage) -> Result<Bound, ServerError> {
     })
     // Signals are handled by `run`: SIGINT drains as SIGTERM does.
     .disable_signals()
+    .workers(workers)
+    // Per worker; beyond it connections wait in the listen backlog.
+    .max_connections(config.http.maxconnections.div_ceil(workers).max(1))
     .shutdown_timeout(config.http.draintimeout.as_secs_f64().ceil() as u64)
     // Responses are written as headers then body; with Nagle's algorithm on, the body of a small
     // response on a kept-alive connection waits for the client's delayed ACK (~40 ms).
-    .on_connect(|conn, _| {
-        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-            let _ = tcp.set_nodelay(true);
+    .on_connect(move |conn, data| {
+        let tcp = conn
+            .downcast_ref::<actix_web::rt::net::TcpStream>()
+            .or_else(|| {
+                conn.downcast_ref::<TlsStream<actix_web::rt::net::TcpStream>>()
+                    .map(|tls| tls.get_ref())
+            });
+        let Some(tcp) = tcp else { return };
+        let _ = tcp.set_nodelay(true);
+        let Ok(peer) = tcp.peer_addr() else { return };
+        if connect_proxies.trusts(peer.ip()) {
+            data.insert(limiter.admit_unlimited());
+            return;
+        }
+        match limiter.admit(peer.ip()) {
+            // Released with the connection's data when the connection closes.
+            Some(admitted) => {
+                data.insert(admitted);
+            }
+            None => limiter.refuse(tcp),
         }
     });
     let server = match &config.http.tls {

@@ -7,6 +7,7 @@ mod base;
 mod blobs;
 mod body;
 mod catalog;
+pub mod client;
 pub mod endpoint;
 pub mod error;
 mod manifests;
@@ -59,11 +60,11 @@ impl AppState {
         if !self.notifier.is_enabled() {
             return;
         }
-        let info = req.connection_info();
+        let client = client::client(req);
         let request = RequestRecord {
             id: uuid::Uuid::new_v4().to_string(),
-            addr: info.realip_remote_addr().unwrap_or_default().to_string(),
-            host: info.host().to_string(),
+            addr: client.addr.map(|a| a.to_string()).unwrap_or_default(),
+            host: client.host,
             method: req.method().to_string(),
             useragent: header_str(req.headers(), "user-agent")
                 .unwrap_or_default()
@@ -89,8 +90,8 @@ pub struct Urls {
 }
 
 impl Urls {
-    /// The URL a client should use for `path`, as seen from the client: behind a proxy, the
-    /// `Forwarded`/`X-Forwarded-Proto`/`X-Forwarded-Host` headers name the public address.
+    /// The URL a client should use for `path`, as seen from the client: behind a trusted proxy,
+    /// the `Forwarded`/`X-Forwarded-Proto`/`X-Forwarded-Host` headers name the public address.
     pub fn location(&self, req: &HttpRequest, path: &str) -> String {
         if self.relative {
             return path.to_string();
@@ -98,8 +99,8 @@ impl Urls {
         if let Some(host) = &self.host {
             return format!("{}{path}", host.trim_end_matches('/'));
         }
-        let info = req.connection_info();
-        format!("{}://{}{path}", info.scheme(), info.host())
+        let client = client::client(req);
+        format!("{}://{}{path}", client.scheme, client.host)
     }
 }
 
@@ -236,7 +237,7 @@ async fn authorize(
         repo: endpoint.repo().map(|r| r.as_str()),
     };
     let authorization = header_str(req.headers(), "authorization");
-    let peer = req.peer_addr().map(|a| a.ip());
+    let peer = client::client(req).addr;
     Ok(auth.authorize(peer, authorization, &needs).await?)
 }
 

@@ -63,7 +63,7 @@ pub async fn observe(
         });
     }
     let method = req.method().clone();
-    let peer = req.peer_addr().map(|a| a.ip());
+    let peer = super::client::client(req.request()).addr;
     let res = next.call(req).await?.map_into_boxed_body();
     let Some(observer) = observer else {
         return Ok(res.map_body(|_, body| Observed {

@@ -16,7 +16,7 @@ pub async fn get(auth: &Auth, req: &HttpRequest, query: &Query) -> Result<HttpRe
     }
     let issued = auth
         .issue_token(
-            req.peer_addr().map(|a| a.ip()),
+            super::client::client(req).addr,
             header_str(req.headers(), "authorization"),
             &query.all("scope"),
         )
