@@ -46,6 +46,9 @@ pub struct Config {
     pub redis: Option<RedisConfig>,
     #[serde(default)]
     pub health: HealthConfig,
+    /// berth's own section: caps on open upload sessions.
+    #[serde(default)]
+    pub uploads: UploadsConfig,
     /// Resolved after loading: which storage driver is configured.
     #[serde(skip)]
     pub driver: Driver,
@@ -509,6 +512,40 @@ fn yes() -> bool {
 pub struct DeleteConfig {
     #[serde(default)]
     pub enabled: bool,
+}
+
+/// `uploads`: how many upload sessions may be open at once (see `upload::quota`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct UploadsConfig {
+    #[serde(default = "default_uploads_per_repository")]
+    pub maxperrepository: usize,
+    #[serde(default = "default_uploads_per_user")]
+    pub maxperuser: usize,
+    /// A session not written to for this long stops counting.
+    #[serde(default = "default_upload_idle", with = "duration")]
+    pub idletimeout: std::time::Duration,
+}
+
+impl Default for UploadsConfig {
+    fn default() -> Self {
+        UploadsConfig {
+            maxperrepository: default_uploads_per_repository(),
+            maxperuser: default_uploads_per_user(),
+            idletimeout: default_upload_idle(),
+        }
+    }
+}
+
+fn default_uploads_per_repository() -> usize {
+    1000
+}
+
+fn default_uploads_per_user() -> usize {
+    500
+}
+
+fn default_upload_idle() -> std::time::Duration {
+    std::time::Duration::from_secs(3600)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -1136,6 +1173,24 @@ mod tests {
         assert_eq!(defaults, ["127.0.0.0/8", "::1/128"]);
         assert_eq!(cfg.http.maxconnections, 4096);
         assert_eq!(cfg.http.maxconnectionsperaddress, 512);
+        assert_eq!(cfg.uploads.maxperrepository, 1000);
+        assert_eq!(cfg.uploads.maxperuser, 500);
+        assert_eq!(
+            cfg.uploads.idletimeout,
+            std::time::Duration::from_secs(3600)
+        );
+        let cfg = Config::load(
+            None,
+            &env(&[
+                ("REGISTRY_UPLOADS_MAXPERREPOSITORY", "7"),
+                ("REGISTRY_UPLOADS_MAXPERUSER", "3"),
+                ("REGISTRY_UPLOADS_IDLETIMEOUT", "10m"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cfg.uploads.maxperrepository, 7);
+        assert_eq!(cfg.uploads.maxperuser, 3);
+        assert_eq!(cfg.uploads.idletimeout, std::time::Duration::from_secs(600));
         let cfg = Config::load(
             None,
             &env(&[

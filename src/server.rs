@@ -352,6 +352,11 @@ pub fn bind(config: &Config, storage: Storage) -> Result<Bound, ServerError> {
         body_idle: config.http.bodyidletimeout,
         notifier,
         health: health.clone(),
+        upload_quota: crate::upload::quota::UploadQuota::new(
+            config.uploads.maxperrepository,
+            config.uploads.maxperuser,
+            config.uploads.idletimeout,
+        ),
     });
     let observer = web::Data::new(Observer {
         metrics: metrics.clone(),

@@ -233,3 +233,110 @@ fn a_flood_of_unfinished_heads_from_one_address_holds_little_memory() {
         200
     );
 }
+
+#[test]
+fn open_upload_sessions_are_capped_per_user_and_per_repository() {
+    let reg = TestRegistry::builder()
+        .env("REGISTRY_UPLOADS_MAXPERUSER", "5")
+        .env("REGISTRY_UPLOADS_MAXPERREPOSITORY", "8")
+        .start();
+    let from = |source: &str| {
+        reqwest::blocking::Client::builder()
+            .local_address(source.parse::<std::net::IpAddr>().unwrap())
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+    };
+    let open = |client: &reqwest::blocking::Client, repo: &str| {
+        client
+            .post(reg.url(&format!("/v2/{repo}/blobs/uploads/")))
+            .send()
+            .unwrap()
+    };
+    let pusher = from("127.0.0.1");
+    let mut sessions: Vec<String> = (0..5)
+        .map(|_| {
+            let r = open(&pusher, "team/app");
+            assert_eq!(r.status(), 202);
+            r.headers()["location"].to_str().unwrap().to_string()
+        })
+        .collect();
+    // The sixth of one (anonymous) client: refused, in the spec's format, with a hint.
+    let r = open(&pusher, "team/other");
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let body = r.text().unwrap();
+    assert_eq!(common::error_code(&body), "TOOMANYREQUESTS", "{body}");
+    assert!(body.contains("anonymous@127.0.0.1"), "{body}");
+
+    // Another client may open sessions until the repository holds its eight.
+    let other = from("127.0.0.3");
+    for _ in 0..3 {
+        assert_eq!(open(&other, "team/app").status(), 202);
+    }
+    let r = open(&other, "team/app");
+    assert_eq!(r.status(), 429);
+    let body = r.text().unwrap();
+    assert!(body.contains("repository \\\"team/app\\\""), "{body}");
+    assert_eq!(open(&other, "team/other").status(), 202);
+
+    // A completed and a cancelled session give their places back.
+    let content = b"a finished layer".to_vec();
+    let location = sessions.remove(0);
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let r = pusher
+        .put(format!("{location}{sep}digest={}", sha256(&content)))
+        .body(content)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = pusher.delete(sessions.remove(0)).send().unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(open(&pusher, "team/app").status(), 202);
+    assert_eq!(open(&pusher, "team/more").status(), 202);
+    assert_eq!(open(&pusher, "team/more").status(), 429);
+}
+
+#[test]
+fn sessions_finished_through_another_instance_stop_counting() {
+    let dir = tempfile::tempdir().unwrap();
+    let instance = || {
+        TestRegistry::builder()
+            .filesystem(dir.path())
+            .env("REGISTRY_UPLOADS_MAXPERUSER", "3")
+            .start()
+    };
+    let (a, b) = (instance(), instance());
+    let mut sessions: Vec<String> = (0..3)
+        .map(|_| common::start_upload_at(&a.url, "shared/app"))
+        .collect();
+    assert_eq!(
+        client()
+            .post(a.url("/v2/shared/app/blobs/uploads/"))
+            .send()
+            .unwrap()
+            .status(),
+        429
+    );
+    // Instance b finishes one and cancels another (a load balancer sent those requests there).
+    let content = b"finished elsewhere".to_vec();
+    let on_b = |location: &str| location.replace(&a.url, &b.url);
+    let r = common::patch_chunk(&on_b(&sessions[0]), 0, &content);
+    assert_eq!(r.status(), 202);
+    let r = common::complete_upload(&on_b(&sessions.remove(0)), &sha256(&content));
+    assert_eq!(r.status(), 201);
+    let r = client().delete(on_b(&sessions.remove(0))).send().unwrap();
+    assert_eq!(r.status(), 204);
+    // a learns it when its cap is reached: two places again, not three.
+    for _ in 0..2 {
+        common::start_upload_at(&a.url, "shared/app");
+    }
+    assert_eq!(
+        client()
+            .post(a.url("/v2/shared/app/blobs/uploads/"))
+            .send()
+            .unwrap()
+            .status(),
+        429
+    );
+}

@@ -216,6 +216,18 @@ impl From<RegistryError> for ApiError {
     }
 }
 
+impl From<crate::upload::quota::QuotaExceeded> for ApiError {
+    fn from(e: crate::upload::quota::QuotaExceeded) -> Self {
+        // Idle sessions stop counting after a while; finished ones at once.
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TOOMANYREQUESTS",
+            e.to_string(),
+        )
+        .with_header(RETRY_AFTER, "60".into())
+    }
+}
+
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         let message = e.to_string();

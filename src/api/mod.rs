@@ -46,6 +46,8 @@ pub struct AppState {
     pub health: crate::health::Health,
     /// Webhook notifications (`notifications.endpoints`); a no-op without endpoints.
     pub notifier: Notifier,
+    /// Caps on open upload sessions (`uploads`).
+    pub upload_quota: crate::upload::quota::UploadQuota,
 }
 
 impl AppState {
@@ -209,7 +211,7 @@ async fn dispatch(
             Method::GET => uploads::status(&state, &req, &repo, &id).await,
             Method::PATCH => uploads::patch(&state, &req, body, &repo, &id).await,
             Method::PUT => uploads::put(&state, &req, body, &repo, &id, &query).await,
-            _ => uploads::cancel(reg, &repo, &id).await,
+            _ => uploads::cancel(&state, &repo, &id).await,
         },
     }
 }

@@ -9,10 +9,12 @@ use super::error::upload_range;
 use super::{
     content_length, header_str, ApiError, AppState, Query, DIGEST_HEADER, UPLOAD_UUID_HEADER,
 };
-use crate::auth::{Permission, Principal};
+use crate::auth::{Identity, Permission, Principal};
 use crate::notify::{Action, Target};
 use crate::oci::{ContentRange, Digest, RepoName};
-use crate::registry::Registry;
+use crate::registry::RegistryError;
+use crate::upload::quota::Reservation;
+use crate::upload::UploadError;
 
 /// 202 with where to continue an upload and how much of it is stored.
 fn in_progress(
@@ -91,6 +93,44 @@ fn digest_param(query: &Query) -> Result<Digest, ApiError> {
     Ok(value.parse()?)
 }
 
+/// Whom the request's upload sessions count against: the logged-in user, else the client's
+/// address.
+fn session_owner(req: &HttpRequest) -> String {
+    match req.extensions().get::<Principal>().map(|p| &p.identity) {
+        Some(Identity::User(name)) => name.clone(),
+        _ => match super::client::client(req).addr {
+            Some(addr) => format!("anonymous@{addr}"),
+            None => "anonymous".to_string(),
+        },
+    }
+}
+
+/// A place for a new session of the caller in `repo`. At a cap, the sessions counted against it
+/// are looked up first: one finished or cancelled through another instance no longer counts.
+async fn reserve_session(
+    state: &AppState,
+    req: &HttpRequest,
+    repo: &RepoName,
+) -> Result<Reservation, ApiError> {
+    let quota = &state.upload_quota;
+    let owner = session_owner(req);
+    let refused = match quota.reserve(repo.as_str(), &owner) {
+        Ok(reservation) => return Ok(reservation),
+        Err(refused) => refused,
+    };
+    for (id, session_repo) in quota.counted(&refused, repo.as_str(), &owner) {
+        let Ok(session_repo) = session_repo.parse::<RepoName>() else {
+            continue;
+        };
+        if let Err(RegistryError::Upload(UploadError::Unknown(_))) =
+            state.registry.upload_status(&session_repo, &id).await
+        {
+            quota.release(&id);
+        }
+    }
+    Ok(quota.reserve(repo.as_str(), &owner)?)
+}
+
 /// Whether the request's caller may pull from `repo`.
 fn may_read(state: &AppState, req: &HttpRequest, repo: &RepoName) -> bool {
     let Some(auth) = &state.auth else {
@@ -140,8 +180,12 @@ pub async fn start(
             return Ok(created(state, req, repo, &digest));
         }
         // Unknown source: fall back to a fresh session, as the spec asks.
-    } else if query.get("digest").is_some() {
+    }
+    // Every way on opens a session (a single-request push only for its request).
+    let reservation = reserve_session(state, req, repo).await?;
+    if query.get("mount").is_none() && query.get("digest").is_some() {
         let digest = digest_param(query)?;
+        // The reservation is given back when this returns: the session lives only as long.
         let id = reg.start_upload(repo, Some(&digest)).await?;
         let completed = reg
             .complete_upload(
@@ -173,6 +217,7 @@ pub async fn start(
         return Ok(created(state, req, repo, &digest));
     }
     let id = reg.start_upload(repo, None).await?;
+    reservation.bind(&id);
     let mut response = in_progress(state, req, repo, &id, 0);
     if let Some(size) = reg.storage().preferred_chunk_size() {
         // Any chunk size works (small ones are staged), but chunks of a whole part cost the
@@ -203,6 +248,7 @@ pub async fn patch(
     id: &str,
 ) -> Result<HttpResponse, ApiError> {
     let range = content_range(req)?;
+    state.upload_quota.touch(id);
     let offset = state
         .registry
         .append_upload(repo, id, range, content_length(req.headers()), body)
@@ -231,6 +277,7 @@ pub async fn put(
             &digest,
         )
         .await?;
+    state.upload_quota.release(id);
     notify_blob(
         state,
         req,
@@ -243,7 +290,8 @@ pub async fn put(
     Ok(created(state, req, repo, &digest))
 }
 
-pub async fn cancel(reg: &Registry, repo: &RepoName, id: &str) -> Result<HttpResponse, ApiError> {
-    reg.cancel_upload(repo, id).await?;
+pub async fn cancel(state: &AppState, repo: &RepoName, id: &str) -> Result<HttpResponse, ApiError> {
+    state.registry.cancel_upload(repo, id).await?;
+    state.upload_quota.release(id);
     Ok(HttpResponse::NoContent().finish())
 }

@@ -11,6 +11,7 @@
 //! so a restarted process or another instance continues exactly there. A blob becomes visible
 //! under its digest only once the verifier agrees.
 
+pub mod quota;
 pub mod session;
 pub mod verifier;
 
