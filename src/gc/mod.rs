@@ -54,7 +54,9 @@
 //! Unlike distribution 2.8.2, `--delete-untagged` keeps the child manifests of a tagged index, and
 //! the registry need not be read-only.
 
+pub mod error;
 pub mod inventory;
+pub mod journal;
 pub mod mark;
 pub mod sweep;
 
@@ -64,10 +66,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::oci::Digest;
-use crate::storage::{Result, Storage};
+use crate::storage::{GcLock, GcLockAttempt, Storage};
+pub use error::GcError;
 use inventory::Inventory;
+use journal::Recovered;
 use mark::{ManifestReader, MarkSet, Options};
 use sweep::{Outcome, SweepPlan, Sweeper};
+
+/// The exit code of a collection refused because another one runs (`EX_TEMPFAIL`: try later).
+pub const EXIT_BUSY: u8 = 75;
 
 /// Remove blobs and manifests nothing references.
 #[derive(Debug, clap::Args)]
@@ -119,8 +126,8 @@ pub struct Report {
     pub plan: SweepPlan,
     /// `None` on a dry run.
     pub outcome: Option<Outcome>,
-    /// Blobs a previous, interrupted run had set aside, put back first.
-    pub recovered: usize,
+    /// What previous, interrupted runs had set aside or unlinked, put back first.
+    pub recovered: Recovered,
     /// Manifests something references whose bytes are nowhere (left alone; reported).
     pub missing_manifests: Vec<Digest>,
 }
@@ -132,7 +139,30 @@ impl Collector {
         &self,
         on_plan: &(dyn Fn(&SweepPlan) + Sync),
         progress: &(dyn Fn(&str) + Sync),
-    ) -> Result<Report> {
+    ) -> Result<Report, GcError> {
+        // A dry run changes nothing, so it needs no lock (its listing may show what a running
+        // collection has set aside as missing).
+        let lock = if self.dry_run {
+            None
+        } else {
+            match self.storage.lock_gc().await? {
+                GcLockAttempt::Held(lock) => Some(lock),
+                GcLockAttempt::Busy(holder) => return Err(GcError::Busy(holder)),
+            }
+        };
+        let report = self.run_locked(lock.as_ref(), on_plan, progress).await;
+        if let Some(lock) = lock {
+            lock.release().await;
+        }
+        report
+    }
+
+    async fn run_locked(
+        &self,
+        lock: Option<&GcLock>,
+        on_plan: &(dyn Fn(&SweepPlan) + Sync),
+        progress: &(dyn Fn(&str) + Sync),
+    ) -> Result<Report, GcError> {
         let start = chrono::Utc::now();
         let cutoff = chrono::Duration::from_std(self.grace)
             .ok()
@@ -143,12 +173,14 @@ impl Collector {
             cutoff,
         };
         let recovered = if self.dry_run {
-            0
+            Recovered::default()
         } else {
-            sweep::recover_quarantine(&self.storage).await?
+            journal::recover(&self.storage).await?
         };
         let inv = Inventory::scan(&self.storage).await?;
-        let mut reader = ManifestReader::new(self.storage.clone());
+        let mut reader = ManifestReader::new(self.storage.clone())
+            .with_quarantines()
+            .await?;
         let marks = MarkSet::mark(&self.storage, &inv, &opts, &mut reader).await?;
         let plan = SweepPlan::new(&inv, &marks, &opts);
         on_plan(&plan);
@@ -161,6 +193,7 @@ impl Collector {
                 missing_manifests,
             });
         }
+        pause_after("plan").await;
         let run = format!(
             "{}-{}",
             start.format("%Y%m%dT%H%M%S"),
@@ -171,6 +204,7 @@ impl Collector {
             opts: &opts,
             run,
             progress,
+            lock,
         };
         let outcome = sweeper.sweep(&plan).await?;
         Ok(Report {
@@ -180,6 +214,26 @@ impl Collector {
             missing_manifests,
         })
     }
+}
+
+/// **Test-only hook**, for tests that must stop or kill a collection at a known point (the
+/// integration tests in `tests/gc.rs`): with `BERTH_GC_PAUSE_AFTER` listing `phase` (comma
+/// separated: `plan`, `set-aside`), the collection prints `garbage-collect: paused after
+/// <phase>` on standard error and waits for a line (or the end) of its standard input. Not a
+/// configuration setting; nothing else reads it.
+pub(crate) async fn pause_after(phase: &str) {
+    let Ok(phases) = std::env::var("BERTH_GC_PAUSE_AFTER") else {
+        return;
+    };
+    if !phases.split(',').any(|p| p.trim() == phase) {
+        return;
+    }
+    eprintln!("garbage-collect: paused after {phase}");
+    let _ = tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)
+    })
+    .await;
 }
 
 /// Prints the per-item list of a plan (`--dry-run`), in distribution's wording.
@@ -201,10 +255,11 @@ fn print_plan(plan: &SweepPlan) {
 }
 
 fn print_summary(report: &Report) {
-    if report.recovered > 0 {
+    let r = report.recovered;
+    if r.blobs + r.links > 0 {
         println!(
-            "recovered: {} blobs an interrupted run had set aside",
-            report.recovered
+            "recovered: {} blobs and {} links an interrupted run had set aside or removed",
+            r.blobs, r.links
         );
     }
     for d in &report.missing_manifests {
@@ -264,7 +319,7 @@ pub fn run(args: GcArgs) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let storage = crate::server::open_storage(&config)?;
+        let storage = crate::server::open_storage(&config).map_err(GcError::from)?;
         eprintln!(
             "garbage-collect: {}{}{}, grace {:?}",
             storage.describe(),
@@ -320,7 +375,10 @@ pub fn run(args: GcArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("berth garbage-collect: {e}");
-            ExitCode::FAILURE
+            match e {
+                GcError::Busy(_) => ExitCode::from(EXIT_BUSY),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }

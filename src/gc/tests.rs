@@ -228,6 +228,7 @@ async fn content_referenced_during_the_sweep_is_put_back() {
         opts: &opts,
         run: "test-run".into(),
         progress: &|_| {},
+        lock: None,
     };
     let o = sweeper.sweep(&plan).await.unwrap();
     assert_eq!(o.blobs.len(), 1);
@@ -268,6 +269,7 @@ async fn a_sweep_that_fails_puts_back_what_it_set_aside() {
         opts: &opts,
         run: "failing".into(),
         progress: &|_| {},
+        lock: None,
     };
     assert!(sweeper.sweep(&plan).await.is_err());
     assert!(has_blob(&s, &orphan).await);
@@ -287,7 +289,7 @@ async fn an_interrupted_run_is_undone_by_the_next() {
     let aside = layout::gc_quarantined("crashed", &layer);
     s.rename(&layout::blob_data(&layer), &aside).await.unwrap();
     let report = collect(&collector(&s, false)).await;
-    assert_eq!(report.recovered, 1);
+    assert_eq!(report.recovered.blobs, 1);
     assert!(has_blob(&s, &layer).await && has_blob(&s, &m).await);
     assert!(!s.exists(&aside).await.unwrap());
 }
