@@ -205,6 +205,8 @@ impl Collector {
             run,
             progress,
             lock,
+            #[cfg(test)]
+            before_move: None,
         };
         let outcome = sweeper.sweep(&plan).await?;
         Ok(Report {

@@ -135,7 +135,15 @@ pub struct Sweeper<'a> {
     /// The collector's lock, checked before each destructive phase (`None`: a test driving a
     /// sweep by hand).
     pub lock: Option<&'a GcLock>,
+    /// Test-only: awaited just before a blob's data is moved aside (its links already
+    /// removed), for a unit test to play another collector at that moment.
+    #[cfg(test)]
+    pub before_move: Option<&'a (dyn Fn(Digest) -> BoxFuture<'static, ()> + Sync)>,
 }
+
+#[cfg(test)]
+pub(crate) type BoxFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 impl Sweeper<'_> {
     fn journal(&self) -> Journal<'_> {
@@ -358,6 +366,10 @@ impl Sweeper<'_> {
                 if unlinked.is_err() {
                     break;
                 }
+            }
+            #[cfg(test)]
+            if let (Ok(()), Some(hook)) = (&unlinked, self.before_move) {
+                hook(blob.digest.clone()).await;
             }
             let set_aside = match unlinked {
                 Ok(()) => {
