@@ -42,15 +42,16 @@ struct Entry {
     links: Vec<EntryLink>,
 }
 
-/// The key of the entry for a blob's `_layers` links.
-pub fn blob_key(d: &Digest) -> String {
-    format!("blob-{}-{}", d.algorithm().as_str(), d.hex())
+/// The key of the entry for the `_layers` links of the plan's `i`-th blob. (Keys are short:
+/// some S3 servers keep an object's metadata in a file named after the whole key, and
+/// repository names, which have slashes, could not be part of one anyway.)
+pub fn blob_key(i: usize) -> String {
+    format!("b{i:08}")
 }
 
-/// The key of the entry for the links of the plan's `i`-th manifest (a repository name cannot
-/// be part of a key: it has slashes).
+/// The key of the entry for the links of the plan's `i`-th manifest.
 pub fn manifest_key(i: usize) -> String {
-    format!("manifest-{i:08}")
+    format!("m{i:08}")
 }
 
 /// One run's journal.
@@ -89,10 +90,14 @@ impl Journal<'_> {
 /// Moves set-aside data back, unless the blob was pushed again meanwhile (same bytes).
 pub async fn put_back(storage: &Storage, aside: &Path, data: &Path) -> Result<()> {
     if storage.head(data).await?.is_some() {
-        storage.delete(aside).await
+        storage.delete(aside).await?;
     } else {
-        storage.rename(aside, data).await
+        storage.rename(aside, data).await?;
     }
+    // On local disk a rename leaves the run's directories behind.
+    storage
+        .remove_empty_parents(aside, &layout::gc_quarantine())
+        .await
 }
 
 /// Writes every link back, each one tried even if another fails; whether all were.

@@ -124,6 +124,8 @@ fn repo_name(repo: &str) -> Option<RepoName> {
 /// A manifest whose links phase one removed: its place in the plan (its journal key) and the
 /// links.
 type RemovedManifest = (usize, ManifestItem, Vec<Removed>);
+/// A blob phase one moved aside: its place in the plan, and the links it removed.
+type MovedBlob = (usize, BlobItem, Vec<Removed>);
 
 /// Carries out a [`SweepPlan`]; `progress` is told each time an item is done.
 pub struct Sweeper<'a> {
@@ -170,7 +172,7 @@ impl Sweeper<'_> {
         let mut outcome = Outcome::default();
         let mut failures = Failures::default();
         let mut manifests: Vec<RemovedManifest> = Vec::new();
-        let mut moved: Vec<(BlobItem, Vec<Removed>)> = Vec::new();
+        let mut moved: Vec<MovedBlob> = Vec::new();
         let marks = self
             .set_aside(
                 plan,
@@ -193,12 +195,12 @@ impl Sweeper<'_> {
                         );
                     }
                 }
-                for (blob, links) in &moved {
+                for (i, blob, links) in &moved {
                     let aside = layout::gc_quarantined(&self.run, &blob.digest);
                     let back = put_back(storage, &aside, &layout::blob_data(&blob.digest)).await;
                     let back = failures.note(|| format!("putting back blob {}", blob.digest), back);
                     if restore_links(storage, links, &mut failures).await && back {
-                        let key = journal::blob_key(&blob.digest);
+                        let key = journal::blob_key(*i);
                         failures.note(
                             || format!("removing journal {key}"),
                             journal.forget(&key).await,
@@ -226,10 +228,10 @@ impl Sweeper<'_> {
                 journal.forget(&key).await,
             );
         }
-        for (blob, links) in moved {
+        for (i, blob, links) in moved {
             let aside = layout::gc_quarantined(&self.run, &blob.digest);
             let data = layout::blob_data(&blob.digest);
-            let key = journal::blob_key(&blob.digest);
+            let key = journal::blob_key(i);
             if marks.keeps_blob(&blob.digest) {
                 let back = put_back(storage, &aside, &data).await;
                 let back = failures.note(|| format!("putting back blob {}", blob.digest), back);
@@ -285,7 +287,7 @@ impl Sweeper<'_> {
         &self,
         plan: &SweepPlan,
         manifests: &mut Vec<RemovedManifest>,
-        moved: &mut Vec<(BlobItem, Vec<Removed>)>,
+        moved: &mut Vec<MovedBlob>,
         outcome: &mut Outcome,
         failures: &mut Failures,
     ) -> Result<MarkSet, GcError> {
@@ -327,7 +329,7 @@ impl Sweeper<'_> {
             }
         }
 
-        'blobs: for blob in &plan.blobs {
+        'blobs: for (i, blob) in plan.blobs.iter().enumerate() {
             (self.progress)("blob");
             let data = layout::blob_data(&blob.digest);
             match storage.head(&data).await? {
@@ -356,7 +358,7 @@ impl Sweeper<'_> {
                     }
                 }
             }
-            let key = journal::blob_key(&blob.digest);
+            let key = journal::blob_key(i);
             if !links.is_empty() {
                 journal.record(&key, &blob.digest, &links).await?;
             }
@@ -380,7 +382,7 @@ impl Sweeper<'_> {
             };
             match set_aside {
                 Ok(()) => {
-                    moved.push((blob.clone(), links));
+                    moved.push((i, blob.clone(), links));
                     continue;
                 }
                 Err(StorageError::NotFound(_)) => {

@@ -427,7 +427,7 @@ async fn a_killed_run_is_undone_links_included() {
         digest: gone.clone(),
     };
     killed
-        .record(&journal::blob_key(&own), &own, &[layer_link.clone()])
+        .record(&journal::blob_key(0), &own, &[layer_link.clone()])
         .await
         .unwrap();
     killed
@@ -435,7 +435,7 @@ async fn a_killed_run_is_undone_links_included() {
         .await
         .unwrap();
     killed
-        .record(&journal::blob_key(&gone), &gone, &[orphan_link.clone()])
+        .record(&journal::blob_key(1), &gone, &[orphan_link.clone()])
         .await
         .unwrap();
     for l in [&layer_link, &revision, &orphan_link] {
