@@ -15,10 +15,18 @@
 //! and with `--delete-untagged` the untagged, old manifest revisions of each repository (with
 //! their tag index entries and referrer links). `--dry-run` prints it and stops.
 //!
+//! **One at a time.** A run (not a dry run) holds the collector's lock on the storage
+//! (`storage::gc_lock`: an OFD lock on local disk, a renewed lease on object stores) from its
+//! recovery to its end; a second run is refused ([`GcError::Busy`], exit code [`EXIT_BUSY`]),
+//! told which process holds it and when its lock expires. Two sweeps at once could otherwise
+//! each set half of an image aside and, not finding the other half, delete it.
+//!
 //! **Sweep** ([`sweep::Sweeper`]), built so that no race with a registry serving pushes ends in a
 //! stored manifest that references missing content:
 //! 1. Each link is removed only after checking (HEAD) it is still older than the cutoff; a
-//!    candidate blob with a link written meanwhile is kept, with its links.
+//!    candidate blob with a link written meanwhile is kept, with its links. The links of each
+//!    item are journalled under `_berth/gc/<run>/journal/` before they are removed
+//!    ([`journal`]).
 //! 2. Blob data is not deleted but moved aside to `_berth/gc/<run>/…` (the set-aside blob is
 //!    invisible: a pull of it, or a manifest push that needs it, fails meanwhile).
 //! 3. Then everything is listed and marked again with the same cutoff, so every manifest, tag
@@ -38,8 +46,11 @@
 //!    check the data after writing it (`Registry::complete_upload`, `mount_blob`), so either
 //!    they report failure (`BLOB_UNKNOWN`; a mount falls back to an upload) or the second mark
 //!    sees their link.
-//!    A run that stopped half-way leaves data under `_berth/gc/`; the next run first moves all of
-//!    it back (the links it had removed are not restored: re-pushing the blob restores them).
+//! 6. A run that stopped half-way (killed, or its store failing) leaves data and journal
+//!    entries under `_berth/gc/`; the next run first moves all the data back and replays the
+//!    journals, writing back every removed link whose data is there ([`journal::recover`]).
+//!    Putting back never stops at a failure: every item is tried, failures are reported
+//!    together ([`GcError::Incomplete`]), and what failed stays journalled for the next run.
 //!
 //! What is guaranteed: content reachable from a root at any moment of the run (a tag, a manifest
 //! revision unless `--delete-untagged`, anything younger than the grace period) is never deleted;
@@ -49,7 +60,7 @@
 //! referenced again just now may fail for the few seconds it is set aside, as may the push doing
 //! so (it can be retried). The grace period protects pushes that are slower than the run (a blob
 //! uploaded but not yet referenced by a manifest); it must exceed the longest push, and on
-//! object stores cover the clock difference to the server. Run one collector at a time.
+//! object stores cover the clock difference to the server.
 //!
 //! Unlike distribution 2.8.2, `--delete-untagged` keeps the child manifests of a tagged index, and
 //! the registry need not be read-only.

@@ -427,15 +427,27 @@ async fn a_killed_run_is_undone_links_included() {
         digest: gone.clone(),
     };
     killed
-        .record(&journal::blob_key(0), &own, &[layer_link.clone()])
+        .record(
+            &journal::blob_key(0),
+            &own,
+            std::slice::from_ref(&layer_link),
+        )
         .await
         .unwrap();
     killed
-        .record(&journal::manifest_key(0), &untagged, &[revision.clone()])
+        .record(
+            &journal::manifest_key(0),
+            &untagged,
+            std::slice::from_ref(&revision),
+        )
         .await
         .unwrap();
     killed
-        .record(&journal::blob_key(1), &gone, &[orphan_link.clone()])
+        .record(
+            &journal::blob_key(1),
+            &gone,
+            std::slice::from_ref(&orphan_link),
+        )
         .await
         .unwrap();
     for l in [&layer_link, &revision, &orphan_link] {
@@ -524,7 +536,7 @@ async fn a_failing_put_back_does_not_abandon_the_others() {
     let s = Storage::in_memory().with_faults(faults.clone());
     let r = repo("a");
     let config = blob(&s, &r, b"cfg").await;
-    let mut used = vec![
+    let mut used = [
         blob(&s, &r, b"about to be used, 1").await,
         blob(&s, &r, b"about to be used, 2").await,
     ];

@@ -355,8 +355,10 @@ fn lock_gc_file(file: &std::path::Path) -> Result<GcLockAttempt> {
 fn write_record(f: &std::fs::File, holder: &GcLockHolder) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
     let bytes = serde_json::to_vec(holder).expect("a lock record serializes");
-    f.set_len(0)?;
-    f.write_all_at(&bytes, 0)
+    // Overwritten in place, then cut to length: a renewal changes a few digits, so a refused
+    // collection reading meanwhile still finds a whole record (never an empty file).
+    f.write_all_at(&bytes, 0)?;
+    f.set_len(bytes.len() as u64)
 }
 
 /// Drops the open-file-description lock now (closing the file would too, but the renewal task
