@@ -482,3 +482,233 @@ fn collection_on_s3() {
     let again = gc(&["--dry-run", "--grace", "0s"]);
     assert!(again.contains("blobs: 0 would be removed"), "{again}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// 5. One collection at a time (issue 11, item 1): a second one is refused while the first,
+//    paused after setting data aside, holds the lock; images pushed meanwhile all pull.
+
+/// A `berth garbage-collect` child stopped at its test-only pause points
+/// (`BERTH_GC_PAUSE_AFTER`, see `berth::gc`): its standard error is watched line by line, a line
+/// on its standard input resumes it.
+struct PausedGc {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl PausedGc {
+    fn start(config: &Path, args: &[&str], env: &[(String, String)], pause: &str) -> PausedGc {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+        cmd.arg("garbage-collect")
+            .args(args)
+            .arg(config)
+            .env("BERTH_GC_PAUSE_AFTER", pause)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        PausedGc {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    fn wait_for(&mut self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            match self.lines.recv_timeout(Duration::from_millis(200)) {
+                Ok(line) => {
+                    let found = line.contains(needle);
+                    self.seen.push(line);
+                    if found {
+                        return;
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        panic!("the collection never printed {needle:?}: {:#?}", self.seen);
+    }
+
+    fn resume(&mut self) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(b"\n").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Waits for it to end; its exit status and what it printed on standard error.
+    fn finish(mut self) -> (std::process::ExitStatus, String) {
+        let status = self.child.wait().unwrap();
+        self.seen.extend(self.lines.iter());
+        (status, self.seen.join("\n"))
+    }
+}
+
+/// `berth garbage-collect ARGS… CONFIG` with `env`: exit status, standard output and error.
+fn gc_output(config: &Path, args: &[&str], env: &[(String, String)]) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+    cmd.arg("garbage-collect").args(args).arg(config);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Storage for the two lock tests: the registry, the collectors' configuration file and the
+/// variables they need.
+fn concurrent_collections(reg: &TestRegistry, config: &Path, env: &[(String, String)]) {
+    let base = reg.url.clone();
+    let shared = b"shared by the images of the lock test ".repeat(40);
+    let kept = make_image("kept", &shared);
+    let garbage = make_image("garbage", &shared);
+    let fresh = make_image("fresh", &shared);
+    push(&base, "app", "v1", &kept);
+    push(&base, "app", "old", &garbage);
+    delete(&base, "app", &garbage.digest);
+    // Older than the grace period given below.
+    std::thread::sleep(Duration::from_millis(2100));
+
+    let mut first = PausedGc::start(config, &["--grace", "1s"], env, "set-aside");
+    first.wait_for("paused after set-aside");
+    let (code, out, err) = gc_output(config, &["--grace", "1s"], env);
+    assert_eq!(
+        code, 75,
+        "the second collection was not refused:\n{out}\n{err}"
+    );
+    assert!(
+        err.contains("another garbage collection is running")
+            && err.contains(&format!("pid {}", first.child.id()))
+            && err.contains("expires at"),
+        "the refusal does not name the holder and its expiry: {err}"
+    );
+    assert!(!out.contains("removed"), "the refused run swept: {out}");
+    // Pushed while the first one has the garbage image's blobs set aside.
+    push(&base, "app", "fresh", &fresh);
+    push(&base, "app", "again", &garbage);
+    first.resume();
+    let (status, err) = first.finish();
+    assert!(status.success(), "the first collection failed: {err}");
+
+    for (tag, image) in [("v1", &kept), ("fresh", &fresh), ("again", &garbage)] {
+        assert_pulls(&base, "app", tag, image);
+    }
+    // The lock was released: the next collection runs.
+    let (code, out, err) = gc_output(config, &["--grace", "0s"], env);
+    assert_eq!(code, 0, "{out}\n{err}");
+    for (tag, image) in [("v1", &kept), ("fresh", &fresh), ("again", &garbage)] {
+        assert_pulls(&base, "app", tag, image);
+    }
+}
+
+#[test]
+fn a_second_collection_is_refused_while_one_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("storage");
+    let config = write_config(dir.path(), "berth.yml", &root);
+    let reg = TestRegistry::builder().filesystem(&root).start();
+    concurrent_collections(&reg, &config, &[]);
+}
+
+#[test]
+fn a_second_collection_is_refused_while_one_runs_on_s3() {
+    let server = common::s3::S3Server::shared();
+    let env = server.env(&server.bucket());
+    let reg = TestRegistry::builder()
+        .store(common::Store::S3(env.clone()))
+        .start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yml");
+    std::fs::write(&config, "version: 0.1\n").unwrap();
+    concurrent_collections(&reg, &config, &env);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. A collection killed after it set data aside and removed links (issue 11, item 2) is
+//    undone by the next run, links included.
+
+#[test]
+fn a_killed_collection_is_undone_by_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("storage");
+    let config = write_config(dir.path(), "berth.yml", &root);
+    let reg = TestRegistry::builder().filesystem(&root).start();
+    let base = reg.url.clone();
+    // x: pushed, then deleted by digest (all its blobs are garbage) and re-pushed during the
+    // run; y: pushed by digest only (untagged), then made a platform of a tagged index during
+    // the run.
+    let x = make_image("x", b"a layer of x only");
+    let y = make_image("y", b"a layer of y only");
+    push(&base, "r1", "v1", &x);
+    delete(&base, "r1", &x.digest);
+    push(&base, "r2", &y.digest, &y);
+    std::thread::sleep(Duration::from_millis(2100));
+
+    let args = ["--delete-untagged", "--grace", "1s"];
+    let mut gc = PausedGc::start(&config, &args, &[], "plan,set-aside");
+    gc.wait_for("paused after plan");
+    // Between the first mark and the set-aside: x tagged again (its blobs are still linked,
+    // so the client sends only the manifest) and y referenced by a new index.
+    assert!(try_push(&base, "r1", "v1", &x), "re-pushing x");
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{}","size":{},"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#,
+        y.digest,
+        y.manifest.len()
+    );
+    let r = client()
+        .put(format!("{base}/v2/r2/manifests/multi"))
+        .header("Content-Type", "application/vnd.oci.image.index.v1+json")
+        .body(index.clone())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201, "pushing the index");
+    gc.resume();
+    gc.wait_for("paused after set-aside");
+    // The run has set their data aside and removed their links: kill it there.
+    assert_eq!(get(&format!("{base}/v2/r1/blobs/{}", x.blobs[2].0)).0, 404);
+    assert_eq!(get(&format!("{base}/v2/r2/manifests/{}", y.digest)).0, 404);
+    gc.child.kill().unwrap();
+    let (status, _) = gc.finish();
+    assert!(!status.success());
+    let aside = root.join("docker/registry/v2/_berth/gc");
+    assert!(aside.exists(), "the killed run left nothing to recover");
+
+    let out = berth_gc(&config, &args);
+    assert!(out.contains("recovered: "), "{out}");
+    assert_pulls(&base, "r1", "v1", &x);
+    let (status, body) = get(&format!("{base}/v2/r2/manifests/multi"));
+    assert_eq!((status, body), (200, index.into_bytes()), "the index");
+    let (status, body) = get(&format!("{base}/v2/r2/manifests/{}", y.digest));
+    assert_eq!((status, &body), (200, &y.manifest), "the index's platform");
+    for (d, bytes) in &y.blobs {
+        let (status, body) = get(&format!("{base}/v2/r2/blobs/{d}"));
+        assert_eq!(status, 200, "GET blob {d} of the platform manifest");
+        assert!(&body == bytes, "blob {d} differs");
+    }
+    assert!(
+        !aside.exists() || std::fs::read_dir(&aside).unwrap().next().is_none(),
+        "set-aside data or journal left behind"
+    );
+}

@@ -64,9 +64,11 @@ impl References {
 pub struct ManifestReader {
     storage: Storage,
     cache: HashMap<Digest, Option<References>>,
-    /// Where a run has moved blobs it is about to delete: a manifest pushed again meanwhile may
-    /// have its bytes there.
-    quarantine: Option<String>,
+    /// Runs that have moved blobs aside (this one's, and any other's still there): a manifest
+    /// pushed again meanwhile may have its bytes under any of them. (Only one run sweeps at a
+    /// time, but a store that ignores conditional writes weakens that lock: see
+    /// `storage::gc_lock`. Reading every run's costs nothing when there is just one.)
+    quarantines: Vec<String>,
     /// Manifests that are referenced but whose bytes are nowhere.
     pub missing: BTreeSet<Digest>,
 }
@@ -76,14 +78,15 @@ impl ManifestReader {
         ManifestReader {
             storage,
             cache: HashMap::new(),
-            quarantine: None,
+            quarantines: Vec::new(),
             missing: BTreeSet::new(),
         }
     }
 
-    pub fn with_quarantine(mut self, run: &str) -> ManifestReader {
-        self.quarantine = Some(run.to_string());
-        self
+    /// Reads set-aside bytes too, from the quarantine of every run found under `_berth/gc/`.
+    pub async fn with_quarantines(mut self) -> Result<ManifestReader> {
+        self.quarantines = self.storage.list_dirs(&layout::gc_quarantine()).await?;
+        Ok(self)
     }
 
     /// What manifest `d` references; `None` when its bytes are missing or not a manifest. A
@@ -93,13 +96,14 @@ impl ManifestReader {
             return Ok(r.clone());
         }
         let mut bytes = self.storage.read_small(&layout::blob_data(d)).await?;
-        if bytes.is_none() {
-            if let Some(run) = &self.quarantine {
-                bytes = self
-                    .storage
-                    .read_small(&layout::gc_quarantined(run, d))
-                    .await?;
+        for run in &self.quarantines {
+            if bytes.is_some() {
+                break;
             }
+            bytes = self
+                .storage
+                .read_small(&layout::gc_quarantined(run, d))
+                .await?;
         }
         let refs = match bytes {
             Some(b) => References::parse(&b),

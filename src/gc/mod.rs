@@ -15,10 +15,18 @@
 //! and with `--delete-untagged` the untagged, old manifest revisions of each repository (with
 //! their tag index entries and referrer links). `--dry-run` prints it and stops.
 //!
+//! **One at a time.** A run (not a dry run) holds the collector's lock on the storage
+//! (`storage::gc_lock`: an OFD lock on local disk, a renewed lease on object stores) from its
+//! recovery to its end; a second run is refused ([`GcError::Busy`], exit code [`EXIT_BUSY`]),
+//! told which process holds it and when its lock expires. Two sweeps at once could otherwise
+//! each set half of an image aside and, not finding the other half, delete it.
+//!
 //! **Sweep** ([`sweep::Sweeper`]), built so that no race with a registry serving pushes ends in a
 //! stored manifest that references missing content:
 //! 1. Each link is removed only after checking (HEAD) it is still older than the cutoff; a
-//!    candidate blob with a link written meanwhile is kept, with its links.
+//!    candidate blob with a link written meanwhile is kept, with its links. The links of each
+//!    item are journalled under `_berth/gc/<run>/journal/` before they are removed
+//!    ([`journal`]).
 //! 2. Blob data is not deleted but moved aside to `_berth/gc/<run>/…` (the set-aside blob is
 //!    invisible: a pull of it, or a manifest push that needs it, fails meanwhile).
 //! 3. Then everything is listed and marked again with the same cutoff, so every manifest, tag
@@ -38,8 +46,11 @@
 //!    check the data after writing it (`Registry::complete_upload`, `mount_blob`), so either
 //!    they report failure (`BLOB_UNKNOWN`; a mount falls back to an upload) or the second mark
 //!    sees their link.
-//!    A run that stopped half-way leaves data under `_berth/gc/`; the next run first moves all of
-//!    it back (the links it had removed are not restored: re-pushing the blob restores them).
+//! 6. A run that stopped half-way (killed, or its store failing) leaves data and journal
+//!    entries under `_berth/gc/`; the next run first moves all the data back and replays the
+//!    journals, writing back every removed link whose data is there ([`journal::recover`]).
+//!    Putting back never stops at a failure: every item is tried, failures are reported
+//!    together ([`GcError::Incomplete`]), and what failed stays journalled for the next run.
 //!
 //! What is guaranteed: content reachable from a root at any moment of the run (a tag, a manifest
 //! revision unless `--delete-untagged`, anything younger than the grace period) is never deleted;
@@ -49,12 +60,14 @@
 //! referenced again just now may fail for the few seconds it is set aside, as may the push doing
 //! so (it can be retried). The grace period protects pushes that are slower than the run (a blob
 //! uploaded but not yet referenced by a manifest); it must exceed the longest push, and on
-//! object stores cover the clock difference to the server. Run one collector at a time.
+//! object stores cover the clock difference to the server.
 //!
 //! Unlike distribution 2.8.2, `--delete-untagged` keeps the child manifests of a tagged index, and
 //! the registry need not be read-only.
 
+pub mod error;
 pub mod inventory;
+pub mod journal;
 pub mod mark;
 pub mod sweep;
 
@@ -64,10 +77,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::oci::Digest;
-use crate::storage::{Result, Storage};
+use crate::storage::{GcLock, GcLockAttempt, Storage};
+pub use error::GcError;
 use inventory::Inventory;
+use journal::Recovered;
 use mark::{ManifestReader, MarkSet, Options};
 use sweep::{Outcome, SweepPlan, Sweeper};
+
+/// The exit code of a collection refused because another one runs (`EX_TEMPFAIL`: try later).
+pub const EXIT_BUSY: u8 = 75;
 
 /// Remove blobs and manifests nothing references.
 #[derive(Debug, clap::Args)]
@@ -119,8 +137,8 @@ pub struct Report {
     pub plan: SweepPlan,
     /// `None` on a dry run.
     pub outcome: Option<Outcome>,
-    /// Blobs a previous, interrupted run had set aside, put back first.
-    pub recovered: usize,
+    /// What previous, interrupted runs had set aside or unlinked, put back first.
+    pub recovered: Recovered,
     /// Manifests something references whose bytes are nowhere (left alone; reported).
     pub missing_manifests: Vec<Digest>,
 }
@@ -132,7 +150,30 @@ impl Collector {
         &self,
         on_plan: &(dyn Fn(&SweepPlan) + Sync),
         progress: &(dyn Fn(&str) + Sync),
-    ) -> Result<Report> {
+    ) -> Result<Report, GcError> {
+        // A dry run changes nothing, so it needs no lock (its listing may show what a running
+        // collection has set aside as missing).
+        let lock = if self.dry_run {
+            None
+        } else {
+            match self.storage.lock_gc().await? {
+                GcLockAttempt::Held(lock) => Some(lock),
+                GcLockAttempt::Busy(holder) => return Err(GcError::Busy(holder)),
+            }
+        };
+        let report = self.run_locked(lock.as_ref(), on_plan, progress).await;
+        if let Some(lock) = lock {
+            lock.release().await;
+        }
+        report
+    }
+
+    async fn run_locked(
+        &self,
+        lock: Option<&GcLock>,
+        on_plan: &(dyn Fn(&SweepPlan) + Sync),
+        progress: &(dyn Fn(&str) + Sync),
+    ) -> Result<Report, GcError> {
         let start = chrono::Utc::now();
         let cutoff = chrono::Duration::from_std(self.grace)
             .ok()
@@ -143,12 +184,14 @@ impl Collector {
             cutoff,
         };
         let recovered = if self.dry_run {
-            0
+            Recovered::default()
         } else {
-            sweep::recover_quarantine(&self.storage).await?
+            journal::recover(&self.storage).await?
         };
         let inv = Inventory::scan(&self.storage).await?;
-        let mut reader = ManifestReader::new(self.storage.clone());
+        let mut reader = ManifestReader::new(self.storage.clone())
+            .with_quarantines()
+            .await?;
         let marks = MarkSet::mark(&self.storage, &inv, &opts, &mut reader).await?;
         let plan = SweepPlan::new(&inv, &marks, &opts);
         on_plan(&plan);
@@ -161,6 +204,7 @@ impl Collector {
                 missing_manifests,
             });
         }
+        pause_after("plan").await;
         let run = format!(
             "{}-{}",
             start.format("%Y%m%dT%H%M%S"),
@@ -171,6 +215,9 @@ impl Collector {
             opts: &opts,
             run,
             progress,
+            lock,
+            #[cfg(test)]
+            before_move: None,
         };
         let outcome = sweeper.sweep(&plan).await?;
         Ok(Report {
@@ -180,6 +227,26 @@ impl Collector {
             missing_manifests,
         })
     }
+}
+
+/// **Test-only hook**, for tests that must stop or kill a collection at a known point (the
+/// integration tests in `tests/gc.rs`): with `BERTH_GC_PAUSE_AFTER` listing `phase` (comma
+/// separated: `plan`, `set-aside`), the collection prints `garbage-collect: paused after
+/// <phase>` on standard error and waits for a line (or the end) of its standard input. Not a
+/// configuration setting; nothing else reads it.
+pub(crate) async fn pause_after(phase: &str) {
+    let Ok(phases) = std::env::var("BERTH_GC_PAUSE_AFTER") else {
+        return;
+    };
+    if !phases.split(',').any(|p| p.trim() == phase) {
+        return;
+    }
+    eprintln!("garbage-collect: paused after {phase}");
+    let _ = tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)
+    })
+    .await;
 }
 
 /// Prints the per-item list of a plan (`--dry-run`), in distribution's wording.
@@ -201,10 +268,11 @@ fn print_plan(plan: &SweepPlan) {
 }
 
 fn print_summary(report: &Report) {
-    if report.recovered > 0 {
+    let r = report.recovered;
+    if r.blobs + r.links > 0 {
         println!(
-            "recovered: {} blobs an interrupted run had set aside",
-            report.recovered
+            "recovered: {} blobs and {} links an interrupted run had set aside or removed",
+            r.blobs, r.links
         );
     }
     for d in &report.missing_manifests {
@@ -264,7 +332,7 @@ pub fn run(args: GcArgs) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let storage = crate::server::open_storage(&config)?;
+        let storage = crate::server::open_storage(&config).map_err(GcError::from)?;
         eprintln!(
             "garbage-collect: {}{}{}, grace {:?}",
             storage.describe(),
@@ -320,7 +388,10 @@ pub fn run(args: GcArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("berth garbage-collect: {e}");
-            ExitCode::FAILURE
+            match e {
+                GcError::Busy(_) => ExitCode::from(EXIT_BUSY),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }

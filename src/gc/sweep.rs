@@ -5,10 +5,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use object_store::path::Path;
 
-use super::inventory::{digest, parts_below, Inventory};
+use super::error::{Failures, GcError};
+use super::inventory::Inventory;
+use super::journal::{self, put_back, restore_links, Journal, Removed};
 use super::mark::{ManifestReader, MarkSet, Options};
 use crate::oci::{Digest, RepoName};
-use crate::storage::{layout, Result, Storage};
+use crate::storage::{layout, GcLock, Result, Storage, StorageError};
 
 /// A manifest revision to remove from a repository.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -115,16 +117,15 @@ impl Outcome {
     }
 }
 
-/// A link file removed by this run, with what it held (to write it back).
-#[derive(Debug, Clone)]
-struct Removed {
-    path: Path,
-    digest: Digest,
-}
-
 fn repo_name(repo: &str) -> Option<RepoName> {
     repo.parse().ok()
 }
+
+/// A manifest whose links phase one removed: its place in the plan (its journal key) and the
+/// links.
+type RemovedManifest = (usize, ManifestItem, Vec<Removed>);
+/// A blob phase one moved aside: its place in the plan, and the links it removed.
+type MovedBlob = (usize, BlobItem, Vec<Removed>);
 
 /// Carries out a [`SweepPlan`]; `progress` is told each time an item is done.
 pub struct Sweeper<'a> {
@@ -133,98 +134,137 @@ pub struct Sweeper<'a> {
     /// This run's name under `_berth/gc/`.
     pub run: String,
     pub progress: &'a (dyn Fn(&str) + Sync),
+    /// The collector's lock, checked before each destructive phase (`None`: a test driving a
+    /// sweep by hand).
+    pub lock: Option<&'a GcLock>,
+    /// Test-only: awaited just before a blob's data is moved aside (its links already
+    /// removed), for a unit test to play another collector at that moment.
+    #[cfg(test)]
+    pub before_move: Option<&'a (dyn Fn(Digest) -> BoxFuture<'static, ()> + Sync)>,
 }
 
-impl Sweeper<'_> {
-    /// Removes what `plan` lists, then marks again and puts back whatever became referenced
-    /// meanwhile, and only then deletes the set-aside blob data.
-    pub async fn sweep(&self, plan: &SweepPlan) -> Result<Outcome> {
-        let storage = self.storage;
-        let cutoff = self.opts.cutoff;
-        let mut outcome = Outcome::default();
-        let mut removed_manifests: Vec<(ManifestItem, Vec<Removed>)> = Vec::new();
-        for item in &plan.manifests {
-            (self.progress)("manifest");
-            let Some(repo) = repo_name(&item.repo) else {
-                continue;
-            };
-            let link = layout::revision_link(&repo, &item.digest);
-            match storage.head(&link).await? {
-                Some(meta) if meta.last_modified <= cutoff => {}
-                _ => {
-                    outcome.skipped += 1;
-                    continue;
-                }
-            }
-            let mut removed = vec![Removed {
-                path: link.clone(),
-                digest: item.digest.clone(),
-            }];
-            storage.delete(&link).await?;
-            for extra in plan.manifest_links.get(item).into_iter().flatten() {
-                if let Some(d) = storage.read_link(extra).await.ok().flatten() {
-                    storage.delete(extra).await?;
-                    removed.push(Removed {
-                        path: extra.clone(),
-                        digest: d,
-                    });
-                }
-            }
-            removed_manifests.push((item.clone(), removed));
-        }
+#[cfg(test)]
+pub(crate) type BoxFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
-        // Blobs: unlink from every repository, then move the data aside. Should anything fail
-        // from here to the second mark, what was set aside is put back (best effort; the next
-        // run puts back what is left).
-        let mut moved: Vec<(BlobItem, Vec<Removed>)> = Vec::new();
-        let set_aside = self.set_aside(plan, &mut moved, &mut outcome).await;
-        // Mark again: anything pushed, tagged or linked since the first mark (younger than the
-        // cutoff) is a root now, and a manifest pushed meanwhile has written its revision link
-        // before it checks its blobs once more (`Registry::put_manifest`), so either it sees a
-        // blob gone and fails, or this mark sees the manifest.
-        let marks = match set_aside {
-            Ok(()) => self.mark_again().await,
-            Err(e) => Err(e),
-        };
+impl Sweeper<'_> {
+    fn journal(&self) -> Journal<'_> {
+        Journal {
+            storage: self.storage,
+            run: &self.run,
+        }
+    }
+
+    fn check_lock(&self) -> Result<(), GcError> {
+        match self.lock.map(GcLock::check) {
+            Some(Err(holder)) => Err(GcError::LockLost(holder)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes what `plan` lists, then marks again and puts back whatever became referenced
+    /// meanwhile, and only then deletes the set-aside blob data. Every link is journalled
+    /// before it is removed (see [`super::journal`]). Putting back never stops at the first
+    /// failure: everything is tried, and the failures are reported together.
+    pub async fn sweep(&self, plan: &SweepPlan) -> Result<Outcome, GcError> {
+        let storage = self.storage;
+        let journal = self.journal();
+        let mut outcome = Outcome::default();
+        let mut failures = Failures::default();
+        let mut manifests: Vec<RemovedManifest> = Vec::new();
+        let mut moved: Vec<MovedBlob> = Vec::new();
+        let marks = self
+            .set_aside(
+                plan,
+                &mut manifests,
+                &mut moved,
+                &mut outcome,
+                &mut failures,
+            )
+            .await;
         let marks = match marks {
             Ok(m) => m,
             Err(e) => {
-                for (_, removed) in &removed_manifests {
-                    let _ = restore_links(storage, removed).await;
+                // Undo all of it.
+                for (i, _, removed) in &manifests {
+                    if restore_links(storage, removed, &mut failures).await {
+                        let key = journal::manifest_key(*i);
+                        failures.note(
+                            || format!("removing journal {key}"),
+                            journal.forget(&key).await,
+                        );
+                    }
                 }
-                for (blob, links) in &moved {
+                for (i, blob, links) in &moved {
                     let aside = layout::gc_quarantined(&self.run, &blob.digest);
-                    let _ = put_back(storage, &aside, &layout::blob_data(&blob.digest)).await;
-                    let _ = restore_links(storage, links).await;
+                    let back = put_back(storage, &aside, &layout::blob_data(&blob.digest)).await;
+                    let back = failures.note(|| format!("putting back blob {}", blob.digest), back);
+                    if restore_links(storage, links, &mut failures).await && back {
+                        let key = journal::blob_key(*i);
+                        failures.note(
+                            || format!("removing journal {key}"),
+                            journal.forget(&key).await,
+                        );
+                    }
                 }
-                return Err(e);
+                return Err(failures.into_error(e));
             }
         };
 
-        for (item, removed) in removed_manifests {
+        for (i, item, removed) in manifests {
+            let key = journal::manifest_key(i);
             if marks.keeps_manifest(&item.repo, &item.digest) {
-                restore_links(storage, &removed).await?;
-                outcome.restored += 1;
+                if restore_links(storage, &removed, &mut failures).await {
+                    outcome.restored += 1;
+                } else {
+                    continue; // journalled: the next run writes them back
+                }
             } else {
                 log::debug!("removed manifest {}@{}", item.repo, item.digest);
                 outcome.manifests.push(item);
             }
+            failures.note(
+                || format!("removing journal {key}"),
+                journal.forget(&key).await,
+            );
         }
-        for (blob, links) in moved {
+        for (i, blob, links) in moved {
             let aside = layout::gc_quarantined(&self.run, &blob.digest);
             let data = layout::blob_data(&blob.digest);
+            let key = journal::blob_key(i);
             if marks.keeps_blob(&blob.digest) {
-                put_back(storage, &aside, &data).await?;
-                restore_links(storage, &links).await?;
-                outcome.restored += 1;
+                let back = put_back(storage, &aside, &data).await;
+                let back = failures.note(|| format!("putting back blob {}", blob.digest), back);
+                if restore_links(storage, &links, &mut failures).await && back {
+                    outcome.restored += 1;
+                    failures.note(
+                        || format!("removing journal {key}"),
+                        journal.forget(&key).await,
+                    );
+                }
                 continue;
             }
-            storage.delete(&aside).await?;
+            let deleted = storage.delete(&aside).await;
+            if !failures.note(|| format!("deleting blob {}", blob.digest), deleted) {
+                continue; // still set aside: the next run puts it back
+            }
+            // The data is gone: the links' removal is final (a journal entry left by a crash
+            // right here is dropped by the next run, as the data it needs is missing).
+            if !links.is_empty() {
+                failures.note(
+                    || format!("removing journal {key}"),
+                    journal.forget(&key).await,
+                );
+            }
             // Only the blob's own directory: a push of another blob may be creating the
             // shared `<xx>/` one right now.
             if let Some(shared) = data.parts().count().checked_sub(2) {
                 let xx = Path::from_iter(data.parts().take(shared));
-                storage.remove_empty_parents(&data, &xx).await?;
+                let tidied = storage.remove_empty_parents(&data, &xx).await;
+                failures.note(
+                    || format!("removing the directory of {}", blob.digest),
+                    tidied,
+                );
             }
             log::debug!(
                 "removed blob {} ({} bytes, {} layer links)",
@@ -235,21 +275,64 @@ impl Sweeper<'_> {
             outcome.layer_links += links.len();
             outcome.blobs.push(blob);
         }
+        failures.into_result(None)?;
         Ok(outcome)
     }
 
-    /// Unlinks each planned blob from every repository and moves its data aside, checking
-    /// first that neither was written since the cutoff.
+    /// Phase one: removes the planned manifests' links and each planned blob's links and data
+    /// (moved aside), checking first that none was written since the cutoff; then marks again.
+    /// What it removed is in `manifests` and `moved` (also when it fails), for the caller to
+    /// put back or delete.
     async fn set_aside(
         &self,
         plan: &SweepPlan,
-        moved: &mut Vec<(BlobItem, Vec<Removed>)>,
+        manifests: &mut Vec<RemovedManifest>,
+        moved: &mut Vec<MovedBlob>,
         outcome: &mut Outcome,
-    ) -> Result<()> {
-        'blobs: for blob in &plan.blobs {
+        failures: &mut Failures,
+    ) -> Result<MarkSet, GcError> {
+        self.check_lock()?;
+        let storage = self.storage;
+        let journal = self.journal();
+        for (i, item) in plan.manifests.iter().enumerate() {
+            (self.progress)("manifest");
+            let Some(repo) = repo_name(&item.repo) else {
+                continue;
+            };
+            let link = layout::revision_link(&repo, &item.digest);
+            match storage.head(&link).await? {
+                Some(meta) if meta.last_modified <= self.opts.cutoff => {}
+                _ => {
+                    outcome.skipped += 1;
+                    continue;
+                }
+            }
+            let mut removed = vec![Removed {
+                path: link.clone(),
+                digest: item.digest.clone(),
+            }];
+            for extra in plan.manifest_links.get(item).into_iter().flatten() {
+                if let Some(d) = storage.read_link(extra).await? {
+                    removed.push(Removed {
+                        path: extra.clone(),
+                        digest: d,
+                    });
+                }
+            }
+            journal
+                .record(&journal::manifest_key(i), &item.digest, &removed)
+                .await?;
+            // Listed before they go, so that a failure half-way writes all of them back.
+            manifests.push((i, item.clone(), removed.clone()));
+            for l in &removed {
+                storage.delete(&l.path).await?;
+            }
+        }
+
+        'blobs: for (i, blob) in plan.blobs.iter().enumerate() {
             (self.progress)("blob");
             let data = layout::blob_data(&blob.digest);
-            match self.storage.head(&data).await? {
+            match storage.head(&data).await? {
                 Some(meta) if meta.last_modified <= self.opts.cutoff => {}
                 _ => {
                     outcome.skipped += 1;
@@ -262,82 +345,86 @@ impl Sweeper<'_> {
                     continue;
                 };
                 let link = layout::layer_link(&name, &blob.digest);
-                match self.storage.head(&link).await? {
-                    None => continue,
-                    Some(meta) if meta.last_modified <= self.opts.cutoff => {
-                        self.storage.delete(&link).await?;
-                        links.push(Removed {
-                            path: link,
-                            digest: blob.digest.clone(),
-                        });
-                    }
+                match storage.head(&link).await? {
+                    None => {}
+                    Some(meta) if meta.last_modified <= self.opts.cutoff => links.push(Removed {
+                        path: link,
+                        digest: blob.digest.clone(),
+                    }),
                     Some(_) => {
                         // Linked again while this run went on: the blob stays, with its links.
-                        restore_links(self.storage, &links).await?;
                         outcome.skipped += 1;
                         continue 'blobs;
                     }
                 }
             }
-            let aside = layout::gc_quarantined(&self.run, &blob.digest);
-            match self.storage.rename(&data, &aside).await {
-                Ok(()) => moved.push((blob.clone(), links)),
-                Err(crate::storage::StorageError::NotFound(_)) => {
-                    // Someone else removed it (another collector): nothing to do.
+            let key = journal::blob_key(i);
+            if !links.is_empty() {
+                journal.record(&key, &blob.digest, &links).await?;
+            }
+            let mut unlinked = Ok(());
+            for l in &links {
+                unlinked = storage.delete(&l.path).await;
+                if unlinked.is_err() {
+                    break;
+                }
+            }
+            #[cfg(test)]
+            if let (Ok(()), Some(hook)) = (&unlinked, self.before_move) {
+                hook(blob.digest.clone()).await;
+            }
+            let set_aside = match unlinked {
+                Ok(()) => {
+                    let aside = layout::gc_quarantined(&self.run, &blob.digest);
+                    storage.rename(&data, &aside).await
+                }
+                Err(e) => Err(e),
+            };
+            match set_aside {
+                Ok(()) => {
+                    moved.push((i, blob.clone(), links));
+                    continue;
+                }
+                Err(StorageError::NotFound(_)) => {
+                    // Gone under our feet (moved or deleted by another collector, which the
+                    // lock should have prevented): the links go back, as that collector's
+                    // put-back expects them.
                     outcome.skipped += 1;
+                    if restore_links(storage, &links, failures).await && !links.is_empty() {
+                        failures.note(
+                            || format!("removing journal {key}"),
+                            journal.forget(&key).await,
+                        );
+                    }
                 }
                 Err(e) => {
-                    restore_links(self.storage, &links).await?;
-                    return Err(e);
+                    if restore_links(storage, &links, failures).await && !links.is_empty() {
+                        failures.note(
+                            || format!("removing journal {key}"),
+                            journal.forget(&key).await,
+                        );
+                    }
+                    return Err(e.into());
                 }
             }
         }
-        Ok(())
+        super::pause_after("set-aside").await;
+        self.check_lock()?;
+        // Mark again: anything pushed, tagged or linked since the first mark (younger than the
+        // cutoff) is a root now, and a manifest pushed meanwhile has written its revision link
+        // before it checks its blobs once more (`Registry::put_manifest`), so either it sees a
+        // blob gone and fails, or this mark sees the manifest.
+        let marks = self.mark_again().await?;
+        self.check_lock()?;
+        Ok(marks)
     }
 
     /// Lists and marks again (blobs set aside are read from where they are).
     async fn mark_again(&self) -> Result<MarkSet> {
         let inv = Inventory::scan(self.storage).await?;
-        let mut reader = ManifestReader::new(self.storage.clone()).with_quarantine(&self.run);
+        let mut reader = ManifestReader::new(self.storage.clone())
+            .with_quarantines()
+            .await?;
         MarkSet::mark(self.storage, &inv, self.opts, &mut reader).await
     }
-}
-
-/// Moves set-aside data back, unless the blob was pushed again meanwhile (same bytes).
-async fn put_back(storage: &Storage, aside: &Path, data: &Path) -> Result<()> {
-    if storage.head(data).await?.is_some() {
-        storage.delete(aside).await
-    } else {
-        storage.rename(aside, data).await
-    }
-}
-
-async fn restore_links(storage: &Storage, links: &[Removed]) -> Result<()> {
-    for l in links {
-        storage.write_link(&l.path, &l.digest).await?;
-    }
-    Ok(())
-}
-
-/// Puts back blob data a run set aside and never finished with (it stopped between moving and
-/// deleting): such a blob may have become referenced again. Answers how many.
-pub async fn recover_quarantine(storage: &Storage) -> Result<usize> {
-    use futures_util::StreamExt;
-    let root = layout::gc_quarantine();
-    let skip = root.parts().count();
-    let mut found = Vec::new();
-    let mut objects = storage.list_with_meta(&root);
-    while let Some(meta) = objects.next().await {
-        let meta = meta?;
-        let parts = parts_below(&meta.location, skip);
-        if let [_, alg, hex] = parts.as_slice() {
-            if let Some(d) = digest(alg, hex) {
-                found.push((meta.location, d));
-            }
-        }
-    }
-    for (aside, d) in &found {
-        put_back(storage, aside, &layout::blob_data(d)).await?;
-    }
-    Ok(found.len())
 }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::journal::{Journal, Removed};
 use super::*;
 use crate::oci::manifest::{OCI_INDEX, OCI_MANIFEST};
 use crate::oci::RepoName;
@@ -228,6 +229,8 @@ async fn content_referenced_during_the_sweep_is_put_back() {
         opts: &opts,
         run: "test-run".into(),
         progress: &|_| {},
+        lock: None,
+        before_move: None,
     };
     let o = sweeper.sweep(&plan).await.unwrap();
     assert_eq!(o.blobs.len(), 1);
@@ -268,6 +271,8 @@ async fn a_sweep_that_fails_puts_back_what_it_set_aside() {
         opts: &opts,
         run: "failing".into(),
         progress: &|_| {},
+        lock: None,
+        before_move: None,
     };
     assert!(sweeper.sweep(&plan).await.is_err());
     assert!(has_blob(&s, &orphan).await);
@@ -287,9 +292,304 @@ async fn an_interrupted_run_is_undone_by_the_next() {
     let aside = layout::gc_quarantined("crashed", &layer);
     s.rename(&layout::blob_data(&layer), &aside).await.unwrap();
     let report = collect(&collector(&s, false)).await;
-    assert_eq!(report.recovered, 1);
+    assert_eq!(report.recovered.blobs, 1);
     assert!(has_blob(&s, &layer).await && has_blob(&s, &m).await);
     assert!(!s.exists(&aside).await.unwrap());
+}
+
+/// The plan of a collection starting now (cutoff: now), as its first mark makes it.
+async fn plan_now(s: &Storage) -> (Options, SweepPlan) {
+    let opts = Options {
+        delete_untagged: false,
+        cutoff: chrono::Utc::now(),
+    };
+    let inv = Inventory::scan(s).await.unwrap();
+    let mut reader = ManifestReader::new(s.clone());
+    let marks = MarkSet::mark(s, &inv, &opts, &mut reader).await.unwrap();
+    let plan = SweepPlan::new(&inv, &marks, &opts);
+    (opts, plan)
+}
+
+fn sweeper<'a>(s: &'a Storage, opts: &'a Options, run: &str) -> Sweeper<'a> {
+    Sweeper {
+        storage: s,
+        opts,
+        run: run.into(),
+        progress: &|_| {},
+        lock: None,
+        before_move: None,
+    }
+}
+
+async fn linked(s: &Storage, r: &RepoName, d: &Digest) -> bool {
+    s.exists(&layout::layer_link(r, d)).await.unwrap()
+}
+
+async fn nothing_under_gc(s: &Storage) -> bool {
+    s.list_with_meta(&layout::gc_quarantine())
+        .next()
+        .await
+        .is_none()
+}
+
+/// Issue 11, item 1, as two collectors sweeping at once played it out (the lock now refuses
+/// the second, but a store ignoring conditional writes weakens the lock): collector A had moved
+/// the manifest's bytes aside and a client tagged the manifest again; collector B must find the
+/// manifest in A's quarantine (else it deletes the layers of a tagged image), and write back the
+/// links it removed from a blob A moved away under its feet.
+#[tokio::test]
+async fn a_sweep_beside_another_run_keeps_what_that_run_set_aside() {
+    let s = Storage::in_memory();
+    let r = repo("team/app");
+    let (m, own) = image(&s, &r, "x", None).await;
+    let config = Digest::sha256(b"config of x");
+    let shared = Digest::sha256(b"shared layer");
+    // Deleted by digest: every blob of it is garbage.
+    s.delete(&layout::revision_link(&r, &m)).await.unwrap();
+    let (opts, plan) = plan_now(&s).await;
+    assert_eq!(plan.blobs.len(), 4);
+    // Collector A moves the manifest's bytes aside; meanwhile the client's push of the
+    // manifest (which found its bytes still there) tags it again.
+    s.rename(&layout::blob_data(&m), &layout::gc_quarantined("run-a", &m))
+        .await
+        .unwrap();
+    let tag = "v1".parse().unwrap();
+    for link in [
+        layout::revision_link(&r, &m),
+        layout::tag_index_link(&r, &tag, &m),
+        layout::tag_current_link(&r, &tag),
+    ] {
+        s.write_link(&link, &m).await.unwrap();
+    }
+    // And A moves the own layer away just as B, having removed its link, is about to.
+    let a_moves = |d: Digest| -> sweep::BoxFuture<'static, ()> {
+        let s = s.clone();
+        let own = own.clone();
+        Box::pin(async move {
+            if d == own {
+                s.rename(&layout::blob_data(&d), &layout::gc_quarantined("run-a", &d))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let b = Sweeper {
+        before_move: Some(&a_moves),
+        ..sweeper(&s, &opts, "run-b")
+    };
+    let o = b.sweep(&plan).await.unwrap();
+    assert!(o.blobs.is_empty(), "B deleted {:?}", o.blobs);
+    // A's second mark keeps the tagged manifest and puts back what it holds.
+    for d in [&m, &own] {
+        s.rename(&layout::gc_quarantined("run-a", d), &layout::blob_data(d))
+            .await
+            .unwrap();
+    }
+    for d in [&m, &config, &own, &shared] {
+        assert!(
+            has_blob(&s, d).await,
+            "blob {d} of the tagged image is gone"
+        );
+    }
+    for d in [&config, &own, &shared] {
+        assert!(linked(&s, &r, d).await, "the _layers link of {d} is gone");
+    }
+    assert!(nothing_under_gc(&s).await);
+}
+
+/// Issue 11, item 2: what a killed run leaves (journal entries, data set aside, links removed)
+/// is undone by the next run: the data moved back and the journalled links written again,
+/// except those of a blob whose data the killed run had already deleted.
+#[tokio::test]
+async fn a_killed_run_is_undone_links_included() {
+    let s = Storage::in_memory();
+    let r = repo("a");
+    let (tagged, own) = image(&s, &r, "x", Some("v1")).await;
+    let (untagged, _) = image(&s, &r, "y", None).await;
+    let gone = blob(&s, &r, b"deleted by the killed run").await;
+    let killed = Journal {
+        storage: &s,
+        run: "killed",
+    };
+    // As the killed run left them: the tagged image's layer unlinked and set aside (a push
+    // had referenced it again), the untagged manifest's revision link removed and its bytes set
+    // aside, and an orphan's link removed and its data already deleted.
+    let layer_link = Removed {
+        path: layout::layer_link(&r, &own),
+        digest: own.clone(),
+    };
+    let revision = Removed {
+        path: layout::revision_link(&r, &untagged),
+        digest: untagged.clone(),
+    };
+    let orphan_link = Removed {
+        path: layout::layer_link(&r, &gone),
+        digest: gone.clone(),
+    };
+    killed
+        .record(
+            &journal::blob_key(0),
+            &own,
+            std::slice::from_ref(&layer_link),
+        )
+        .await
+        .unwrap();
+    killed
+        .record(
+            &journal::manifest_key(0),
+            &untagged,
+            std::slice::from_ref(&revision),
+        )
+        .await
+        .unwrap();
+    killed
+        .record(
+            &journal::blob_key(1),
+            &gone,
+            std::slice::from_ref(&orphan_link),
+        )
+        .await
+        .unwrap();
+    for l in [&layer_link, &revision, &orphan_link] {
+        s.delete(&l.path).await.unwrap();
+    }
+    for d in [&own, &untagged] {
+        s.rename(&layout::blob_data(d), &layout::gc_quarantined("killed", d))
+            .await
+            .unwrap();
+    }
+    s.delete(&layout::blob_data(&gone)).await.unwrap();
+
+    let report = collect(&collector(&s, false)).await;
+    assert_eq!(
+        report.recovered,
+        Recovered { blobs: 2, links: 2 },
+        "two blobs moved back, two links written back"
+    );
+    assert!(has_blob(&s, &own).await && linked(&s, &r, &own).await);
+    assert!(s.exists(&revision.path).await.unwrap(), "revision link");
+    assert!(has_blob(&s, &untagged).await && has_blob(&s, &tagged).await);
+    assert!(
+        !linked(&s, &r, &gone).await,
+        "a link to deleted data came back"
+    );
+    assert!(nothing_under_gc(&s).await, "journal or data left behind");
+    assert!(report.plan.is_empty(), "{:?}", report.plan);
+}
+
+/// A sweep whose second mark fails puts back everything, trying each item even when putting
+/// back another fails, and reports those failures; the next run finishes the job.
+#[tokio::test]
+async fn every_put_back_is_tried_and_failures_are_reported() {
+    use crate::storage::faults::{Faults, Op};
+    let faults = Faults::default();
+    let s = Storage::in_memory().with_faults(faults.clone());
+    let r = repo("a");
+    let mut orphans = Vec::new();
+    for i in 0..3 {
+        orphans.push(blob(&s, &r, format!("orphan {i}").as_bytes()).await);
+    }
+    orphans.sort();
+    let (opts, plan) = plan_now(&s).await;
+    assert_eq!(plan.blobs.len(), 3);
+    // The second mark's listing fails; then moving the first blob back fails, and so does
+    // writing back the second one's link.
+    faults.fail(Op::List, "repositories", 1);
+    faults.fail(
+        Op::Rename,
+        &format!("_berth/gc/failing/sha256/{}", orphans[0].hex()),
+        1,
+    );
+    faults.fail(Op::Put, &format!("_layers/sha256/{}", orphans[1].hex()), 1);
+    let err = sweeper(&s, &opts, "failing")
+        .sweep(&plan)
+        .await
+        .expect_err("the sweep fails");
+    match &err {
+        GcError::Incomplete { failures, cause } => {
+            assert_eq!(failures.len(), 2, "{err}");
+            assert!(cause.is_some(), "{err}");
+        }
+        other => panic!("not reported as incomplete: {other}"),
+    }
+    let text = err.to_string();
+    assert!(text.contains(&orphans[0].to_string()), "{text}");
+    assert!(text.contains("injected List fault"), "{text}");
+    // Everything else was put back nonetheless.
+    assert!(has_blob(&s, &orphans[1]).await && has_blob(&s, &orphans[2]).await);
+    assert!(linked(&s, &r, &orphans[0]).await && linked(&s, &r, &orphans[2]).await);
+    assert!(!has_blob(&s, &orphans[0]).await && !linked(&s, &r, &orphans[1]).await);
+    // The next run's recovery (faults gone) puts back the rest from the journal.
+    let recovered = journal::recover(&s).await.unwrap();
+    assert_eq!(recovered, Recovered { blobs: 1, links: 2 });
+    for d in &orphans {
+        assert!(has_blob(&s, d).await && linked(&s, &r, d).await, "{d}");
+    }
+    assert!(nothing_under_gc(&s).await);
+}
+
+/// After the second mark, one kept blob that cannot be put back does not stop the others.
+#[tokio::test]
+async fn a_failing_put_back_does_not_abandon_the_others() {
+    use crate::storage::faults::{Faults, Op};
+    let faults = Faults::default();
+    let s = Storage::in_memory().with_faults(faults.clone());
+    let r = repo("a");
+    let config = blob(&s, &r, b"cfg").await;
+    let mut used = [
+        blob(&s, &r, b"about to be used, 1").await,
+        blob(&s, &r, b"about to be used, 2").await,
+    ];
+    used.sort();
+    let (opts, plan) = plan_now(&s).await;
+    // Pushed after the first mark: a manifest using both (and the config).
+    manifest(
+        &s,
+        &r,
+        image_json(&config, &[&used[0], &used[1]], None),
+        Some("new"),
+    )
+    .await;
+    faults.fail(
+        Op::Rename,
+        &format!("_berth/gc/stuck/sha256/{}", used[0].hex()),
+        1,
+    );
+    let err = sweeper(&s, &opts, "stuck").sweep(&plan).await.unwrap_err();
+    assert!(
+        matches!(&err, GcError::Incomplete { failures, cause: None } if failures.len() == 1),
+        "{err}"
+    );
+    assert!(has_blob(&s, &used[1]).await && linked(&s, &r, &used[1]).await);
+    assert!(has_blob(&s, &config).await && linked(&s, &r, &config).await);
+    assert_eq!(
+        journal::recover(&s).await.unwrap(),
+        Recovered { blobs: 1, links: 1 }
+    );
+    assert!(has_blob(&s, &used[0]).await && linked(&s, &r, &used[0]).await);
+    assert!(nothing_under_gc(&s).await);
+}
+
+/// A second collection is refused while one holds the lock, naming the holder.
+#[tokio::test]
+async fn a_second_collection_is_refused() {
+    let s = Storage::in_memory();
+    let held = match s.lock_gc().await.unwrap() {
+        crate::storage::GcLockAttempt::Held(l) => l,
+        other => panic!("{other:?}"),
+    };
+    let err = collector(&s, false)
+        .run(&|_| {}, &|_| {})
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, GcError::Busy(Some(_))), "{text}");
+    assert!(
+        text.contains(&format!("pid {}", std::process::id())) && text.contains("expires at"),
+        "{text}"
+    );
+    held.release().await;
+    collect(&collector(&s, false)).await;
 }
 
 #[test]

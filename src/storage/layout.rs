@@ -10,6 +10,8 @@
 //! docker/registry/v2/repositories/<name>/_referrers/<alg>/<subject hex>/<alg>/<hex>/link   (berth)
 //! docker/registry/v2/_berth/uploads/<id>/data                                              (berth)
 //! docker/registry/v2/_berth/gc/<run>/<alg>/<hex>             (berth: garbage being collected)
+//! docker/registry/v2/_berth/gc/<run>/journal/<entry>          (berth: links that run removed)
+//! docker/registry/v2/_berth/locks/gc                          (berth: the collector's lock)
 //! ```
 //! Directories starting with `_` are skipped by distribution's catalog walk, so berth's extra
 //! entries do not disturb `registry:2` serving the same storage.
@@ -50,6 +52,22 @@ pub fn gc_quarantine() -> Path {
 
 pub fn gc_quarantined(run: &str, d: &Digest) -> Path {
     path(format!("{ROOT}/_berth/gc/{run}/{}", digest_dir(d)))
+}
+
+/// Everything one collection run keeps aside: its blobs and its journal.
+pub fn gc_run(run: &str) -> Path {
+    path(format!("{ROOT}/_berth/gc/{run}"))
+}
+
+/// A journal entry of a run: link files it removed, written before it removes them, so that a
+/// run killed half-way can be undone (see `gc::journal`).
+pub fn gc_journal_entry(run: &str, key: &str) -> Path {
+    path(format!("{ROOT}/_berth/gc/{run}/journal/{key}"))
+}
+
+/// The lock that lets one garbage collection run at a time (see `storage::gc_lock`).
+pub fn gc_lock() -> Path {
+    path(format!("{ROOT}/_berth/locks/gc"))
 }
 
 pub fn repositories() -> Path {

@@ -6,6 +6,7 @@
 //! prefix; the upload module writes them through [`Storage::new_upload_writer`].
 
 pub mod faults;
+mod gc_lock;
 pub mod layout;
 mod lock;
 
@@ -30,6 +31,7 @@ use thiserror::Error;
 
 use crate::config::S3Config;
 use crate::oci::Digest;
+pub use gc_lock::{GcLock, GcLockAttempt, GcLockHolder, GC_LEASE_RENEW, GC_LEASE_TTL};
 pub use lock::UploadGuard;
 pub use uploads::{HashRecord, UploadRecord};
 pub use writer::BlobWriter;
