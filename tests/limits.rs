@@ -121,6 +121,11 @@ fn oversized_headers_are_refused() {
     assert_eq!(client().get(reg.url("/v2/")).send().unwrap().status(), 200);
 }
 
+fn assert_serves(base: &str) {
+    let r = client().get(format!("{base}/v2/")).send().unwrap();
+    assert_eq!(r.status(), 200);
+}
+
 /// `VmHWM` (peak) and `VmRSS` of a process, in KiB.
 fn memory_kib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -151,14 +156,7 @@ fn a_flood_of_unfinished_heads_from_one_address_holds_little_memory() {
     .unwrap();
     let berth = common::BerthProcess::start(&config, &[]);
     let addr: std::net::SocketAddr = berth.host.parse().unwrap();
-    assert_eq!(
-        client()
-            .get(format!("{}/v2/", berth.url))
-            .send()
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_serves(&berth.url);
     let (_, before) = memory_kib(berth.pid());
 
     // 1,600 connections from 127.0.0.1, each sending 120,000 bytes of a head that never ends,
@@ -190,11 +188,7 @@ fn a_flood_of_unfinished_heads_from_one_address_holds_little_memory() {
     let held: Vec<TcpStream> = floods.into_iter().flat_map(|t| t.join().unwrap()).collect();
     let flooded_in = started.elapsed();
     // Somebody else is served meanwhile.
-    let other = reqwest::blocking::Client::builder()
-        .local_address("127.0.0.3".parse::<std::net::IpAddr>().unwrap())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
+    let other = common::client_from("127.0.0.3");
     assert_eq!(
         other
             .get(format!("{}/v2/", berth.url))
@@ -224,14 +218,7 @@ fn a_flood_of_unfinished_heads_from_one_address_holds_little_memory() {
         after < before + 24 * 1024,
         "RSS {after} KiB after the flood, {before} before"
     );
-    assert_eq!(
-        client()
-            .get(format!("{}/v2/", berth.url))
-            .send()
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_serves(&berth.url);
 }
 
 #[test]
@@ -240,20 +227,13 @@ fn open_upload_sessions_are_capped_per_user_and_per_repository() {
         .env("REGISTRY_UPLOADS_MAXPERUSER", "5")
         .env("REGISTRY_UPLOADS_MAXPERREPOSITORY", "8")
         .start();
-    let from = |source: &str| {
-        reqwest::blocking::Client::builder()
-            .local_address(source.parse::<std::net::IpAddr>().unwrap())
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap()
-    };
     let open = |client: &reqwest::blocking::Client, repo: &str| {
         client
             .post(reg.url(&format!("/v2/{repo}/blobs/uploads/")))
             .send()
             .unwrap()
     };
-    let pusher = from("127.0.0.1");
+    let pusher = common::client_from("127.0.0.1");
     let mut sessions: Vec<String> = (0..5)
         .map(|_| {
             let r = open(&pusher, "team/app");
@@ -270,7 +250,7 @@ fn open_upload_sessions_are_capped_per_user_and_per_repository() {
     assert!(body.contains("anonymous@127.0.0.1"), "{body}");
 
     // Another client may open sessions until the repository holds its eight.
-    let other = from("127.0.0.3");
+    let other = common::client_from("127.0.0.3");
     for _ in 0..3 {
         assert_eq!(open(&other, "team/app").status(), 202);
     }

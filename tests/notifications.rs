@@ -420,22 +420,29 @@ fn wait_exit(pid: u32, within: Duration) -> bool {
     false
 }
 
+/// A configuration in `dir` with storage under `dir/data` and one endpoint, `hook`, at `url`,
+/// retried quickly.
+fn hook_config(dir: &Path, url: &str) -> PathBuf {
+    let config = dir.join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {root}\n\
+             notifications:\n  endpoints:\n    - name: hook\n      url: {url}\n\
+             \x20     timeout: 200ms\n      threshold: 1\n      backoff: 50ms\n",
+            root = dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
 #[test]
 fn events_spooled_while_the_endpoint_is_down_arrive_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     // A port nobody listens on yet.
     let port = common::free_port();
-    let config = dir.path().join("config.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {root}\n\
-             notifications:\n  endpoints:\n    - name: hook\n      url: http://127.0.0.1:{port}/events\n\
-             \x20     timeout: 200ms\n      threshold: 1\n      backoff: 50ms\n",
-            root = dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
+    let config = hook_config(dir.path(), &format!("http://127.0.0.1:{port}/events"));
     let berth = BerthProcess::start(&config, &[]);
     let r = common::push_image_as(&berth.url, "gamma", "v1", None);
     assert_eq!(r.status(), 201);
@@ -486,18 +493,10 @@ fn credentials_and_query_of_an_endpoint_url_never_reach_the_log() {
     let dir = tempfile::tempdir().unwrap();
     // Nobody listens: every delivery fails and is logged.
     let port = common::free_port();
-    let config = dir.path().join("config.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {root}\n\
-             notifications:\n  endpoints:\n    - name: hook\n\
-             \x20     url: http://hookuser:hooksecret@127.0.0.1:{port}/events?token=querysecret#frag\n\
-             \x20     timeout: 200ms\n      threshold: 1\n      backoff: 50ms\n",
-            root = dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
+    let config = hook_config(
+        dir.path(),
+        &format!("http://hookuser:hooksecret@127.0.0.1:{port}/events?token=querysecret#frag"),
+    );
     let berth = BerthProcess::start(&config, &[("RUST_LOG", "trace")]);
     let r = common::push_image_as(&berth.url, "delta", "v1", None);
     assert_eq!(r.status(), 201);

@@ -9,23 +9,13 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, TcpListener};
+use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::TestRegistry;
+use common::{client_from, TestRegistry};
 
 const PROXY: &str = "127.0.0.2";
-
-/// A client connecting from `source`.
-fn client_from(source: &str) -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .local_address(source.parse::<IpAddr>().unwrap())
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
 
 /// A webhook receiver: every event of every POST it is sent, in order.
 fn receiver() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {

@@ -320,6 +320,17 @@ pub fn watch_log(
     rx
 }
 
+/// [`client`], connecting from the loopback address `source` (`127.0.0.3`): another client as
+/// far as the server can tell.
+pub fn client_from(source: &str) -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(source.parse::<std::net::IpAddr>().expect("an address"))
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
+}
+
 /// A blocking HTTP client that does not follow redirects.
 pub fn client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
