@@ -54,6 +54,8 @@ pub enum UploadError {
     Busy { offset: u64 },
     #[error("chunk does not start at the upload's offset {offset}")]
     OutOfOrder { offset: u64 },
+    #[error("the upload's {offset} bytes are final; complete it with a PUT without a body")]
+    Completed { offset: u64 },
     #[error("Content-Length {content_length} does not match Content-Range length {range_length}")]
     LengthMismatch {
         content_length: u64,
@@ -143,6 +145,7 @@ impl UploadManager {
             generation: 1,
             hash: None,
             parts: None,
+            completed: false,
         };
         let mut writer = self.storage.new_upload(&id, record.clone()).await?;
         // An upload nobody writes to holds no file descriptor.
@@ -152,6 +155,7 @@ impl UploadManager {
             writer,
             verifier,
             latest,
+            restored: 0,
         };
         let session = UploadSession::new(
             id.clone(),
@@ -349,6 +353,7 @@ impl UploadManager {
             writer,
             verifier,
             latest,
+            restored: hashed,
         })
     }
 
@@ -424,6 +429,24 @@ impl UploadManager {
         }
     }
 
+    /// Lets go of an upload whose bytes are final (see [`UploadRecord::completed`]) and answers
+    /// the error for a request that wanted to add to them.
+    async fn refuse_completed(&self, id: &str, writing: Writing) -> UploadError {
+        let Writing {
+            addr,
+            guard,
+            record,
+            cached,
+            ..
+        } = writing;
+        guard.release().await;
+        self.hand_back(id, &addr, Some(cached), Some(record.generation))
+            .await;
+        UploadError::Completed {
+            offset: record.offset,
+        }
+    }
+
     /// Forgets the in-memory session `addr` if it is still the one registered for `id`.
     fn forget(&self, id: &str, addr: &Addr<UploadSession>) {
         let mut sessions = self.sessions.lock().unwrap();
@@ -463,6 +486,9 @@ impl UploadManager {
         // client went away), the task finishes what it wrote, records it and lets go.
         let task = actix_rt::spawn(async move {
             let mut writing = this.begin(&repo, &id, expected_offset).await?;
+            if writing.record.completed {
+                return Err(this.refuse_completed(&id, writing).await);
+            }
             let Cached {
                 writer, verifier, ..
             } = &mut writing.cached;
@@ -496,27 +522,32 @@ impl UploadManager {
         let id = id.to_string();
         let task = actix_rt::spawn(async move {
             let mut writing = this.begin(&repo, &id, expected_offset).await?;
-            let Cached {
-                writer, verifier, ..
-            } = &mut writing.cached;
-            if let Err(e) = ingest(writer, verifier, &this.streaming, body, length).await {
-                let _ = this.end(&id, writing).await;
-                return Err(e);
+            if writing.record.completed {
+                // A retry after a failed commit: the bytes are final, a body may only be empty.
+                let mut body = body;
+                if length.is_some_and(|l| l > 0) || !body_is_empty(&mut body).await {
+                    return Err(this.refuse_completed(&id, writing).await);
+                }
+            } else {
+                let Cached {
+                    writer, verifier, ..
+                } = &mut writing.cached;
+                if let Err(e) = ingest(writer, verifier, &this.streaming, body, length).await {
+                    let _ = this.end(&id, writing).await;
+                    return Err(e);
+                }
             }
             let Writing {
                 addr,
                 guard,
                 cached,
                 algorithm,
-                ..
+                record,
             } = writing;
             let finished = addr.send(Finish).await;
             this.forget(&id, &addr);
             let outcome = if matches!(finished, Ok(Ok(()))) {
-                let Cached {
-                    writer, verifier, ..
-                } = cached;
-                finish(&this.storage, &id, writer, &verifier, algorithm, &digest).await
+                this.finish(&id, &record, cached, algorithm, &digest).await
             } else {
                 this.discard(&id, Some(cached)).await;
                 Err(UploadError::Unknown(id.clone()))
@@ -526,6 +557,164 @@ impl UploadManager {
         });
         task.await
             .map_err(|e| UploadError::BodyInterrupted(e.to_string()))?
+    }
+
+    /// Verifies and commits a fully received upload. A wrong digest ends the upload; any other
+    /// failure (the backend down for a moment, or refusing) leaves it on storage, so the
+    /// client's retry of the PUT tries again: once the bytes are complete at the upload's data
+    /// path (on object stores, the multipart upload completed), the record says so, and the
+    /// retry commits them instead of finishing a second time.
+    ///
+    /// The digest is the streamed hash's when this process hashed every byte itself (the fast
+    /// path: nothing is read back). The stored bytes are hashed again before they are
+    /// published when the client names another algorithm, and on local disk when part of the
+    /// hash came from a record ([`Cached::restored`]): that record is not synced, so after a
+    /// power loss it can describe data pages the disk never got. On object stores the part
+    /// list and hash state are recorded only once the store acknowledged the parts, and
+    /// completion assembles exactly the recorded parts, so there the completed object's size
+    /// is checked (one HEAD) rather than its bytes re-read (a GET of the whole blob for every
+    /// push that ends on another instance than the one that streamed it).
+    async fn finish(
+        &self,
+        id: &str,
+        record: &UploadRecord,
+        cached: Cached,
+        algorithm: Algorithm,
+        expected: &Digest,
+    ) -> Result<Committed> {
+        let Cached {
+            writer,
+            verifier,
+            latest,
+            restored,
+        } = cached;
+        let size = writer.written();
+        let location = crate::storage::layout::upload_data(id);
+        let exact = self.storage.upload_hash_must_be_exact();
+        let mismatch = |actual: Digest| UploadError::DigestMismatch {
+            expected: expected.clone(),
+            actual,
+        };
+        let mut reread = algorithm != expected.algorithm() || (restored > 0 && !exact);
+        let mut check_size = exact && (restored > 0 || record.completed);
+        let mut completed = record.completed;
+        let outcome = async {
+            if algorithm == expected.algorithm() {
+                let (digest, _) = verifier
+                    .send(Current)
+                    .await
+                    .map_err(|e| UploadError::BodyInterrupted(e.to_string()))?;
+                if &digest != expected {
+                    if !completed {
+                        writer.abort().await?;
+                    }
+                    return Err(mismatch(digest));
+                }
+            }
+            if !completed {
+                match writer.finish().await {
+                    Ok(_) => {}
+                    // The multipart upload is gone: a completion whose answer was lost, or a
+                    // crash before the record said so. If the object it made has this size,
+                    // it is checked by re-reading it, like any bytes this process did not hash.
+                    Err(StorageError::NotFound(what)) if exact => {
+                        match self.storage.finished_upload_size(&location).await? {
+                            Some(n) if n == size => {
+                                log::info!("upload {id}: already completed, verifying it");
+                                reread = true;
+                                check_size = false;
+                            }
+                            _ => return Err(StorageError::NotFound(what).into()),
+                        }
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                completed = true;
+            }
+            if check_size {
+                let stored = self.storage.finished_upload_size(&location).await?;
+                if stored != Some(size) {
+                    return Err(UploadError::Storage(StorageError::Corrupt {
+                        path: location.to_string(),
+                        reason: format!("completed upload has {stored:?} bytes, {size} accepted"),
+                    }));
+                }
+            }
+            if reread {
+                let (digest, hashed) = self.hash_stored(&location, expected.algorithm()).await?;
+                if hashed != size {
+                    return Err(UploadError::Storage(StorageError::Corrupt {
+                        path: location.to_string(),
+                        reason: format!("finished upload has {hashed} bytes, {size} accepted"),
+                    }));
+                }
+                if &digest != expected {
+                    log::warn!(
+                        "upload {id}: stored bytes hash to {digest}, not {expected}: refused"
+                    );
+                    return Err(mismatch(digest));
+                }
+            }
+            self.storage
+                .commit_upload(&location, expected, size)
+                .await?;
+            Ok(Committed {
+                digest: expected.clone(),
+                size,
+            })
+        }
+        .await;
+        match &outcome {
+            Err(UploadError::DigestMismatch { .. }) => {
+                let _ = self.storage.discard_upload(id).await;
+            }
+            // Finished now but not committed: say so, so the retry does not finish again.
+            Err(_) if completed && !record.completed => {
+                let _ = verifier.send(Progress).await;
+                let hash = latest
+                    .get()
+                    .map(|(offset, state)| HashRecord {
+                        offset,
+                        state: hex::encode(state),
+                    })
+                    .or_else(|| record.hash.clone());
+                let next = UploadRecord {
+                    offset: size,
+                    generation: record.generation + 1,
+                    hash,
+                    completed: true,
+                    ..record.clone()
+                };
+                if let Err(e) = self.storage.save_upload(id, &next).await {
+                    log::warn!("upload {id}: cannot record its completion: {e}");
+                }
+            }
+            _ => {}
+        }
+        outcome
+    }
+
+    /// Hashes the stored bytes at `location` with `algorithm` on a hashing thread. Answers the
+    /// digest and how many bytes were read.
+    async fn hash_stored(
+        &self,
+        location: &object_store::path::Path,
+        algorithm: Algorithm,
+    ) -> Result<(Digest, u64)> {
+        let (verifier, _) = self.hashing.spawn(algorithm);
+        let mut data = self.storage.stream_upload(location).await?.stream;
+        let mut in_flight = VecDeque::new();
+        while let Some(chunk) = data.next().await {
+            verifier.do_send(Update(vec![chunk?]));
+            in_flight.push_back(verifier.send(Progress));
+            if in_flight.len() > MAX_HASH_IN_FLIGHT {
+                let _ = in_flight.pop_front().expect("non-empty").await;
+            }
+        }
+        verifier
+            .send(Current)
+            .await
+            .map_err(|e| UploadError::BodyInterrupted(e.to_string()))
     }
 
     /// Cancels a session and removes its bytes (at once, or when a request writing it in this
@@ -713,63 +902,18 @@ where
     outcome
 }
 
-/// Verifies and commits a fully received upload; on any failure its bytes are removed.
-async fn finish(
-    storage: &Storage,
-    id: &str,
-    writer: BlobWriter,
-    verifier: &Addr<DigestVerifier>,
-    algorithm: Algorithm,
-    expected: &Digest,
-) -> Result<Committed> {
-    let size = writer.written();
-    let outcome = async {
-        let streamed = if algorithm == expected.algorithm() {
-            let (digest, _) = verifier
-                .send(Current)
-                .await
-                .map_err(|e| UploadError::BodyInterrupted(e.to_string()))?;
-            if &digest != expected {
-                writer.abort().await?;
-                return Err(UploadError::DigestMismatch {
-                    expected: expected.clone(),
-                    actual: digest,
-                });
-            }
-            Some(digest)
-        } else {
-            None
-        };
-        let location = writer.finish().await?;
-        if streamed.is_none() {
-            // The client named another algorithm than the one hashed while streaming: hash the
-            // stored bytes once more under the one it asked for.
-            let mut hasher = expected.algorithm().hasher();
-            let mut data = storage.stream_upload(&location).await?.stream;
-            while let Some(chunk) = data.next().await {
-                hasher.update(&chunk?);
-            }
-            let digest = hasher.finish();
-            if &digest != expected {
-                return Err(UploadError::DigestMismatch {
-                    expected: expected.clone(),
-                    actual: digest,
-                });
-            }
+/// Whether a request body has no bytes (read to its end, or to its first byte).
+async fn body_is_empty<S, E>(body: &mut S) -> bool
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    loop {
+        match tokio::time::timeout(BODY_IDLE_TIMEOUT, body.next()).await {
+            Ok(Some(Ok(bytes))) if bytes.is_empty() => continue,
+            Ok(None) => return true,
+            _ => return false,
         }
-        storage.commit_upload(&location, expected).await?;
-        Ok(Committed {
-            digest: expected.clone(),
-            size,
-        })
     }
-    .await;
-    // A wrong digest ends the upload; any other failure (the backend down for a moment) leaves
-    // it on storage, so the client's retry of the PUT rebuilds it and tries again.
-    if matches!(outcome, Err(UploadError::DigestMismatch { .. })) {
-        let _ = storage.discard_upload(id).await;
-    }
-    outcome
 }
 
 #[cfg(test)]
