@@ -443,10 +443,15 @@ impl Storage {
                 if fsync {
                     std::fs::File::open(parent)?.sync_all()?;
                 }
+                // The blob is in place: a failure to remove the upload's directory must not
+                // fail the commit (a retry would find no data to commit); purging removes it.
                 match std::fs::remove_dir_all(&dir) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                    _ => Ok(()),
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        log::warn!("cannot remove {}: {e}", dir.display())
+                    }
+                    _ => {}
                 }
+                Ok(())
             })
             .await
             .map_err(|e| StorageError::Io(std::io::Error::other(e)))?
@@ -464,8 +469,12 @@ impl Storage {
                 self.store.rename(location, &target).await?;
             }
         }
-        self.remove_upload_dir(&layout::upload_dir_of(location))
-            .await
+        // As on local disk: once the blob is in place, leftovers are for purging.
+        let dir = layout::upload_dir_of(location);
+        if let Err(e) = self.remove_upload_dir(&dir).await {
+            log::warn!("cannot remove {dir}: {e}");
+        }
+        Ok(())
     }
 
     /// The size of a finished upload's data at `location`, or `None` if there is none.

@@ -11,6 +11,7 @@
 //! so a restarted process or another instance continues exactly there. A blob becomes visible
 //! under its digest only once the verifier agrees.
 
+mod commit;
 pub mod session;
 pub mod verifier;
 
@@ -26,10 +27,11 @@ use thiserror::Error;
 
 use crate::oci::{Algorithm, Digest, Hasher, RepoName};
 use crate::storage::{BlobWriter, HashRecord, Storage, StorageError, UploadGuard, UploadRecord};
+use commit::body_is_empty;
 pub use session::UploadSession;
 use session::{Acquire, Cached, Cancel, Check, Closed, Finish, Lease, Release};
-use verifier::{Current, Progress, Update};
 pub use verifier::{DigestVerifier, HashingPool};
+use verifier::{Progress, Update};
 
 /// Body bytes are gathered into batches of about this size before a write and a hash...
 const BATCH_SIZE: usize = 1024 * 1024;
@@ -559,164 +561,6 @@ impl UploadManager {
             .map_err(|e| UploadError::BodyInterrupted(e.to_string()))?
     }
 
-    /// Verifies and commits a fully received upload. A wrong digest ends the upload; any other
-    /// failure (the backend down for a moment, or refusing) leaves it on storage, so the
-    /// client's retry of the PUT tries again: once the bytes are complete at the upload's data
-    /// path (on object stores, the multipart upload completed), the record says so, and the
-    /// retry commits them instead of finishing a second time.
-    ///
-    /// The digest is the streamed hash's when this process hashed every byte itself (the fast
-    /// path: nothing is read back). The stored bytes are hashed again before they are
-    /// published when the client names another algorithm, and on local disk when part of the
-    /// hash came from a record ([`Cached::restored`]): that record is not synced, so after a
-    /// power loss it can describe data pages the disk never got. On object stores the part
-    /// list and hash state are recorded only once the store acknowledged the parts, and
-    /// completion assembles exactly the recorded parts, so there the completed object's size
-    /// is checked (one HEAD) rather than its bytes re-read (a GET of the whole blob for every
-    /// push that ends on another instance than the one that streamed it).
-    async fn finish(
-        &self,
-        id: &str,
-        record: &UploadRecord,
-        cached: Cached,
-        algorithm: Algorithm,
-        expected: &Digest,
-    ) -> Result<Committed> {
-        let Cached {
-            writer,
-            verifier,
-            latest,
-            restored,
-        } = cached;
-        let size = writer.written();
-        let location = crate::storage::layout::upload_data(id);
-        let exact = self.storage.upload_hash_must_be_exact();
-        let mismatch = |actual: Digest| UploadError::DigestMismatch {
-            expected: expected.clone(),
-            actual,
-        };
-        let mut reread = algorithm != expected.algorithm() || (restored > 0 && !exact);
-        let mut check_size = exact && (restored > 0 || record.completed);
-        let mut completed = record.completed;
-        let outcome = async {
-            if algorithm == expected.algorithm() {
-                let (digest, _) = verifier
-                    .send(Current)
-                    .await
-                    .map_err(|e| UploadError::BodyInterrupted(e.to_string()))?;
-                if &digest != expected {
-                    if !completed {
-                        writer.abort().await?;
-                    }
-                    return Err(mismatch(digest));
-                }
-            }
-            if !completed {
-                match writer.finish().await {
-                    Ok(_) => {}
-                    // The multipart upload is gone: a completion whose answer was lost, or a
-                    // crash before the record said so. If the object it made has this size,
-                    // it is checked by re-reading it, like any bytes this process did not hash.
-                    Err(StorageError::NotFound(what)) if exact => {
-                        match self.storage.finished_upload_size(&location).await? {
-                            Some(n) if n == size => {
-                                log::info!("upload {id}: already completed, verifying it");
-                                reread = true;
-                                check_size = false;
-                            }
-                            _ => return Err(StorageError::NotFound(what).into()),
-                        }
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-                completed = true;
-            }
-            if check_size {
-                let stored = self.storage.finished_upload_size(&location).await?;
-                if stored != Some(size) {
-                    return Err(UploadError::Storage(StorageError::Corrupt {
-                        path: location.to_string(),
-                        reason: format!("completed upload has {stored:?} bytes, {size} accepted"),
-                    }));
-                }
-            }
-            if reread {
-                let (digest, hashed) = self.hash_stored(&location, expected.algorithm()).await?;
-                if hashed != size {
-                    return Err(UploadError::Storage(StorageError::Corrupt {
-                        path: location.to_string(),
-                        reason: format!("finished upload has {hashed} bytes, {size} accepted"),
-                    }));
-                }
-                if &digest != expected {
-                    log::warn!(
-                        "upload {id}: stored bytes hash to {digest}, not {expected}: refused"
-                    );
-                    return Err(mismatch(digest));
-                }
-            }
-            self.storage
-                .commit_upload(&location, expected, size)
-                .await?;
-            Ok(Committed {
-                digest: expected.clone(),
-                size,
-            })
-        }
-        .await;
-        match &outcome {
-            Err(UploadError::DigestMismatch { .. }) => {
-                let _ = self.storage.discard_upload(id).await;
-            }
-            // Finished now but not committed: say so, so the retry does not finish again.
-            Err(_) if completed && !record.completed => {
-                let _ = verifier.send(Progress).await;
-                let hash = latest
-                    .get()
-                    .map(|(offset, state)| HashRecord {
-                        offset,
-                        state: hex::encode(state),
-                    })
-                    .or_else(|| record.hash.clone());
-                let next = UploadRecord {
-                    offset: size,
-                    generation: record.generation + 1,
-                    hash,
-                    completed: true,
-                    ..record.clone()
-                };
-                if let Err(e) = self.storage.save_upload(id, &next).await {
-                    log::warn!("upload {id}: cannot record its completion: {e}");
-                }
-            }
-            _ => {}
-        }
-        outcome
-    }
-
-    /// Hashes the stored bytes at `location` with `algorithm` on a hashing thread. Answers the
-    /// digest and how many bytes were read.
-    async fn hash_stored(
-        &self,
-        location: &object_store::path::Path,
-        algorithm: Algorithm,
-    ) -> Result<(Digest, u64)> {
-        let (verifier, _) = self.hashing.spawn(algorithm);
-        let mut data = self.storage.stream_upload(location).await?.stream;
-        let mut in_flight = VecDeque::new();
-        while let Some(chunk) = data.next().await {
-            verifier.do_send(Update(vec![chunk?]));
-            in_flight.push_back(verifier.send(Progress));
-            if in_flight.len() > MAX_HASH_IN_FLIGHT {
-                let _ = in_flight.pop_front().expect("non-empty").await;
-            }
-        }
-        verifier
-            .send(Current)
-            .await
-            .map_err(|e| UploadError::BodyInterrupted(e.to_string()))
-    }
-
     /// Cancels a session and removes its bytes (at once, or when a request writing it in this
     /// process is done).
     pub async fn cancel(&self, repo: &RepoName, id: &str) -> Result<()> {
@@ -902,25 +746,13 @@ where
     outcome
 }
 
-/// Whether a request body has no bytes (read to its end, or to its first byte).
-async fn body_is_empty<S, E>(body: &mut S) -> bool
-where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-{
-    loop {
-        match tokio::time::timeout(BODY_IDLE_TIMEOUT, body.next()).await {
-            Ok(Some(Ok(bytes))) if bytes.is_empty() => continue,
-            Ok(None) => return true,
-            _ => return false,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn body(parts: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin {
+    pub(super) fn body(
+        parts: &[&'static [u8]],
+    ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin {
         futures_util::stream::iter(
             parts
                 .iter()
@@ -929,7 +761,7 @@ mod tests {
         )
     }
 
-    fn manager(storage: &Storage) -> UploadManager {
+    pub(super) fn manager(storage: &Storage) -> UploadManager {
         UploadManager::new(storage.clone(), HashingPool::start(1))
     }
 
