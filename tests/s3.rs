@@ -314,3 +314,32 @@ fn a_real_s3_refusal_is_permanent_and_an_unreachable_store_is_not() {
         assert!(matches!(e, StorageError::Backend(_)), "{e}");
     });
 }
+
+#[test]
+fn a_push_replaces_a_stored_blob_of_the_wrong_size() {
+    let server = S3Server::start();
+    let bucket = server.bucket();
+    let reg = TestRegistry::builder()
+        .store(Store::S3(server.env(&bucket)))
+        .start();
+    let blob = data(3 * 1024 * 1024);
+    let digest = common::push_blob(&reg, "replace", &blob);
+    // The stored object lost its tail (written by another tool, or by a registry that
+    // published unverified bytes).
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    let object = server
+        .dir
+        .join(&bucket)
+        .join("docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data");
+    std::fs::write(&object, &blob[..1024 * 1024]).unwrap();
+    assert_eq!(common::push_blob(&reg, "replace", &blob), digest);
+    let got = reqwest::blocking::get(reg.url(&format!("/v2/replace/blobs/{digest}")))
+        .unwrap()
+        .bytes()
+        .unwrap();
+    assert_eq!(got.len(), blob.len());
+    assert!(got.as_ref() == blob.as_slice(), "the blob pulls byte-exact");
+}
