@@ -316,3 +316,76 @@ fn a_blob_is_never_visible_before_its_digest_is_verified() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+/// The newest record in an upload's `state` file on local disk (two 4 KiB slots, each its
+/// JSON's length, 8 bytes of checksum and the JSON), as JSON.
+fn newest_record(state: &Path) -> serde_json::Value {
+    let bytes = std::fs::read(state).unwrap();
+    bytes
+        .chunks(4096)
+        .filter_map(|slot| {
+            let len = u32::from_le_bytes(slot.get(..4)?.try_into().ok()?) as usize;
+            serde_json::from_slice::<serde_json::Value>(slot.get(12..12 + len)?).ok()
+        })
+        .max_by_key(|record| record["generation"].as_u64())
+        .expect("an upload record")
+}
+
+/// Overwrites `range` of `file` with zeros, as a power loss does to data pages never written
+/// back (the file keeps its size).
+fn zero(file: &Path, range: std::ops::Range<u64>) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+    f.write_all_at(&vec![0u8; (range.end - range.start) as usize], range.start)
+        .unwrap();
+}
+
+#[test]
+fn a_power_loss_inside_the_hashed_range_never_publishes_wrong_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let data = content(8 * 1024 * 1024, 6);
+    let digest = sha256(&data);
+    let path = {
+        let a = TestRegistry::builder().filesystem(root).start();
+        let path = start_upload(&a.url, "power/loss");
+        assert_eq!(patch(&a.url, &path, 0, &data).status(), 202);
+        path
+    };
+    let id = path.rsplit('/').next().unwrap();
+    let upload = root.join("docker/registry/v2/_berth/uploads").join(id);
+    let hashed = newest_record(&upload.join("state"))["hash"]["offset"]
+        .as_u64()
+        .expect("the record holds a hash state");
+    let lost = 1024 * 1024..1024 * 1024 + 64 * 1024;
+    assert!(
+        hashed >= lost.end,
+        "the record's hash state covers the lost pages ({hashed} bytes hashed)"
+    );
+    // The machine lost power: the record survived, 64 KiB of the data it hashed did not.
+    zero(&upload.join("data"), lost.clone());
+
+    // A fresh registry continues from the record and is asked to complete with the right
+    // digest: the stored bytes do not have it, so nothing is published.
+    let b = TestRegistry::builder().filesystem(root).start();
+    assert_eq!(status(&b.url, &path), Some(data.len() as u64));
+    let r = complete(&b.url, &path, &digest);
+    assert_eq!(r.status(), 400);
+    assert_eq!(common::error_code(&r.text().unwrap()), "DIGEST_INVALID");
+    let blob_url = format!("{}/v2/power/loss/blobs/{digest}", b.url);
+    assert_eq!(client().head(&blob_url).send().unwrap().status(), 404);
+    assert_eq!(status(&b.url, &path), None, "the broken upload is removed");
+
+    // A blob stored with bytes that are not its digest's (published by a registry without
+    // that check, or torn with fsync off): a correct push of the same digest replaces it.
+    assert_eq!(common::push_blob(&b, "power/loss", &data), digest);
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    let blob = root
+        .join("docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data");
+    zero(&blob, lost);
+    assert_eq!(common::push_blob(&b, "power/loss", &data), digest);
+    assert_blob(&b.url, "power/loss", &data);
+}

@@ -110,3 +110,30 @@ fn a_failed_read_is_a_json_error() {
     let r = c.get(reg.url(&format!("/v2/r/blobs/{d}"))).send().unwrap();
     assert_eq!(r.bytes().unwrap().as_ref(), b"content");
 }
+
+#[test]
+fn a_cleanup_failing_after_the_commit_does_not_fail_the_push() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Faults::default();
+    let reg = TestRegistry::builder()
+        .filesystem(dir.path())
+        .faults(&faults)
+        .start();
+    let c = client();
+    let content = vec![7u8; 300_000];
+    let digest = sha256(&content);
+    let r = c.post(reg.url("/v2/f/blobs/uploads/")).send().unwrap();
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(common::patch_chunk(&location, 0, &content).status(), 202);
+    // The blob is renamed into place; removing the upload's leftovers then fails.
+    faults.fail(Op::Delete, "_berth/uploads", 1);
+    let r = common::complete_upload(&location, &digest);
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    let got = c
+        .get(reg.url(&format!("/v2/f/blobs/{digest}")))
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    assert_eq!(got.as_ref(), &content[..]);
+}

@@ -6,6 +6,8 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use berth::storage::faults::{Faults, Op};
+use berth::storage::StorageError;
 use common::patch_chunk as patch;
 use common::s3::S3Server;
 use common::{client, complete_upload, error_code, run, sha256, Store, TestRegistry};
@@ -170,4 +172,174 @@ fn skopeo_pulls_large_layers_through_the_presigned_redirect() {
         pulled, layer,
         "skopeo got the layer's bytes from the bucket"
     );
+}
+
+/// What a status request says the upload holds (`None`: no such upload).
+fn upload_status(location: &str) -> Option<String> {
+    let r = client().get(location).send().unwrap();
+    if r.status() == 404 {
+        return None;
+    }
+    assert_eq!(r.status(), 204, "status of the upload");
+    Some(r.headers()["range"].to_str().unwrap().to_string())
+}
+
+/// How the commit after a completed multipart upload fails, in the test below.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum CommitFailure {
+    /// The store is away for a moment (a 503, or no answer).
+    Unavailable,
+    /// The store refuses the copy, as AWS refuses to copy more than 5 GiB.
+    Refused,
+    /// As `Unavailable`, and the record of the completion is not written either (the same
+    /// outage, or a crash right after the completion): the retry finds the multipart upload
+    /// gone.
+    Unrecorded,
+}
+
+#[test]
+fn a_commit_failing_after_the_multipart_completion_commits_on_retry() {
+    let server = S3Server::start();
+    let faults = Faults::default();
+    let reg = TestRegistry::builder()
+        .store(Store::S3(server.env(&server.bucket())))
+        .faults(&faults)
+        .start();
+    use CommitFailure::*;
+    for (round, failure) in [Unavailable, Refused, Unrecorded].into_iter().enumerate() {
+        let blob = data(12 * 1024 * 1024 + 1000 * round);
+        let digest = sha256(&blob);
+        let location = start_upload(&reg, "commit/retry");
+        let half = 6 * 1024 * 1024;
+        assert_eq!(patch(&location, 0, &blob[..half]).status(), 202);
+        assert_eq!(patch(&location, half as u64, &blob[half..]).status(), 202);
+
+        // The multipart upload completes; the copy that publishes it under its digest fails.
+        match failure {
+            Refused => faults.refuse(Op::Rename, "_berth/uploads", 1),
+            Unavailable => faults.fail(Op::Rename, "_berth/uploads", 1),
+            Unrecorded => {
+                faults.fail(Op::Rename, "_berth/uploads", 1);
+                faults.fail(Op::Put, "/state", 1);
+            }
+        }
+        let r = complete_upload(&location, &digest);
+        if failure == Refused {
+            assert_eq!(r.status(), 500, "a refusal is not the store being away");
+            assert!(
+                !r.headers().contains_key("retry-after"),
+                "the same request would be refused again: no Retry-After"
+            );
+            assert_eq!(error_code(&r.text().unwrap()), "UNKNOWN");
+        } else {
+            assert_eq!(r.status(), 503);
+            assert!(r.headers().contains_key("retry-after"));
+            assert_eq!(error_code(&r.text().unwrap()), "UNAVAILABLE");
+        }
+        let blob_url = reg.url(&format!("/v2/commit/retry/blobs/{digest}"));
+        assert_eq!(client().head(&blob_url).send().unwrap().status(), 404);
+        // The status tells the truth: the upload is alive and holds every byte.
+        let range = format!("0-{}", blob.len() - 1);
+        assert_eq!(upload_status(&location).as_deref(), Some(range.as_str()));
+        if failure != Unrecorded {
+            // Its bytes are final: nothing more can be appended.
+            let r = patch(&location, blob.len() as u64, b"more");
+            assert_eq!(r.status(), 416);
+            assert_eq!(r.headers()["range"], range.as_str());
+            assert_eq!(error_code(&r.text().unwrap()), "BLOB_UPLOAD_INVALID");
+        }
+
+        // The retry commits what was completed.
+        let r = complete_upload(&location, &digest);
+        assert_eq!(r.status(), 201, "{failure:?}: {}", r.text().unwrap());
+        assert_eq!(upload_status(&location), None, "the upload is done");
+        let got = reqwest::blocking::get(&blob_url).unwrap().bytes().unwrap();
+        assert_eq!(got.len(), blob.len());
+        assert!(got.as_ref() == blob.as_slice(), "the blob pulls byte-exact");
+    }
+    let left: Vec<_> = walk(&server.dir)
+        .into_iter()
+        .filter(|p| p.contains("_berth"))
+        .collect();
+    assert!(left.is_empty(), "left over: {left:?}");
+}
+
+#[test]
+fn a_real_s3_refusal_is_permanent_and_an_unreachable_store_is_not() {
+    use object_store::aws::AmazonS3Builder;
+    use object_store::multipart::MultipartStore;
+    use object_store::path::Path;
+    use object_store::ObjectStoreExt;
+
+    let mut server = S3Server::start();
+    let bucket = server.bucket();
+    let s3 = AmazonS3Builder::new()
+        .with_endpoint(server.endpoint())
+        .with_allow_http(true)
+        .with_bucket_name(&bucket)
+        .with_access_key_id(common::s3::ACCESS_KEY)
+        .with_secret_access_key(common::s3::SECRET_KEY)
+        .with_region("us-east-1")
+        .with_retry(object_store::RetryConfig {
+            max_retries: 1,
+            retry_timeout: Duration::from_secs(2),
+            ..Default::default()
+        })
+        .build()
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // Parts below S3's 5 MiB minimum: completing them is refused with 400 EntityTooSmall,
+        // the same kind of answer as "copy source too large".
+        let path = Path::from("small-parts");
+        let id = s3.create_multipart(&path).await.unwrap();
+        let mut parts = Vec::new();
+        for i in 0..2 {
+            parts.push(
+                s3.put_part(&path, &id, i, vec![b'x'; 10].into())
+                    .await
+                    .unwrap(),
+            );
+        }
+        let refused = s3.complete_multipart(&path, &id, parts).await.unwrap_err();
+        let e = StorageError::from(refused);
+        assert!(
+            matches!(e, StorageError::Refused { status: 400, .. }),
+            "{e}"
+        );
+    });
+    server.stop();
+    rt.block_on(async {
+        let e = StorageError::from(s3.head(&Path::from("x")).await.unwrap_err());
+        assert!(matches!(e, StorageError::Backend(_)), "{e}");
+    });
+}
+
+#[test]
+fn a_push_replaces_a_stored_blob_of_the_wrong_size() {
+    let server = S3Server::start();
+    let bucket = server.bucket();
+    let reg = TestRegistry::builder()
+        .store(Store::S3(server.env(&bucket)))
+        .start();
+    let blob = data(3 * 1024 * 1024);
+    let digest = common::push_blob(&reg, "replace", &blob);
+    // The stored object lost its tail (written by another tool, or by a registry that
+    // published unverified bytes).
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    let object = server
+        .dir
+        .join(&bucket)
+        .join("docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data");
+    std::fs::write(&object, &blob[..1024 * 1024]).unwrap();
+    assert_eq!(common::push_blob(&reg, "replace", &blob), digest);
+    let got = reqwest::blocking::get(reg.url(&format!("/v2/replace/blobs/{digest}")))
+        .unwrap()
+        .bytes()
+        .unwrap();
+    assert_eq!(got.len(), blob.len());
+    assert!(got.as_ref() == blob.as_slice(), "the blob pulls byte-exact");
 }

@@ -129,6 +129,15 @@ impl From<StorageError> for ApiError {
                 "the storage backend is unavailable; retry later",
             )
             .with_header(actix_web::http::header::RETRY_AFTER, "10".into()),
+            // The backend answered and refused (a 4xx of its own): the same request would be
+            // refused again, so no Retry-After. The registry failed, not the client, which is
+            // why this is not one of the spec's 4xx codes (they would blame the request), but
+            // distribution's code for the registry's own failures, `UNKNOWN` with 500.
+            StorageError::Refused { .. } => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "UNKNOWN",
+                "the storage backend refused the operation; see the registry's log",
+            ),
             _ => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "UNKNOWN",
@@ -147,7 +156,9 @@ impl From<UploadError> for ApiError {
             UploadError::Unknown(_) => {
                 ApiError::new(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN", message)
             }
-            UploadError::Busy { offset } | UploadError::OutOfOrder { offset } => ApiError::new(
+            UploadError::Busy { offset }
+            | UploadError::OutOfOrder { offset }
+            | UploadError::Completed { offset } => ApiError::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 "BLOB_UPLOAD_INVALID",
                 message,

@@ -1,5 +1,7 @@
 //! A fault-injecting wrapper around any object store, for failure tests: operations on paths
-//! matching a rule fail with a backend error, a given number of times.
+//! matching a rule fail with a backend error, a given number of times: either one that leaves
+//! nothing to tell but the failure (the backend unreachable, a `503`), or a refusal (a `4xx`
+//! answer, worded exactly as object_store words S3's).
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -28,6 +30,8 @@ struct Rule {
     op: Op,
     path_contains: String,
     remaining: usize,
+    /// `Some(status)`: answered as the backend refusing the request with this 4xx status.
+    refusal: Option<(u16, &'static str)>,
 }
 
 /// The switchboard of injected faults; clone it to keep control after handing it to storage.
@@ -37,10 +41,30 @@ pub struct Faults(Arc<Mutex<Vec<Rule>>>);
 impl Faults {
     /// Makes the next `times` operations `op` on a path containing `path_contains` fail.
     pub fn fail(&self, op: Op, path_contains: &str, times: usize) {
+        self.push(op, path_contains, times, None);
+    }
+
+    /// Makes the next `times` operations `op` on a path containing `path_contains` be refused
+    /// as S3 refuses a copy of more than 5 GiB: `400 Bad Request`, `InvalidRequest`.
+    pub fn refuse(&self, op: Op, path_contains: &str, times: usize) {
+        let body = "<Error><Code>InvalidRequest</Code><Message>The specified copy source is \
+                    larger than the maximum allowable size for a copy source: 5368709120\
+                    </Message></Error>";
+        self.push(op, path_contains, times, Some((400, body)));
+    }
+
+    fn push(
+        &self,
+        op: Op,
+        path_contains: &str,
+        times: usize,
+        refusal: Option<(u16, &'static str)>,
+    ) {
         self.0.lock().unwrap().push(Rule {
             op,
             path_contains: path_contains.to_string(),
             remaining: times,
+            refusal,
         });
     }
 
@@ -57,13 +81,30 @@ impl Faults {
         match hit {
             Some(rule) => {
                 rule.remaining -= 1;
+                let source = match rule.refusal {
+                    // object_store's `RetryError` then `RequestError::Status` messages.
+                    Some((status, body)) => format!(
+                        "Error performing {op:?} {path} (injected) - {}{status} {}: {body}",
+                        super::STATUS_ERROR_PREFIX,
+                        http_reason(status)
+                    ),
+                    None => format!("injected {op:?} fault on {path}"),
+                };
                 Err(object_store::Error::Generic {
                     store: "faults",
-                    source: format!("injected {op:?} fault on {path}").into(),
+                    source: source.into(),
                 })
             }
             None => Ok(()),
         }
+    }
+}
+
+fn http_reason(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        403 => "Forbidden",
+        _ => "",
     }
 }
 
@@ -141,5 +182,71 @@ impl ObjectStore for FaultyStore {
     async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
         self.faults.check(Op::Rename, from)?;
         self.inner.rename_opts(from, to, options).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::StorageError;
+
+    fn injected(faults: &Faults, op: Op) -> StorageError {
+        faults
+            .check(op, &Path::from("a/b"))
+            .expect_err("a rule matches")
+            .into()
+    }
+
+    #[test]
+    fn refusals_are_permanent_and_other_faults_transient() {
+        let faults = Faults::default();
+        faults.refuse(Op::Copy, "a/", 1);
+        faults.fail(Op::Rename, "a/", 1);
+        assert!(matches!(
+            injected(&faults, Op::Copy),
+            StorageError::Refused { status: 400, .. }
+        ));
+        assert!(matches!(
+            injected(&faults, Op::Rename),
+            StorageError::Backend(object_store::Error::Generic { .. })
+        ));
+        assert!(
+            faults.check(Op::Copy, &Path::from("a/b")).is_ok(),
+            "used up"
+        );
+    }
+
+    #[test]
+    fn only_client_errors_that_are_not_worth_retrying_are_refusals() {
+        let answered = |status: &str| -> StorageError {
+            object_store::Error::Generic {
+                store: "S3",
+                source: format!(
+                    "Error performing PUT http://s3/x in 3ms - {}{status}: <Error/>",
+                    crate::storage::STATUS_ERROR_PREFIX
+                )
+                .into(),
+            }
+            .into()
+        };
+        assert!(matches!(
+            answered("400 Bad Request"),
+            StorageError::Refused { status: 400, .. }
+        ));
+        assert!(matches!(
+            answered("413 Payload Too Large"),
+            StorageError::Refused { status: 413, .. }
+        ));
+        for transient in [
+            "429 Too Many Requests",
+            "408 Request Timeout",
+            "503 Service Unavailable",
+            "500 Internal Server Error",
+        ] {
+            assert!(
+                matches!(answered(transient), StorageError::Backend(_)),
+                "{transient}"
+            );
+        }
     }
 }

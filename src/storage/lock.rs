@@ -326,6 +326,7 @@ mod tests {
             generation: 1,
             hash: None,
             parts: writer.parts_state(),
+            completed: false,
         };
         writer.park();
         storage.save_upload("u1", &record).await.unwrap();

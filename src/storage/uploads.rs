@@ -43,6 +43,12 @@ pub struct UploadRecord {
     /// On object stores: the multipart upload and the staged bytes.
     #[serde(default)]
     pub parts: Option<PartsState>,
+    /// The bytes are complete at the upload's data path (on object stores the multipart upload
+    /// was completed, and `parts` describes one that no longer exists) but were not committed:
+    /// a retried `PUT` commits them without finishing again, and nothing can be appended.
+    /// `hash` then covers all `offset` bytes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub completed: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -149,6 +155,7 @@ mod tests {
             generation,
             hash: None,
             parts: None,
+            completed: false,
         }
     }
 
@@ -407,9 +414,17 @@ impl Storage {
         self.stream_object(location, None).await
     }
 
-    /// Makes the finished upload at `location` visible as the blob `digest`. The blob appears
-    /// whole or not at all: a rename on the filesystem, a copy on object stores.
-    pub async fn commit_upload(&self, location: &Path, digest: &Digest) -> Result<()> {
+    /// Makes the finished upload at `location` (`size` bytes, verified to hash to `digest`)
+    /// visible as the blob `digest`. The blob appears whole or not at all: a rename on the
+    /// filesystem, a copy on object stores.
+    ///
+    /// A blob already there is replaced on local disk: it may hold other bytes than its digest
+    /// says (written by a registry that published unverified bytes, or torn by a power loss
+    /// with fsync off), and replacing it by a rename costs what skipping it does, whereas
+    /// checking it would mean re-reading all of it. On object stores a copy costs a read and a
+    /// write of the whole blob inside the store, and an acknowledged object is not lost or
+    /// torn, so one already there is replaced only when its size shows it is not this blob.
+    pub async fn commit_upload(&self, location: &Path, digest: &Digest, size: u64) -> Result<()> {
         let target = layout::blob_data(digest);
         if let Some(id) = location.parts().nth(layout::uploads_root().parts().count()) {
             self.forget_record(id.as_ref());
@@ -421,30 +436,50 @@ impl Storage {
             let to = local.path_to_filesystem(&target)?;
             let dir = local.path_to_filesystem(&layout::upload_dir_of(location))?;
             return tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                if !to.exists() {
-                    let parent = to.parent().expect("a blob path has a parent");
-                    create_dirs(parent, fsync)?;
-                    std::fs::rename(&from, &to)?;
-                    if fsync {
-                        std::fs::File::open(parent)?.sync_all()?;
-                    }
+                let parent = to.parent().expect("a blob path has a parent");
+                create_dirs(parent, fsync)?;
+                // Atomic, also over an existing blob: a reader sees the old file or the new.
+                std::fs::rename(&from, &to)?;
+                if fsync {
+                    std::fs::File::open(parent)?.sync_all()?;
                 }
+                // The blob is in place: a failure to remove the upload's directory must not
+                // fail the commit (a retry would find no data to commit); purging removes it.
                 match std::fs::remove_dir_all(&dir) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                    _ => Ok(()),
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        log::warn!("cannot remove {}: {e}", dir.display())
+                    }
+                    _ => {}
                 }
+                Ok(())
             })
             .await
             .map_err(|e| StorageError::Io(std::io::Error::other(e)))?
             .map_err(StorageError::Io);
         }
-        if self.exists(&target).await? {
-            self.delete(location).await?;
-        } else {
-            self.store.rename(location, &target).await?;
+        match self.head(&target).await? {
+            Some(existing) if existing.size == size => self.delete(location).await?,
+            existing => {
+                if let Some(existing) = existing {
+                    log::warn!(
+                        "blob {digest} on storage has {} bytes, not {size}: replaced",
+                        existing.size
+                    );
+                }
+                self.store.rename(location, &target).await?;
+            }
         }
-        self.remove_upload_dir(&layout::upload_dir_of(location))
-            .await
+        // As on local disk: once the blob is in place, leftovers are for purging.
+        let dir = layout::upload_dir_of(location);
+        if let Err(e) = self.remove_upload_dir(&dir).await {
+            log::warn!("cannot remove {dir}: {e}");
+        }
+        Ok(())
+    }
+
+    /// The size of a finished upload's data at `location`, or `None` if there is none.
+    pub async fn finished_upload_size(&self, location: &Path) -> Result<Option<u64>> {
+        Ok(self.head(location).await?.map(|meta| meta.size))
     }
 
     /// Removes an upload's bytes and state (aborting its multipart upload, if any).

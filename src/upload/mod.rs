@@ -11,6 +11,7 @@
 //! so a restarted process or another instance continues exactly there. A blob becomes visible
 //! under its digest only once the verifier agrees.
 
+mod commit;
 pub mod quota;
 pub mod session;
 pub mod verifier;
@@ -27,10 +28,11 @@ use thiserror::Error;
 
 use crate::oci::{Algorithm, Digest, Hasher, RepoName};
 use crate::storage::{BlobWriter, HashRecord, Storage, StorageError, UploadGuard, UploadRecord};
+use commit::body_is_empty;
 pub use session::UploadSession;
 use session::{Acquire, Cached, Cancel, Check, Closed, Finish, Lease, Release};
-use verifier::{Current, Progress, Update};
 pub use verifier::{DigestVerifier, HashingPool};
+use verifier::{Progress, Update};
 
 /// Body bytes are gathered into batches of about this size before a write and a hash...
 const BATCH_SIZE: usize = 1024 * 1024;
@@ -55,6 +57,8 @@ pub enum UploadError {
     Busy { offset: u64 },
     #[error("chunk does not start at the upload's offset {offset}")]
     OutOfOrder { offset: u64 },
+    #[error("the upload's {offset} bytes are final; complete it with a PUT without a body")]
+    Completed { offset: u64 },
     #[error("Content-Length {content_length} does not match Content-Range length {range_length}")]
     LengthMismatch {
         content_length: u64,
@@ -144,6 +148,7 @@ impl UploadManager {
             generation: 1,
             hash: None,
             parts: None,
+            completed: false,
         };
         let mut writer = self.storage.new_upload(&id, record.clone()).await?;
         // An upload nobody writes to holds no file descriptor.
@@ -153,6 +158,7 @@ impl UploadManager {
             writer,
             verifier,
             latest,
+            restored: 0,
         };
         let session = UploadSession::new(
             id.clone(),
@@ -350,6 +356,7 @@ impl UploadManager {
             writer,
             verifier,
             latest,
+            restored: hashed,
         })
     }
 
@@ -425,6 +432,24 @@ impl UploadManager {
         }
     }
 
+    /// Lets go of an upload whose bytes are final (see [`UploadRecord::completed`]) and answers
+    /// the error for a request that wanted to add to them.
+    async fn refuse_completed(&self, id: &str, writing: Writing) -> UploadError {
+        let Writing {
+            addr,
+            guard,
+            record,
+            cached,
+            ..
+        } = writing;
+        guard.release().await;
+        self.hand_back(id, &addr, Some(cached), Some(record.generation))
+            .await;
+        UploadError::Completed {
+            offset: record.offset,
+        }
+    }
+
     /// Forgets the in-memory session `addr` if it is still the one registered for `id`.
     fn forget(&self, id: &str, addr: &Addr<UploadSession>) {
         let mut sessions = self.sessions.lock().unwrap();
@@ -464,6 +489,9 @@ impl UploadManager {
         // client went away), the task finishes what it wrote, records it and lets go.
         let task = actix_rt::spawn(async move {
             let mut writing = this.begin(&repo, &id, expected_offset).await?;
+            if writing.record.completed {
+                return Err(this.refuse_completed(&id, writing).await);
+            }
             let Cached {
                 writer, verifier, ..
             } = &mut writing.cached;
@@ -497,27 +525,32 @@ impl UploadManager {
         let id = id.to_string();
         let task = actix_rt::spawn(async move {
             let mut writing = this.begin(&repo, &id, expected_offset).await?;
-            let Cached {
-                writer, verifier, ..
-            } = &mut writing.cached;
-            if let Err(e) = ingest(writer, verifier, &this.streaming, body, length).await {
-                let _ = this.end(&id, writing).await;
-                return Err(e);
+            if writing.record.completed {
+                // A retry after a failed commit: the bytes are final, a body may only be empty.
+                let mut body = body;
+                if length.is_some_and(|l| l > 0) || !body_is_empty(&mut body).await {
+                    return Err(this.refuse_completed(&id, writing).await);
+                }
+            } else {
+                let Cached {
+                    writer, verifier, ..
+                } = &mut writing.cached;
+                if let Err(e) = ingest(writer, verifier, &this.streaming, body, length).await {
+                    let _ = this.end(&id, writing).await;
+                    return Err(e);
+                }
             }
             let Writing {
                 addr,
                 guard,
                 cached,
                 algorithm,
-                ..
+                record,
             } = writing;
             let finished = addr.send(Finish).await;
             this.forget(&id, &addr);
             let outcome = if matches!(finished, Ok(Ok(()))) {
-                let Cached {
-                    writer, verifier, ..
-                } = cached;
-                finish(&this.storage, &id, writer, &verifier, algorithm, &digest).await
+                this.finish(&id, &record, cached, algorithm, &digest).await
             } else {
                 this.discard(&id, Some(cached)).await;
                 Err(UploadError::Unknown(id.clone()))
@@ -714,70 +747,13 @@ where
     outcome
 }
 
-/// Verifies and commits a fully received upload; on any failure its bytes are removed.
-async fn finish(
-    storage: &Storage,
-    id: &str,
-    writer: BlobWriter,
-    verifier: &Addr<DigestVerifier>,
-    algorithm: Algorithm,
-    expected: &Digest,
-) -> Result<Committed> {
-    let size = writer.written();
-    let outcome = async {
-        let streamed = if algorithm == expected.algorithm() {
-            let (digest, _) = verifier
-                .send(Current)
-                .await
-                .map_err(|e| UploadError::BodyInterrupted(e.to_string()))?;
-            if &digest != expected {
-                writer.abort().await?;
-                return Err(UploadError::DigestMismatch {
-                    expected: expected.clone(),
-                    actual: digest,
-                });
-            }
-            Some(digest)
-        } else {
-            None
-        };
-        let location = writer.finish().await?;
-        if streamed.is_none() {
-            // The client named another algorithm than the one hashed while streaming: hash the
-            // stored bytes once more under the one it asked for.
-            let mut hasher = expected.algorithm().hasher();
-            let mut data = storage.stream_upload(&location).await?.stream;
-            while let Some(chunk) = data.next().await {
-                hasher.update(&chunk?);
-            }
-            let digest = hasher.finish();
-            if &digest != expected {
-                return Err(UploadError::DigestMismatch {
-                    expected: expected.clone(),
-                    actual: digest,
-                });
-            }
-        }
-        storage.commit_upload(&location, expected).await?;
-        Ok(Committed {
-            digest: expected.clone(),
-            size,
-        })
-    }
-    .await;
-    // A wrong digest ends the upload; any other failure (the backend down for a moment) leaves
-    // it on storage, so the client's retry of the PUT rebuilds it and tries again.
-    if matches!(outcome, Err(UploadError::DigestMismatch { .. })) {
-        let _ = storage.discard_upload(id).await;
-    }
-    outcome
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn body(parts: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin {
+    pub(super) fn body(
+        parts: &[&'static [u8]],
+    ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin {
         futures_util::stream::iter(
             parts
                 .iter()
@@ -786,7 +762,7 @@ mod tests {
         )
     }
 
-    fn manager(storage: &Storage) -> UploadManager {
+    pub(super) fn manager(storage: &Storage) -> UploadManager {
         UploadManager::new(storage.clone(), HashingPool::start(1))
     }
 

@@ -25,6 +25,11 @@ pub struct Cached {
     pub writer: BlobWriter,
     pub verifier: Addr<DigestVerifier>,
     pub latest: LatestHash,
+    /// Bytes the verifier's hash covers that no one read back from storage: hashed by another
+    /// process (or before a restart), whose record handed the hash state over. On local disk
+    /// that record can outlive the data pages it describes (a power loss), so the bytes are
+    /// re-read before the blob is published; 0 when this process hashed every byte itself.
+    pub restored: u64,
 }
 
 pub struct UploadSession {
