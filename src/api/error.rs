@@ -129,6 +129,14 @@ impl From<StorageError> for ApiError {
                 "the storage backend is unavailable; retry later",
             )
             .with_header(actix_web::http::header::RETRY_AFTER, "10".into()),
+            // Only uploads sync their bytes; the upload was removed, so the client must start
+            // it again (retrying the same upload would be answered 404 BLOB_UPLOAD_UNKNOWN).
+            StorageError::WriteBack(_) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "UNKNOWN",
+                "the upload's bytes could not be written to disk; the upload was removed: \
+                 start it again",
+            ),
             _ => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "UNKNOWN",

@@ -6,6 +6,7 @@
 //! prefix; the upload module writes them through [`Storage::new_upload_writer`].
 
 pub mod faults;
+pub mod filesync;
 pub mod layout;
 mod lock;
 
@@ -52,6 +53,10 @@ pub enum StorageError {
     Config(String),
     #[error("another request holds upload {0}")]
     Locked(String),
+    /// Syncing an upload's bytes to disk failed: some of them may never reach it, and no later
+    /// sync can tell (the kernel reports such an error once). The upload cannot be continued.
+    #[error("storage write-back error: {0}")]
+    WriteBack(std::io::Error),
 }
 
 impl From<object_store::Error> for StorageError {
@@ -73,6 +78,7 @@ impl StorageError {
             StorageError::Corrupt { .. } => "corrupt",
             StorageError::Config(_) => "config",
             StorageError::Locked(_) => "locked",
+            StorageError::WriteBack(_) => "write_back",
         }
     }
 }
@@ -123,6 +129,8 @@ pub struct Storage {
     /// On object stores: the last upload record this process wrote or read, with its ETag, so a
     /// request reads it again only if it changed (a conditional GET answered `304`).
     records: uploads::RecordCache,
+    /// How upload files are made durable on local disk (the kernel's calls, or injected faults).
+    file_sync: Arc<dyn filesync::FileSync>,
 }
 
 /// A blob's bytes as a stream, with the total size of the blob and the range being served.
@@ -148,6 +156,7 @@ impl Storage {
             direct_reads: Some(local.clone()),
             backend: Backend::Filesystem { local, fsync },
             records: Default::default(),
+            file_sync: Arc::new(filesync::SystemSync),
         })
     }
 
@@ -164,6 +173,7 @@ impl Storage {
             },
             direct_reads: None,
             records: Default::default(),
+            file_sync: Arc::new(filesync::SystemSync),
         }
     }
 
@@ -253,6 +263,7 @@ impl Storage {
             },
             direct_reads: None,
             records: Default::default(),
+            file_sync: Arc::new(filesync::SystemSync),
         })
     }
 
@@ -265,14 +276,29 @@ impl Storage {
         }
     }
 
-    /// The same storage with faults injected where `faults` says (failure tests).
+    /// The same storage with faults injected where `faults` says (failure tests): in store
+    /// operations, multipart calls, and the syncs of upload files.
     pub fn with_faults(mut self, faults: faults::Faults) -> Storage {
+        if let Backend::Objects { multipart, .. } = &mut self.backend {
+            *multipart = Arc::new(faults::FaultyStore {
+                inner: self.store.clone(),
+                multipart: Some(multipart.clone()),
+                faults: faults.clone(),
+            });
+        }
         self.store = Arc::new(faults::FaultyStore {
             inner: self.store,
-            faults,
+            multipart: None,
+            faults: faults.clone(),
         });
+        self.file_sync = Arc::new(faults);
         self.direct_reads = None;
         self
+    }
+
+    /// The syscalls that make upload files durable, when `fsync` is on.
+    fn file_sync(&self, fsync: bool) -> Option<Arc<dyn filesync::FileSync>> {
+        fsync.then(|| self.file_sync.clone())
     }
 
     pub fn describe(&self) -> String {

@@ -213,7 +213,8 @@ impl Storage {
             let (offset, slot) = record_slot(&record)?;
             let mut content = vec![0u8; offset as usize];
             content.extend_from_slice(&slot);
-            return BlobWriter::create_file(location, path, fsync, Some(("state", content))).await;
+            let sync = self.file_sync(fsync);
+            return BlobWriter::create_file(location, path, sync, Some(("state", content))).await;
         }
         let writer = self.new_upload_writer(upload_id).await?;
         record.parts = writer.parts_state();
@@ -227,7 +228,7 @@ impl Storage {
         match &self.backend {
             Backend::Filesystem { local, fsync } => {
                 let path = local.path_to_filesystem(&location)?;
-                BlobWriter::create_file(location, path, *fsync, None).await
+                BlobWriter::create_file(location, path, self.file_sync(*fsync), None).await
             }
             Backend::Objects {
                 multipart,
@@ -259,7 +260,7 @@ impl Storage {
                 Ok(BlobWriter::resume_file(
                     location,
                     path,
-                    *fsync,
+                    self.file_sync(*fsync),
                     record.offset,
                 ))
             }

@@ -16,6 +16,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
+use super::filesync::{settle, FileSync};
 use super::{layout, Result, StorageError};
 
 /// With fsync on, write-back of the upload file is started every this many bytes, so the disk
@@ -49,7 +50,11 @@ enum Sink {
         path: PathBuf,
         /// Open only while a request writes: an idle or abandoned session holds no descriptor.
         file: Option<Arc<std::fs::File>>,
-        fsync: bool,
+        /// The syscalls that make the file durable; `None` with fsync off.
+        sync: Option<Arc<dyn FileSync>>,
+        /// A sync failed: bytes this writer counted may not be on disk. It writes, checkpoints
+        /// and finishes nothing more (the upload is removed, see [`StorageError::WriteBack`]).
+        failed: bool,
         /// Where early write-back was last started (see [`WRITEBACK_STEP`]).
         writeback_from: u64,
         /// Bytes before this are on disk and dropped from the page cache.
@@ -81,11 +86,12 @@ async fn blocking<T: Send + 'static>(
 
 impl BlobWriter {
     /// Creates the upload file; `beside` (a file name and its content) is written next to it
-    /// in the same trip to the blocking pool, atomically (the upload's first record).
+    /// in the same trip to the blocking pool, atomically (the upload's first record). `sync` is
+    /// how the file is made durable (`None`: fsync off).
     pub(super) async fn create_file(
         location: Path,
         path: PathBuf,
-        fsync: bool,
+        sync: Option<Arc<dyn FileSync>>,
         beside: Option<(&'static str, Vec<u8>)>,
     ) -> Result<Self> {
         let create = path.clone();
@@ -111,7 +117,8 @@ impl BlobWriter {
             sink: Sink::File {
                 path,
                 file: Some(Arc::new(file)),
-                fsync,
+                sync,
+                failed: false,
                 writeback_from: 0,
                 settled_to: 0,
             },
@@ -120,14 +127,20 @@ impl BlobWriter {
 
     /// Continues an upload file of which `offset` bytes count (anything after them is a torn
     /// write of a request that never finished, and is overwritten).
-    pub(super) fn resume_file(location: Path, path: PathBuf, fsync: bool, offset: u64) -> Self {
+    pub(super) fn resume_file(
+        location: Path,
+        path: PathBuf,
+        sync: Option<Arc<dyn FileSync>>,
+        offset: u64,
+    ) -> Self {
         BlobWriter {
             location,
             written: offset,
             sink: Sink::File {
                 path,
                 file: None,
-                fsync,
+                sync,
+                failed: false,
                 writeback_from: offset,
                 settled_to: offset,
             },
@@ -187,6 +200,7 @@ impl BlobWriter {
     /// Puts bytes held in memory somewhere durable (object stores: a staged object), so the
     /// writer can be recorded and left idle. A no-op on files, whose writes are already there.
     pub async fn checkpoint(&mut self) -> Result<()> {
+        self.refuse_if_failed()?;
         if let Sink::Multipart {
             state, pending_len, ..
         } = &self.sink
@@ -252,15 +266,28 @@ impl BlobWriter {
         self.written
     }
 
+    /// After a failed sync nothing this writer counted can be trusted to be on disk: it must not
+    /// be recorded, continued or published (a retried fsync may "succeed" without the data).
+    fn refuse_if_failed(&self) -> Result<()> {
+        match &self.sink {
+            Sink::File { failed: true, .. } => Err(StorageError::WriteBack(std::io::Error::other(
+                "an earlier write-back of this upload failed",
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Appends a batch. On error nothing of the batch counts as written and the sink is left as
     /// it was before the call, so the upload can continue from [`Self::written`].
     pub async fn write(&mut self, batch: Vec<Bytes>) -> Result<()> {
+        self.refuse_if_failed()?;
         let len: usize = batch.iter().map(Bytes::len).sum();
         match &mut self.sink {
             Sink::File {
                 path,
                 file,
-                fsync,
+                sync,
+                failed,
                 writeback_from,
                 settled_to,
             } => {
@@ -278,23 +305,32 @@ impl BlobWriter {
                 };
                 let offset = self.written;
                 let end = offset + len as u64;
-                let kick = (*fsync && end - *writeback_from >= WRITEBACK_STEP)
-                    .then_some((*settled_to, *writeback_from));
-                blocking(move || {
+                let kick = sync
+                    .clone()
+                    .filter(|_| end - *writeback_from >= WRITEBACK_STEP)
+                    .map(|sync| (sync, *settled_to, *writeback_from));
+                let step = kick.as_ref().map(|(_, _, from)| *from);
+                let outcome = tokio::task::spawn_blocking(move || -> Result<()> {
                     let result = write_all_vectored_at(&file, &batch, offset);
                     if result.is_err() {
                         // Drop a partly written batch so the file ends where the upload does.
                         let _ = file.set_len(offset);
                     }
                     result?;
-                    if let Some((settled, from)) = kick {
-                        settle(&file, settled, from);
-                        start_writeback(&file, from, end - from);
+                    if let Some((sync, settled, from)) = kick {
+                        settle(&*sync, &file, settled, from).map_err(StorageError::WriteBack)?;
+                        sync.start_writeback(&file, from, end - from)
+                            .map_err(StorageError::WriteBack)?;
                     }
                     Ok(())
                 })
-                .await?;
-                if let Some((_, from)) = kick {
+                .await
+                .map_err(|e| StorageError::Io(std::io::Error::other(e)))?;
+                if let Err(e) = outcome {
+                    *failed = matches!(e, StorageError::WriteBack(_));
+                    return Err(e);
+                }
+                if let Some(from) = step {
                     *settled_to = from;
                     *writeback_from = end;
                 }
@@ -411,9 +447,10 @@ impl BlobWriter {
     /// Makes the written bytes durable and complete at [`Self::location`].
     pub async fn finish(mut self) -> Result<Path> {
         match &self.sink {
-            Sink::File { path, fsync, .. } => {
-                let (path, fsync, len) = (path.clone(), *fsync, self.written);
-                blocking(move || {
+            Sink::File { path, sync, .. } => {
+                self.refuse_if_failed()?;
+                let (path, sync, len) = (path.clone(), sync.clone(), self.written);
+                tokio::task::spawn_blocking(move || -> Result<()> {
                     let file = std::fs::OpenOptions::new().write(true).open(path)?;
                     // Bytes past the recorded end are a torn write of an interrupted request.
                     // Fewer bytes than recorded: the record outlived the data (a power loss with
@@ -423,17 +460,19 @@ impl BlobWriter {
                         return Err(std::io::Error::new(
                             std::io::ErrorKind::UnexpectedEof,
                             format!("upload file has {on_disk} bytes, {len} were accepted"),
-                        ));
+                        )
+                        .into());
                     }
                     if on_disk != len {
                         file.set_len(len)?;
                     }
-                    if fsync {
-                        file.sync_all()?;
+                    if let Some(sync) = sync {
+                        sync.sync_all(&file).map_err(StorageError::WriteBack)?;
                     }
                     Ok(())
                 })
-                .await?;
+                .await
+                .map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
             }
             Sink::Multipart {
                 multipart,
@@ -536,48 +575,6 @@ fn write_all_vectored_at(file: &std::fs::File, bufs: &[Bytes], offset: u64) -> s
         }
     }
     Ok(())
-}
-
-/// Waits for the write-back of `from..to` started one step earlier, then drops those pages from
-/// the page cache: a large upload streams through a small, reused window of memory instead of
-/// filling the cache (and the machine) with pages that will not be read soon.
-fn settle(file: &std::fs::File, from: u64, to: u64) {
-    use std::os::fd::AsRawFd;
-    if to <= from {
-        return;
-    }
-    let fd = file.as_raw_fd();
-    // SAFETY: plain syscalls on a descriptor owned by `file`; failure only loses the hint.
-    unsafe {
-        libc::sync_file_range(
-            fd,
-            from as libc::off64_t,
-            (to - from) as libc::off64_t,
-            libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                | libc::SYNC_FILE_RANGE_WRITE
-                | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-        );
-        libc::posix_fadvise(
-            fd,
-            from as libc::off_t,
-            (to - from) as libc::off_t,
-            libc::POSIX_FADV_DONTNEED,
-        );
-    }
-}
-
-/// Asks the kernel to start writing `len` bytes from `from` to disk without waiting for it.
-fn start_writeback(file: &std::fs::File, from: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a plain syscall on a descriptor owned by `file`; failure only loses the hint.
-    unsafe {
-        libc::sync_file_range(
-            file.as_raw_fd(),
-            from as libc::off64_t,
-            len as libc::off64_t,
-            libc::SYNC_FILE_RANGE_WRITE,
-        );
-    }
 }
 
 #[cfg(test)]

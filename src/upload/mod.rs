@@ -71,6 +71,18 @@ pub enum UploadError {
 
 pub type Result<T, E = UploadError> = std::result::Result<T, E>;
 
+impl UploadError {
+    /// Whether the upload cannot go on after this error and is removed: a wrong digest, or a
+    /// failed sync (bytes it counted may never reach the disk, and a retried fsync could
+    /// "succeed" without them).
+    fn ends_upload(&self) -> bool {
+        matches!(
+            self,
+            UploadError::DigestMismatch { .. } | UploadError::Storage(StorageError::WriteBack(_))
+        )
+    }
+}
+
 /// What a finished upload committed.
 #[derive(Debug, Clone)]
 pub struct Committed {
@@ -364,6 +376,17 @@ impl UploadManager {
             ..
         } = writing;
         let saved = self.save(id, &record, &mut cached).await;
+        if matches!(&saved, Err(e) if e.ends_upload()) {
+            // A failed sync: the old record may count bytes that never reached the disk. The
+            // upload is removed under the lock, before anyone can resume it from that record;
+            // the client sees this request fail and the upload unknown from now on.
+            log::warn!("upload {id} is removed after a failed sync");
+            let _ = addr.send(Finish).await;
+            self.forget(id, &addr);
+            self.discard(id, Some(cached)).await;
+            guard.release().await;
+            return saved.map(|r| r.offset);
+        }
         guard.release().await;
         match saved {
             Ok(record) => match give_back(&addr, Some(cached), Some(record.generation)).await {
@@ -764,13 +787,16 @@ async fn finish(
         })
     }
     .await;
-    // A wrong digest ends the upload; any other failure (the backend down for a moment) leaves
-    // it on storage, so the client's retry of the PUT rebuilds it and tries again.
-    if matches!(outcome, Err(UploadError::DigestMismatch { .. })) {
+    // A wrong digest or a failed sync ends the upload; any other failure (the backend down for
+    // a moment) leaves it on storage, so the client's retry of the PUT rebuilds it and tries again.
+    if matches!(&outcome, Err(e) if e.ends_upload()) {
         let _ = storage.discard_upload(id).await;
     }
     outcome
 }
+
+#[cfg(test)]
+mod writeback_tests;
 
 #[cfg(test)]
 mod tests {

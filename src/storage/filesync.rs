@@ -1,0 +1,118 @@
+//! Making an upload file durable: early write-back, waiting for it, fsync.
+//!
+//! Every result is checked. A write-back error is reported by the kernel once per open file
+//! description that has not seen it yet: a `sync_file_range(…WAIT…)` whose error is ignored
+//! consumes it, and a later fsync (on this or a newer descriptor) succeeds although the bytes never
+//! reached the disk (and, once dropped from the page cache, read back as whatever the disk holds).
+//! So a failed sync is never retried as if it could still succeed: the caller ends the upload
+//! (see [`super::StorageError::WriteBack`]).
+//!
+//! The syscalls sit behind [`FileSync`] so that tests can make them fail as a faulty disk would
+//! (`storage::faults::Faults` implements it); production uses [`SystemSync`], one virtual call
+//! per 16 MiB step.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+
+/// The syscalls that put an upload file's bytes on disk.
+pub trait FileSync: Send + Sync + std::fmt::Debug {
+    /// Starts write-back of `len` bytes from `from`, without waiting for it.
+    fn start_writeback(&self, file: &File, from: u64, len: u64) -> io::Result<()>;
+    /// Waits until `len` bytes from `from` are written back (starting what is not started yet).
+    fn wait_writeback(&self, file: &File, from: u64, len: u64) -> io::Result<()>;
+    /// Syncs the file's data and metadata (`fsync`).
+    fn sync_all(&self, file: &File) -> io::Result<()>;
+}
+
+/// The kernel's own calls.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemSync;
+
+fn sync_file_range(file: &File, from: u64, len: u64, flags: libc::c_uint) -> io::Result<()> {
+    loop {
+        // SAFETY: a plain syscall on a descriptor owned by `file`.
+        let rc = unsafe {
+            libc::sync_file_range(
+                file.as_raw_fd(),
+                from as libc::off64_t,
+                len as libc::off64_t,
+                flags,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+impl FileSync for SystemSync {
+    fn start_writeback(&self, file: &File, from: u64, len: u64) -> io::Result<()> {
+        sync_file_range(file, from, len, libc::SYNC_FILE_RANGE_WRITE)
+    }
+
+    fn wait_writeback(&self, file: &File, from: u64, len: u64) -> io::Result<()> {
+        sync_file_range(
+            file,
+            from,
+            len,
+            libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                | libc::SYNC_FILE_RANGE_WRITE
+                | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+        )
+    }
+
+    fn sync_all(&self, file: &File) -> io::Result<()> {
+        file.sync_all()
+    }
+}
+
+/// Waits for the write-back of `from..to` started one step earlier, then drops those pages from
+/// the page cache: a large upload streams through a small, reused window of memory instead of
+/// filling the cache (and the machine) with pages that will not be read soon. An error means
+/// those bytes may not be on disk: the pages are left alone and the error returned.
+pub(super) fn settle(sync: &dyn FileSync, file: &File, from: u64, to: u64) -> io::Result<()> {
+    if to <= from {
+        return Ok(());
+    }
+    sync.wait_writeback(file, from, to - from)?;
+    // SAFETY: a plain syscall on a descriptor owned by `file`. Its result is only whether the
+    // hint was taken (the pages are clean and on disk by now): nothing to act on.
+    unsafe {
+        libc::posix_fadvise(
+            file.as_raw_fd(),
+            from as libc::off_t,
+            (to - from) as libc::off_t,
+            libc::POSIX_FADV_DONTNEED,
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_system_calls_succeed_on_a_plain_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = File::create(dir.path().join("f")).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, &[1u8; 8192], 0).unwrap();
+        SystemSync.start_writeback(&file, 0, 8192).unwrap();
+        settle(&SystemSync, &file, 0, 8192).unwrap();
+        SystemSync.sync_all(&file).unwrap();
+    }
+
+    #[test]
+    fn a_sync_error_is_reported_not_swallowed() {
+        // A descriptor that is not a regular file: sync_file_range fails (ESPIPE).
+        let (reader, _writer) = std::io::pipe().unwrap();
+        let file = File::from(std::os::fd::OwnedFd::from(reader));
+        assert!(settle(&SystemSync, &file, 0, 4096).is_err());
+        assert!(SystemSync.start_writeback(&file, 0, 4096).is_err());
+    }
+}
