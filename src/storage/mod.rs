@@ -32,6 +32,7 @@ use thiserror::Error;
 use crate::config::S3Config;
 use crate::oci::Digest;
 pub use lock::UploadGuard;
+pub use uploads::StoredUpload;
 pub use uploads::{HashRecord, UploadRecord};
 pub use writer::BlobWriter;
 

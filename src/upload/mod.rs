@@ -11,6 +11,7 @@
 //! so a restarted process or another instance continues exactly there. A blob becomes visible
 //! under its digest only once the verifier agrees.
 
+mod purge;
 pub mod session;
 pub mod verifier;
 
@@ -574,48 +575,6 @@ impl UploadManager {
         }
         Ok(())
     }
-
-    /// Removes uploads untouched for longer than `age` (distribution's
-    /// `storage.maintenance.uploadpurging`). Answers how many were (or, on a dry run, would be)
-    /// removed.
-    pub async fn purge(&self, age: Duration, dry_run: bool) -> Result<usize> {
-        let cutoff =
-            chrono::Utc::now() - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
-        let mut purged = 0;
-        for upload in self.storage.list_uploads().await? {
-            if upload.last_modified >= cutoff {
-                continue;
-            }
-            if dry_run {
-                log::info!(
-                    "upload purging (dry run): would remove upload {}",
-                    upload.id
-                );
-                purged += 1;
-                continue;
-            }
-            // A lock held means someone is writing it right now: not abandoned.
-            match self.storage.lock_upload(&upload.id).await {
-                Ok(Some((guard, _))) => {
-                    if let Some(addr) = self.sessions.lock().unwrap().remove(&upload.id) {
-                        addr.do_send(Finish);
-                    }
-                    self.discard(&upload.id, None).await;
-                    guard.release().await;
-                }
-                // No record: a directory left by a crash before its first record.
-                Ok(None) => self.discard(&upload.id, None).await,
-                Err(_) => continue,
-            }
-            log::info!(
-                "upload purging: removed upload {} (untouched since {})",
-                upload.id,
-                upload.last_modified
-            );
-            purged += 1;
-        }
-        Ok(purged)
-    }
 }
 
 /// Gives the cache back to its session; `Err` carries it back when the session was cancelled
@@ -813,56 +772,6 @@ mod tests {
 
     fn manager(storage: &Storage) -> UploadManager {
         UploadManager::new(storage.clone(), HashingPool::start(1))
-    }
-
-    #[actix_rt::test]
-    async fn abandoned_uploads_are_purged_with_their_bytes() {
-        let dir = tempfile::tempdir().unwrap();
-        let storage = Storage::filesystem(dir.path(), false).unwrap();
-        let uploads = manager(&storage);
-        let repo: RepoName = "a".parse().unwrap();
-        let id = uploads
-            .start(repo.clone(), Algorithm::Sha256)
-            .await
-            .unwrap();
-        uploads
-            .append(&repo, &id, None, None, body(&[b"abc"]))
-            .await
-            .unwrap();
-        let data = dir
-            .path()
-            .join("docker/registry/v2/_berth/uploads")
-            .join(&id);
-        assert!(data.exists());
-        assert_eq!(
-            uploads
-                .purge(Duration::from_secs(3600), false)
-                .await
-                .unwrap(),
-            0
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(
-            uploads
-                .purge(Duration::from_millis(10), true)
-                .await
-                .unwrap(),
-            1
-        );
-        assert!(data.exists(), "a dry run removes nothing");
-        assert_eq!(
-            uploads
-                .purge(Duration::from_millis(10), false)
-                .await
-                .unwrap(),
-            1
-        );
-        assert!(matches!(
-            uploads.status(&repo, &id).await,
-            Err(UploadError::Unknown(_))
-        ));
-        assert_eq!(uploads.sessions_in_memory(), 0);
-        assert!(!data.exists(), "the abandoned upload's bytes are removed");
     }
 
     /// A second manager over the same storage stands for a restarted process or another
