@@ -155,7 +155,9 @@ impl From<UploadError> for ApiError {
             UploadError::Unknown(_) => {
                 ApiError::new(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN", message)
             }
-            UploadError::Busy { offset } | UploadError::OutOfOrder { offset } => ApiError::new(
+            UploadError::Busy { offset }
+            | UploadError::OutOfOrder { offset }
+            | UploadError::RangeTooLong { offset } => ApiError::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 "BLOB_UPLOAD_INVALID",
                 message,

@@ -269,10 +269,14 @@ impl Storage {
                 part_size,
                 ..
             } => {
-                let parts = record.parts.clone().ok_or_else(|| StorageError::Corrupt {
+                let corrupt = |reason: String| StorageError::Corrupt {
                     path: layout::upload_record(upload_id).to_string(),
-                    reason: "no multipart state in the record of an object-store upload".into(),
+                    reason,
+                };
+                let parts = record.parts.clone().ok_or_else(|| {
+                    corrupt("no multipart state in the record of an object-store upload".into())
                 })?;
+                parts.check(record.offset).map_err(corrupt)?;
                 Ok(BlobWriter::resume_multipart(
                     multipart.clone(),
                     self.store.clone(),

@@ -39,6 +39,29 @@ pub struct PartsState {
     pub staged: Vec<(u64, u64)>,
 }
 
+impl PartsState {
+    /// Checks that the parts and staged pieces hold exactly the recorded `offset` bytes, the
+    /// pieces following each other, with arithmetic that cannot wrap: a record is input too
+    /// (another process or version wrote it, or a hand), and its numbers are summed later.
+    pub fn check(&self, offset: u64) -> std::result::Result<(), String> {
+        let mut end = self.parts_len;
+        for &(at, len) in &self.staged {
+            if at != end {
+                return Err(format!("staged piece at {at} where {end} was expected"));
+            }
+            end = end
+                .checked_add(len)
+                .ok_or_else(|| format!("staged piece of {len} bytes at {at} overflows"))?;
+        }
+        if end != offset {
+            return Err(format!(
+                "parts and staged pieces hold {end} bytes, the record counts {offset}"
+            ));
+        }
+        Ok(())
+    }
+}
+
 pub struct BlobWriter {
     location: Path,
     written: u64,

@@ -55,6 +55,10 @@ pub enum UploadError {
     Busy { offset: u64 },
     #[error("chunk does not start at the upload's offset {offset}")]
     OutOfOrder { offset: u64 },
+    #[error(
+        "the chunk's Content-Range is longer than any upload can be; {offset} bytes are stored"
+    )]
+    RangeTooLong { offset: u64 },
     #[error("Content-Length {content_length} does not match Content-Range length {range_length}")]
     LengthMismatch {
         content_length: u64,
@@ -867,6 +871,32 @@ mod tests {
             .await
             .is_err());
         assert_eq!(storage.blob_size(&digest).await.unwrap(), None);
+    }
+
+    #[actix_rt::test]
+    async fn a_record_whose_numbers_wrap_is_refused() {
+        // Staged pieces of 2^64 + 1 bytes: summed unchecked, they wrap to the recorded offset.
+        let storage = Storage::in_memory();
+        let repo: RepoName = "a".parse().unwrap();
+        let id = manager(&storage)
+            .start(repo.clone(), Algorithm::Sha256)
+            .await
+            .unwrap();
+        let mut record = storage.load_upload(&id).await.unwrap().unwrap();
+        let parts = record.parts.as_mut().unwrap();
+        parts.staged = vec![(0, u64::MAX), (u64::MAX, 2)];
+        record.offset = 1;
+        record.generation += 1;
+        storage.save_upload(&id, &record).await.unwrap();
+        // Another process rebuilds the upload from this record.
+        let err = manager(&storage)
+            .append(&repo, &id, Some(1), None, body(&[b"x"]))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, UploadError::Storage(StorageError::Corrupt { .. })),
+            "{err}"
+        );
     }
 
     #[test]
