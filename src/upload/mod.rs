@@ -878,14 +878,20 @@ mod tests {
         // Staged pieces of 2^64 + 1 bytes: summed unchecked, they wrap to the recorded offset.
         let storage = Storage::in_memory();
         let repo: RepoName = "a".parse().unwrap();
-        let id = manager(&storage)
-            .start(repo.clone(), Algorithm::Sha256)
+        let first = manager(&storage);
+        let id = first.start(repo.clone(), Algorithm::Sha256).await.unwrap();
+        first
+            .append(&repo, &id, Some(0), None, body(&[b"a"]))
             .await
             .unwrap();
         let mut record = storage.load_upload(&id).await.unwrap().unwrap();
+        assert_eq!(
+            (record.offset, record.hash.as_ref().unwrap().offset),
+            (1, 1)
+        );
         let parts = record.parts.as_mut().unwrap();
+        assert_eq!(parts.staged, vec![(0, 1)]);
         parts.staged = vec![(0, u64::MAX), (u64::MAX, 2)];
-        record.offset = 1;
         record.generation += 1;
         storage.save_upload(&id, &record).await.unwrap();
         // Another process rebuilds the upload from this record.
