@@ -716,7 +716,8 @@ async fn finish(
                 .await
                 .map_err(|e| UploadError::BodyInterrupted(e.to_string()))?;
             if &digest != expected {
-                writer.abort().await?;
+                // Its multipart upload is aborted by the discard below, before the record
+                // naming it goes (aborting here too would make that second abort fail).
                 return Err(UploadError::DigestMismatch {
                     expected: expected.clone(),
                     actual: digest,
