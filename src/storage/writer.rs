@@ -16,7 +16,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
-use super::filesync::{settle, FileSync};
+use super::filesync::{settle, write_all_vectored_at, FileSync};
 use super::{layout, Result, StorageError};
 
 /// With fsync on, write-back of the upload file is started every this many bytes, so the disk
@@ -542,80 +542,5 @@ impl BlobWriter {
                 .await?;
         }
         Ok(())
-    }
-}
-
-/// Writes every buffer of `bufs` at `offset` with as few `pwritev` calls as the kernel allows.
-fn write_all_vectored_at(file: &std::fs::File, bufs: &[Bytes], offset: u64) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let mut bufs: Vec<&[u8]> = bufs
-        .iter()
-        .map(|b| &b[..])
-        .filter(|b| !b.is_empty())
-        .collect();
-    let mut pos = offset;
-    let mut first = 0;
-    while first < bufs.len() {
-        let iov: Vec<libc::iovec> = bufs[first..]
-            .iter()
-            .take(1024)
-            .map(|b| libc::iovec {
-                iov_base: b.as_ptr() as *mut libc::c_void,
-                iov_len: b.len(),
-            })
-            .collect();
-        // SAFETY: every iovec points into a live slice of `bufs` for the duration of the call,
-        // and the descriptor belongs to `file`.
-        let n = unsafe {
-            libc::pwritev(
-                file.as_raw_fd(),
-                iov.as_ptr(),
-                iov.len() as libc::c_int,
-                pos as libc::off_t,
-            )
-        };
-        if n < 0 {
-            let err = std::io::Error::last_os_error();
-            if err.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err);
-        }
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        let mut n = n as usize;
-        pos += n as u64;
-        while n > 0 {
-            let b = bufs[first];
-            if n >= b.len() {
-                n -= b.len();
-                first += 1;
-            } else {
-                bufs[first] = &b[n..];
-                n = 0;
-            }
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn vectored_writes_land_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        let file = std::fs::File::create(&path).unwrap();
-        let pieces: Vec<Bytes> = (0..3000u32)
-            .map(|i| Bytes::from(vec![(i % 256) as u8; (i % 7) as usize]))
-            .collect();
-        write_all_vectored_at(&file, &pieces[..1500], 0).unwrap();
-        let first: usize = pieces[..1500].iter().map(Bytes::len).sum();
-        write_all_vectored_at(&file, &pieces[1500..], first as u64).unwrap();
-        let expected: Vec<u8> = pieces.iter().flat_map(|b| b.iter().copied()).collect();
-        assert_eq!(std::fs::read(&path).unwrap(), expected);
     }
 }
