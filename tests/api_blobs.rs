@@ -715,3 +715,84 @@ fn a_broken_final_put_keeps_the_session() {
         .unwrap();
     assert_eq!(r.status(), 201);
 }
+
+/// Numbers a client sends at the edge of what a `u64` holds: each is refused with the spec's
+/// JSON error (416 for a range no upload can satisfy, 400 for one that is not a number) and
+/// nothing is stored; the limits of `Range` and `n` are served without wrapping.
+#[test]
+fn numbers_that_would_wrap_are_refused_with_spec_errors() {
+    let reg = TestRegistry::start();
+    let c = client();
+    let max = u64::MAX;
+    let location = start_upload(&reg, "wrap");
+    let digest = sha256(b"hello");
+    // `0-18446744073709551615` is 2^64 bytes: its length does not fit, and no upload takes it.
+    for (method, url) in [
+        (reqwest::Method::PATCH, location.clone()),
+        (reqwest::Method::PUT, with_digest(&location, &digest)),
+    ] {
+        let r = c
+            .request(method.clone(), &url)
+            .header("Content-Range", format!("0-{max}"))
+            .body(b"hello".to_vec())
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 416, "{method}");
+        assert_eq!(r.headers()["range"], "0-0", "{method}");
+        assert_eq!(error_code(&r.text().unwrap()), "BLOB_UPLOAD_INVALID");
+    }
+    // A chunk starting at the last byte a u64 counts: not where the upload is.
+    let r = c
+        .patch(&location)
+        .header("Content-Range", format!("{max}-{max}"))
+        .body(b"h".to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 416);
+    assert_eq!(r.headers()["range"], "0-0");
+    // Past u64: not a number.
+    for bad in [
+        "0-18446744073709551616",
+        "18446744073709551616-18446744073709551617",
+    ] {
+        let r = c
+            .patch(&location)
+            .header("Content-Range", bad)
+            .body(b"hello".to_vec())
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+        assert_eq!(error_code(&r.text().unwrap()), "BLOB_UPLOAD_INVALID");
+    }
+    // Nothing was stored: the upload is still empty and completes normally.
+    let r = c.get(&location).send().unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.headers()["range"], "0-0");
+    assert_eq!(common::patch_chunk(&location, 0, b"hello").status(), 202);
+    assert_eq!(common::complete_upload(&location, &digest).status(), 201);
+
+    // Blob ranges at the limits: whole, whole, unsatisfiable, unsatisfiable.
+    let url = reg.url(&format!("/v2/wrap/blobs/{digest}"));
+    for range in [format!("bytes=0-{max}"), format!("bytes=-{max}")] {
+        let r = c.get(&url).header("Range", &range).send().unwrap();
+        assert_eq!(r.status(), 206, "{range}");
+        assert_eq!(r.headers()["content-range"], "bytes 0-4/5", "{range}");
+        assert_eq!(r.bytes().unwrap().as_ref(), b"hello");
+    }
+    for range in [
+        format!("bytes={max}-"),
+        "bytes=0-18446744073709551616".into(),
+    ] {
+        let r = c.get(&url).header("Range", &range).send().unwrap();
+        assert_eq!(r.status(), 416, "{range}");
+        assert_eq!(r.headers()["content-range"], "bytes */5", "{range}");
+    }
+    // A page size past any count.
+    for path in ["/v2/wrap/tags/list", "/v2/_catalog"] {
+        let r = c
+            .get(reg.url(&format!("{path}?n=18446744073709551616")))
+            .send()
+            .unwrap();
+        assert_error(r, 400, "PAGINATION_NUMBER_INVALID");
+    }
+}

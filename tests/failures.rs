@@ -137,3 +137,63 @@ fn a_cleanup_failing_after_the_commit_does_not_fail_the_push() {
         .unwrap();
     assert_eq!(got.as_ref(), &content[..]);
 }
+
+/// A disk whose write-back fails (EIO, reported once by the kernel): the upload fails with the
+/// spec's JSON error and is gone, so no later request can publish bytes that never reached the
+/// disk; the client starts again and that push works.
+#[test]
+fn a_failed_sync_ends_the_upload_and_a_new_one_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Faults::default();
+    let reg = TestRegistry::builder()
+        .filesystem(dir.path())
+        .faults(&faults)
+        .start();
+    let c = client();
+    let content = vec![9u8; 40 * 1024 * 1024];
+    let digest = sha256(&content);
+    let uploads = dir.path().join("docker/registry/v2/_berth/uploads");
+    let blob = reg.url(&format!("/v2/w/blobs/{digest}"));
+
+    // Waiting for the write-back of the first 16 MiB fails while the chunk streams.
+    faults.fail(Op::WaitWriteBack, "", 1);
+    let location = common::start_upload_at(&reg.url(""), "w");
+    assert_error(common::patch_chunk(&location, 0, &content), 500, "UNKNOWN");
+    assert_error(c.get(&location).send().unwrap(), 404, "BLOB_UPLOAD_UNKNOWN");
+    assert_error(
+        common::complete_upload(&location, &digest),
+        404,
+        "BLOB_UPLOAD_UNKNOWN",
+    );
+    assert_eq!(c.head(&blob).send().unwrap().status(), 404);
+
+    // The final fsync fails: the PUT fails, and its retry finds no upload to publish (the next
+    // fsync would "succeed" without the lost bytes).
+    let location = common::start_upload_at(&reg.url(""), "w");
+    assert_eq!(
+        common::patch_chunk(&location, 0, &content[..3 * 1024 * 1024]).status(),
+        202
+    );
+    faults.fail(Op::Fsync, "", 1);
+    let small = sha256(&content[..3 * 1024 * 1024]);
+    assert_error(common::complete_upload(&location, &small), 500, "UNKNOWN");
+    assert_error(
+        common::complete_upload(&location, &small),
+        404,
+        "BLOB_UPLOAD_UNKNOWN",
+    );
+    let small_blob = reg.url(&format!("/v2/w/blobs/{small}"));
+    assert_eq!(c.head(&small_blob).send().unwrap().status(), 404);
+    assert_eq!(
+        std::fs::read_dir(&uploads).map(|d| d.count()).unwrap_or(0),
+        0,
+        "no upload left behind"
+    );
+
+    // The client starts again: the push works and the content is whole.
+    let location = common::start_upload_at(&reg.url(""), "w");
+    assert_eq!(common::patch_chunk(&location, 0, &content).status(), 202);
+    assert_eq!(common::complete_upload(&location, &digest).status(), 201);
+    let served = c.get(&blob).send().unwrap().bytes().unwrap();
+    assert!(served.as_ref() == content.as_slice());
+}

@@ -343,3 +343,58 @@ fn a_push_replaces_a_stored_blob_of_the_wrong_size() {
     assert_eq!(got.len(), blob.len());
     assert!(got.as_ref() == blob.as_slice(), "the blob pulls byte-exact");
 }
+
+/// Upload purging on a real S3 server: an abandoned upload's multipart upload is aborted and every
+/// object of it removed (the lease that purging's own lock writes does not make it look fresh),
+/// while an upload a client keeps writing survives every pass and completes.
+#[test]
+fn purging_removes_abandoned_uploads_and_spares_live_ones() {
+    let server = S3Server::start();
+    let reg = TestRegistry::builder()
+        .store(Store::S3(server.env(&server.bucket())))
+        .env("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_AGE", "3s")
+        .env("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_INTERVAL", "1s")
+        .start();
+    // A part (10 MiB) and a staged piece.
+    let abandoned = start_upload(&reg, "purge");
+    let id = abandoned.rsplit('/').next().unwrap().to_string();
+    assert_eq!(patch(&abandoned, 0, &data(11 * 1024 * 1024)).status(), 202);
+    let before: Vec<_> = walk(&server.dir);
+    assert!(before.iter().any(|p| p.contains(&id)), "{before:?}");
+    // s3s-fs keeps the parts of a multipart upload as `.upload_id-<multipart id>.part-<n>`.
+    let multipart = |files: &[String]| -> Vec<String> {
+        files
+            .iter()
+            .filter(|p| p.contains("/.upload"))
+            .cloned()
+            .collect()
+    };
+    assert!(!multipart(&before).is_empty(), "{before:?}");
+
+    let live = start_upload(&reg, "purge");
+    let chunk = data(1000);
+    let mut offset = 0u64;
+    let mut gone_at = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // Several purge passes after the abandoned upload went: the live one stays throughout.
+    while gone_at.is_none_or(|t: Instant| t.elapsed() < Duration::from_secs(4)) {
+        assert!(Instant::now() < deadline, "the abandoned upload is purged");
+        let r = patch(&live, offset, &chunk);
+        assert_eq!(r.status(), 202, "the live upload is never purged");
+        offset += chunk.len() as u64;
+        if gone_at.is_none() && client().get(&abandoned).send().unwrap().status() == 404 {
+            gone_at = Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let whole: Vec<u8> = (0..offset / 1000).flat_map(|_| chunk.clone()).collect();
+    assert_eq!(complete_upload(&live, &sha256(&whole)).status(), 201);
+    let after = walk(&server.dir);
+    let left: Vec<_> = after.iter().filter(|p| p.contains(&id)).collect();
+    assert!(left.is_empty(), "left over: {left:?}");
+    assert_eq!(
+        multipart(&after),
+        Vec::<String>::new(),
+        "multipart uploads aborted"
+    );
+}

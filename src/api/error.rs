@@ -138,6 +138,14 @@ impl From<StorageError> for ApiError {
                 "UNKNOWN",
                 "the storage backend refused the operation; see the registry's log",
             ),
+            // Only uploads sync their bytes; the upload was removed, so the client must start
+            // it again (retrying the same upload would be answered 404 BLOB_UPLOAD_UNKNOWN).
+            StorageError::WriteBack(_) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "UNKNOWN",
+                "the upload's bytes could not be written to disk; the upload was removed: \
+                 start it again",
+            ),
             _ => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "UNKNOWN",
@@ -158,7 +166,8 @@ impl From<UploadError> for ApiError {
             }
             UploadError::Busy { offset }
             | UploadError::OutOfOrder { offset }
-            | UploadError::Completed { offset } => ApiError::new(
+            | UploadError::Completed { offset }
+            | UploadError::RangeTooLong { offset } => ApiError::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 "BLOB_UPLOAD_INVALID",
                 message,

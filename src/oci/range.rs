@@ -102,9 +102,10 @@ impl ContentRange {
         Ok(ContentRange { start, end })
     }
 
-    /// The chunk's length in bytes (a range always covers at least one byte).
-    pub fn length(&self) -> u64 {
-        self.end - self.start + 1
+    /// The chunk's length in bytes (a range always covers at least one byte), or `None` when
+    /// it is longer than a `u64` counts (`0-18446744073709551615`): no upload can take it.
+    pub fn length(&self) -> Option<u64> {
+        (self.end - self.start).checked_add(1)
     }
 }
 
@@ -171,8 +172,46 @@ mod tests {
             ContentRange::parse("bytes 10-19/*").unwrap(),
             ContentRange { start: 10, end: 19 }
         );
-        assert_eq!(ContentRange::parse("5-5").unwrap().length(), 1);
+        assert_eq!(ContentRange::parse("5-5").unwrap().length(), Some(1));
         assert!(ContentRange::parse("9-1").is_err());
         assert!(ContentRange::parse("abc").is_err());
+    }
+
+    #[test]
+    fn numbers_at_the_edge_of_u64_do_not_wrap() {
+        let max = u64::MAX;
+        assert_eq!(
+            ContentRange::parse(&format!("0-{max}")).unwrap().length(),
+            None
+        );
+        assert_eq!(
+            ContentRange::parse(&format!("1-{max}")).unwrap().length(),
+            Some(max)
+        );
+        assert_eq!(
+            ContentRange::parse(&format!("{max}-{max}"))
+                .unwrap()
+                .length(),
+            Some(1)
+        );
+        assert!(ContentRange::parse("0-18446744073709551616").is_err());
+        let r = |s: String| ByteRange::parse_header(&s).unwrap().unwrap();
+        assert_eq!(
+            r(format!("bytes=0-{max}")).resolve(5),
+            Resolved::Partial { start: 0, end: 5 }
+        );
+        assert_eq!(
+            r(format!("bytes=-{max}")).resolve(5),
+            Resolved::Partial { start: 0, end: 5 }
+        );
+        assert_eq!(
+            r(format!("bytes={max}-")).resolve(5),
+            Resolved::Unsatisfiable
+        );
+        assert_eq!(
+            r(format!("bytes={max}-{max}")).resolve(max),
+            Resolved::Unsatisfiable
+        );
+        assert!(ByteRange::parse_header("bytes=0-18446744073709551616").is_err());
     }
 }

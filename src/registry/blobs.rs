@@ -200,7 +200,7 @@ impl Registry {
         S: Stream<Item = Result<Bytes, E>> + Unpin + 'static,
         E: std::fmt::Display + 'static,
     {
-        let length = check_lengths(range, content_length)?;
+        let length = self.check_lengths(repo, id, range, content_length).await?;
         Ok(self
             .uploads
             .append(repo, id, range.map(|r| r.start), length, body)
@@ -221,7 +221,7 @@ impl Registry {
         S: Stream<Item = Result<Bytes, E>> + Unpin + 'static,
         E: std::fmt::Display + 'static,
     {
-        let length = check_lengths(range, content_length)?;
+        let length = self.check_lengths(repo, id, range, content_length).await?;
         let committed = self
             .uploads
             .complete(repo, id, range.map(|r| r.start), length, body, digest)
@@ -242,18 +242,31 @@ impl Registry {
     pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
         Ok(self.uploads.cancel(repo, id).await?)
     }
-}
 
-/// The body length a request announced, after checking that its headers agree.
-fn check_lengths(range: Option<ContentRange>, content_length: Option<u64>) -> Result<Option<u64>> {
-    match (range, content_length) {
-        (Some(r), Some(len)) if r.length() != len => Err(UploadError::LengthMismatch {
-            content_length: len,
-            range_length: r.length(),
+    /// The body length a request announced, after checking that its headers agree.
+    async fn check_lengths(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        range: Option<ContentRange>,
+        content_length: Option<u64>,
+    ) -> Result<Option<u64>> {
+        let Some(range) = range else {
+            return Ok(content_length);
+        };
+        let Some(length) = range.length() else {
+            // A range no upload can satisfy: 416 with what is stored, as for one out of order.
+            let offset = self.uploads.status(repo, id).await?;
+            return Err(UploadError::RangeTooLong { offset }.into());
+        };
+        match content_length {
+            Some(len) if len != length => Err(UploadError::LengthMismatch {
+                content_length: len,
+                range_length: length,
+            }
+            .into()),
+            _ => Ok(Some(length)),
         }
-        .into()),
-        (Some(r), _) => Ok(Some(r.length())),
-        (None, len) => Ok(len),
     }
 }
 

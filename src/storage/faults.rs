@@ -1,18 +1,22 @@
 //! A fault-injecting wrapper around any object store, for failure tests: operations on paths
 //! matching a rule fail with a backend error, a given number of times: either one that leaves
 //! nothing to tell but the failure (the backend unreachable, a `503`), or a refusal (a `4xx`
-//! answer, worded exactly as object_store words S3's).
+//! answer, worded exactly as object_store words S3's). The same rules make the syncs of upload
+//! files fail with `EIO`, as a failing disk would (see [`super::filesync`]).
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use futures_util::stream::{BoxStream, StreamExt};
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartId, MultipartUpload, ObjectMeta,
+    ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
 };
+
+use super::filesync::{FileSync, SystemSync};
 
 /// The kinds of storage operation a rule can target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +27,14 @@ pub enum Op {
     List,
     Copy,
     Rename,
+    /// Aborting a multipart upload (object stores).
+    AbortMultipart,
+    /// Starting write-back of an upload file (local disk, fsync on). Sync rules match any path.
+    StartWriteBack,
+    /// Waiting for write-back of an upload file.
+    WaitWriteBack,
+    /// The fsync of a finished upload file.
+    Fsync,
 }
 
 #[derive(Debug)]
@@ -73,6 +85,18 @@ impl Faults {
         self.0.lock().unwrap().clear();
     }
 
+    /// A sync operation (no object path): fails with `EIO` while a rule for `op` remains.
+    fn check_sync(&self, op: Op) -> std::io::Result<()> {
+        let mut rules = self.0.lock().unwrap();
+        match rules.iter_mut().find(|r| r.op == op && r.remaining > 0) {
+            Some(rule) => {
+                rule.remaining -= 1;
+                Err(std::io::Error::from_raw_os_error(libc::EIO))
+            }
+            None => Ok(()),
+        }
+    }
+
     fn check(&self, op: Op, path: &Path) -> Result<()> {
         let mut rules = self.0.lock().unwrap();
         let hit = rules
@@ -108,11 +132,83 @@ fn http_reason(status: u16) -> &'static str {
     }
 }
 
-/// An object store that fails where [`Faults`] says and otherwise forwards to `inner`.
-#[derive(Debug)]
+/// Once a rule has failed a sync, the kernel's own call is made, as on a disk that failed once:
+/// it then succeeds, which is exactly why the first failure must not be ignored.
+impl FileSync for Faults {
+    fn start_writeback(&self, file: &std::fs::File, from: u64, len: u64) -> std::io::Result<()> {
+        self.check_sync(Op::StartWriteBack)?;
+        SystemSync.start_writeback(file, from, len)
+    }
+
+    fn wait_writeback(&self, file: &std::fs::File, from: u64, len: u64) -> std::io::Result<()> {
+        self.check_sync(Op::WaitWriteBack)?;
+        SystemSync.wait_writeback(file, from, len)
+    }
+
+    fn sync_all(&self, file: &std::fs::File) -> std::io::Result<()> {
+        self.check_sync(Op::Fsync)?;
+        SystemSync.sync_all(file)
+    }
+}
+
+/// An object store that fails where [`Faults`] says and otherwise forwards to `inner` (and its
+/// multipart calls to `multipart`, when it stands for one).
 pub struct FaultyStore {
     pub inner: Arc<dyn ObjectStore>,
+    pub multipart: Option<Arc<dyn MultipartStore>>,
     pub faults: Faults,
+}
+
+impl fmt::Debug for FaultyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FaultyStore")
+            .field("inner", &self.inner)
+            .field("multipart", &self.multipart.is_some())
+            .field("faults", &self.faults)
+            .finish()
+    }
+}
+
+impl FaultyStore {
+    fn multipart(&self) -> Result<&Arc<dyn MultipartStore>> {
+        self.multipart
+            .as_ref()
+            .ok_or_else(|| object_store::Error::NotImplemented {
+                operation: "multipart".into(),
+                implementer: "FaultyStore without a multipart store".into(),
+            })
+    }
+}
+
+#[async_trait]
+impl MultipartStore for FaultyStore {
+    async fn create_multipart(&self, path: &Path) -> Result<MultipartId> {
+        self.multipart()?.create_multipart(path).await
+    }
+
+    async fn put_part(
+        &self,
+        path: &Path,
+        id: &MultipartId,
+        part_idx: usize,
+        data: PutPayload,
+    ) -> Result<PartId> {
+        self.multipart()?.put_part(path, id, part_idx, data).await
+    }
+
+    async fn complete_multipart(
+        &self,
+        path: &Path,
+        id: &MultipartId,
+        parts: Vec<PartId>,
+    ) -> Result<PutResult> {
+        self.multipart()?.complete_multipart(path, id, parts).await
+    }
+
+    async fn abort_multipart(&self, path: &Path, id: &MultipartId) -> Result<()> {
+        self.faults.check(Op::AbortMultipart, path)?;
+        self.multipart()?.abort_multipart(path, id).await
+    }
 }
 
 impl fmt::Display for FaultyStore {

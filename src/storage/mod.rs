@@ -6,6 +6,7 @@
 //! prefix; the upload module writes them through [`Storage::new_upload_writer`].
 
 pub mod faults;
+pub mod filesync;
 mod gc_lock;
 pub mod layout;
 mod lock;
@@ -33,6 +34,7 @@ use crate::config::S3Config;
 use crate::oci::Digest;
 pub use gc_lock::{GcLock, GcLockAttempt, GcLockHolder, GC_LEASE_RENEW, GC_LEASE_TTL};
 pub use lock::UploadGuard;
+pub use uploads::StoredUpload;
 pub use uploads::{HashRecord, UploadRecord};
 pub use writer::BlobWriter;
 
@@ -62,6 +64,10 @@ pub enum StorageError {
     Config(String),
     #[error("another request holds upload {0}")]
     Locked(String),
+    /// Syncing an upload's bytes to disk failed: some of them may never reach it, and no later
+    /// sync can tell (the kernel reports such an error once). The upload cannot be continued.
+    #[error("storage write-back error: {0}")]
+    WriteBack(std::io::Error),
 }
 
 impl From<object_store::Error> for StorageError {
@@ -120,6 +126,7 @@ impl StorageError {
             StorageError::Corrupt { .. } => "corrupt",
             StorageError::Config(_) => "config",
             StorageError::Locked(_) => "locked",
+            StorageError::WriteBack(_) => "write_back",
         }
     }
 }
@@ -170,6 +177,8 @@ pub struct Storage {
     /// On object stores: the last upload record this process wrote or read, with its ETag, so a
     /// request reads it again only if it changed (a conditional GET answered `304`).
     records: uploads::RecordCache,
+    /// How upload files are made durable on local disk (the kernel's calls, or injected faults).
+    file_sync: Arc<dyn filesync::FileSync>,
 }
 
 /// A blob's bytes as a stream, with the total size of the blob and the range being served.
@@ -195,6 +204,7 @@ impl Storage {
             direct_reads: Some(local.clone()),
             backend: Backend::Filesystem { local, fsync },
             records: Default::default(),
+            file_sync: Arc::new(filesync::SystemSync),
         })
     }
 
@@ -211,6 +221,7 @@ impl Storage {
             },
             direct_reads: None,
             records: Default::default(),
+            file_sync: Arc::new(filesync::SystemSync),
         }
     }
 
@@ -300,6 +311,7 @@ impl Storage {
             },
             direct_reads: None,
             records: Default::default(),
+            file_sync: Arc::new(filesync::SystemSync),
         })
     }
 
@@ -312,14 +324,29 @@ impl Storage {
         }
     }
 
-    /// The same storage with faults injected where `faults` says (failure tests).
+    /// The same storage with faults injected where `faults` says (failure tests): in store
+    /// operations, multipart calls, and the syncs of upload files.
     pub fn with_faults(mut self, faults: faults::Faults) -> Storage {
+        if let Backend::Objects { multipart, .. } = &mut self.backend {
+            *multipart = Arc::new(faults::FaultyStore {
+                inner: self.store.clone(),
+                multipart: Some(multipart.clone()),
+                faults: faults.clone(),
+            });
+        }
         self.store = Arc::new(faults::FaultyStore {
             inner: self.store,
-            faults,
+            multipart: None,
+            faults: faults.clone(),
         });
+        self.file_sync = Arc::new(faults);
         self.direct_reads = None;
         self
+    }
+
+    /// The syscalls that make upload files durable, when `fsync` is on.
+    fn file_sync(&self, fsync: bool) -> Option<Arc<dyn filesync::FileSync>> {
+        fsync.then(|| self.file_sync.clone())
     }
 
     pub fn describe(&self) -> String {

@@ -220,7 +220,8 @@ impl Storage {
             let (offset, slot) = record_slot(&record)?;
             let mut content = vec![0u8; offset as usize];
             content.extend_from_slice(&slot);
-            return BlobWriter::create_file(location, path, fsync, Some(("state", content))).await;
+            let sync = self.file_sync(fsync);
+            return BlobWriter::create_file(location, path, sync, Some(("state", content))).await;
         }
         let writer = self.new_upload_writer(upload_id).await?;
         record.parts = writer.parts_state();
@@ -234,7 +235,7 @@ impl Storage {
         match &self.backend {
             Backend::Filesystem { local, fsync } => {
                 let path = local.path_to_filesystem(&location)?;
-                BlobWriter::create_file(location, path, *fsync, None).await
+                BlobWriter::create_file(location, path, self.file_sync(*fsync), None).await
             }
             Backend::Objects {
                 multipart,
@@ -266,7 +267,7 @@ impl Storage {
                 Ok(BlobWriter::resume_file(
                     location,
                     path,
-                    *fsync,
+                    self.file_sync(*fsync),
                     record.offset,
                 ))
             }
@@ -275,10 +276,14 @@ impl Storage {
                 part_size,
                 ..
             } => {
-                let parts = record.parts.clone().ok_or_else(|| StorageError::Corrupt {
+                let corrupt = |reason: String| StorageError::Corrupt {
                     path: layout::upload_record(upload_id).to_string(),
-                    reason: "no multipart state in the record of an object-store upload".into(),
+                    reason,
+                };
+                let parts = record.parts.clone().ok_or_else(|| {
+                    corrupt("no multipart state in the record of an object-store upload".into())
                 })?;
+                parts.check(record.offset).map_err(corrupt)?;
                 Ok(BlobWriter::resume_multipart(
                     multipart.clone(),
                     self.store.clone(),
@@ -482,19 +487,34 @@ impl Storage {
         Ok(self.head(location).await?.map(|meta| meta.size))
     }
 
-    /// Removes an upload's bytes and state (aborting its multipart upload, if any).
+    /// Removes an upload's bytes and state (aborting its multipart upload, if any). The
+    /// multipart upload is aborted first: if that fails, the record that names it is kept (an
+    /// error is returned), so a later purge can try again rather than leave its parts stored,
+    /// and billed, with nothing pointing at them.
     pub async fn discard_upload(&self, upload_id: &str) -> Result<()> {
-        self.forget_record(upload_id);
         if let Backend::Objects { multipart, .. } = &self.backend {
-            if let Ok(Some(UploadRecord {
-                parts: Some(parts), ..
-            })) = self.load_upload(upload_id).await
-            {
-                let _ = multipart
-                    .abort_multipart(&layout::upload_data(upload_id), &parts.multipart_id)
-                    .await;
+            match self.load_upload(upload_id).await {
+                Ok(Some(UploadRecord {
+                    parts: Some(parts), ..
+                })) => {
+                    let aborted = multipart
+                        .abort_multipart(&layout::upload_data(upload_id), &parts.multipart_id)
+                        .await;
+                    match aborted {
+                        // Unknown to the store: aborted (or completed) already.
+                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok(_) => {}
+                // Unreadable, the record names nothing that could be aborted: remove it.
+                Err(StorageError::Corrupt { path, reason }) => {
+                    log::warn!("removing upload {upload_id} with a corrupt record {path}: {reason}")
+                }
+                Err(e) => return Err(e),
             }
         }
+        self.forget_record(upload_id);
         self.remove_upload_dir(&layout::upload_dir(upload_id)).await
     }
 
@@ -523,6 +543,28 @@ impl Storage {
             }
         }
         Ok(())
+    }
+
+    /// When the upload was last written (its newest object other than its lease, which the
+    /// lock itself writes), or `None` if nothing of it is left.
+    pub async fn upload_last_modified(
+        &self,
+        upload_id: &str,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+        let lease = layout::upload_lease(upload_id);
+        let mut newest = None;
+        let mut objects = self.store.list(Some(&layout::upload_dir(upload_id)));
+        while let Some(meta) = objects.next().await {
+            let meta = match meta {
+                Ok(m) => m,
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if meta.location != lease {
+                newest = newest.max(Some(meta.last_modified));
+            }
+        }
+        Ok(newest)
     }
 
     /// Every upload on storage with the time it was last touched.

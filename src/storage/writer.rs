@@ -16,6 +16,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
+use super::filesync::{settle, write_all_vectored_at, FileSync};
 use super::{layout, Result, StorageError};
 
 /// With fsync on, write-back of the upload file is started every this many bytes, so the disk
@@ -38,6 +39,29 @@ pub struct PartsState {
     pub staged: Vec<(u64, u64)>,
 }
 
+impl PartsState {
+    /// Checks that the parts and staged pieces hold exactly the recorded `offset` bytes, the
+    /// pieces following each other, with arithmetic that cannot wrap: a record is input too
+    /// (another process or version wrote it, or a hand), and its numbers are summed later.
+    pub fn check(&self, offset: u64) -> std::result::Result<(), String> {
+        let mut end = self.parts_len;
+        for &(at, len) in &self.staged {
+            if at != end {
+                return Err(format!("staged piece at {at} where {end} was expected"));
+            }
+            end = end
+                .checked_add(len)
+                .ok_or_else(|| format!("staged piece of {len} bytes at {at} overflows"))?;
+        }
+        if end != offset {
+            return Err(format!(
+                "parts and staged pieces hold {end} bytes, the record counts {offset}"
+            ));
+        }
+        Ok(())
+    }
+}
+
 pub struct BlobWriter {
     location: Path,
     written: u64,
@@ -49,7 +73,11 @@ enum Sink {
         path: PathBuf,
         /// Open only while a request writes: an idle or abandoned session holds no descriptor.
         file: Option<Arc<std::fs::File>>,
-        fsync: bool,
+        /// The syscalls that make the file durable; `None` with fsync off.
+        sync: Option<Arc<dyn FileSync>>,
+        /// A sync failed: bytes this writer counted may not be on disk. It writes, checkpoints
+        /// and finishes nothing more (the upload is removed, see [`StorageError::WriteBack`]).
+        failed: bool,
         /// Where early write-back was last started (see [`WRITEBACK_STEP`]).
         writeback_from: u64,
         /// Bytes before this are on disk and dropped from the page cache.
@@ -81,11 +109,12 @@ async fn blocking<T: Send + 'static>(
 
 impl BlobWriter {
     /// Creates the upload file; `beside` (a file name and its content) is written next to it
-    /// in the same trip to the blocking pool, atomically (the upload's first record).
+    /// in the same trip to the blocking pool, atomically (the upload's first record). `sync` is
+    /// how the file is made durable (`None`: fsync off).
     pub(super) async fn create_file(
         location: Path,
         path: PathBuf,
-        fsync: bool,
+        sync: Option<Arc<dyn FileSync>>,
         beside: Option<(&'static str, Vec<u8>)>,
     ) -> Result<Self> {
         let create = path.clone();
@@ -111,7 +140,8 @@ impl BlobWriter {
             sink: Sink::File {
                 path,
                 file: Some(Arc::new(file)),
-                fsync,
+                sync,
+                failed: false,
                 writeback_from: 0,
                 settled_to: 0,
             },
@@ -120,14 +150,20 @@ impl BlobWriter {
 
     /// Continues an upload file of which `offset` bytes count (anything after them is a torn
     /// write of a request that never finished, and is overwritten).
-    pub(super) fn resume_file(location: Path, path: PathBuf, fsync: bool, offset: u64) -> Self {
+    pub(super) fn resume_file(
+        location: Path,
+        path: PathBuf,
+        sync: Option<Arc<dyn FileSync>>,
+        offset: u64,
+    ) -> Self {
         BlobWriter {
             location,
             written: offset,
             sink: Sink::File {
                 path,
                 file: None,
-                fsync,
+                sync,
+                failed: false,
                 writeback_from: offset,
                 settled_to: offset,
             },
@@ -187,6 +223,7 @@ impl BlobWriter {
     /// Puts bytes held in memory somewhere durable (object stores: a staged object), so the
     /// writer can be recorded and left idle. A no-op on files, whose writes are already there.
     pub async fn checkpoint(&mut self) -> Result<()> {
+        self.refuse_if_failed()?;
         if let Sink::Multipart {
             state, pending_len, ..
         } = &self.sink
@@ -252,15 +289,28 @@ impl BlobWriter {
         self.written
     }
 
+    /// After a failed sync nothing this writer counted can be trusted to be on disk: it must not
+    /// be recorded, continued or published (a retried fsync may "succeed" without the data).
+    fn refuse_if_failed(&self) -> Result<()> {
+        match &self.sink {
+            Sink::File { failed: true, .. } => Err(StorageError::WriteBack(std::io::Error::other(
+                "an earlier write-back of this upload failed",
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Appends a batch. On error nothing of the batch counts as written and the sink is left as
     /// it was before the call, so the upload can continue from [`Self::written`].
     pub async fn write(&mut self, batch: Vec<Bytes>) -> Result<()> {
+        self.refuse_if_failed()?;
         let len: usize = batch.iter().map(Bytes::len).sum();
         match &mut self.sink {
             Sink::File {
                 path,
                 file,
-                fsync,
+                sync,
+                failed,
                 writeback_from,
                 settled_to,
             } => {
@@ -278,23 +328,32 @@ impl BlobWriter {
                 };
                 let offset = self.written;
                 let end = offset + len as u64;
-                let kick = (*fsync && end - *writeback_from >= WRITEBACK_STEP)
-                    .then_some((*settled_to, *writeback_from));
-                blocking(move || {
+                let kick = sync
+                    .clone()
+                    .filter(|_| end - *writeback_from >= WRITEBACK_STEP)
+                    .map(|sync| (sync, *settled_to, *writeback_from));
+                let step = kick.as_ref().map(|(_, _, from)| *from);
+                let outcome = tokio::task::spawn_blocking(move || -> Result<()> {
                     let result = write_all_vectored_at(&file, &batch, offset);
                     if result.is_err() {
                         // Drop a partly written batch so the file ends where the upload does.
                         let _ = file.set_len(offset);
                     }
                     result?;
-                    if let Some((settled, from)) = kick {
-                        settle(&file, settled, from);
-                        start_writeback(&file, from, end - from);
+                    if let Some((sync, settled, from)) = kick {
+                        settle(&*sync, &file, settled, from).map_err(StorageError::WriteBack)?;
+                        sync.start_writeback(&file, from, end - from)
+                            .map_err(StorageError::WriteBack)?;
                     }
                     Ok(())
                 })
-                .await?;
-                if let Some((_, from)) = kick {
+                .await
+                .map_err(|e| StorageError::Io(std::io::Error::other(e)))?;
+                if let Err(e) = outcome {
+                    *failed = matches!(e, StorageError::WriteBack(_));
+                    return Err(e);
+                }
+                if let Some(from) = step {
                     *settled_to = from;
                     *writeback_from = end;
                 }
@@ -411,9 +470,10 @@ impl BlobWriter {
     /// Makes the written bytes durable and complete at [`Self::location`].
     pub async fn finish(mut self) -> Result<Path> {
         match &self.sink {
-            Sink::File { path, fsync, .. } => {
-                let (path, fsync, len) = (path.clone(), *fsync, self.written);
-                blocking(move || {
+            Sink::File { path, sync, .. } => {
+                self.refuse_if_failed()?;
+                let (path, sync, len) = (path.clone(), sync.clone(), self.written);
+                tokio::task::spawn_blocking(move || -> Result<()> {
                     let file = std::fs::OpenOptions::new().write(true).open(path)?;
                     // Bytes past the recorded end are a torn write of an interrupted request.
                     // Fewer bytes than recorded: the record outlived the data (a power loss with
@@ -423,17 +483,19 @@ impl BlobWriter {
                         return Err(std::io::Error::new(
                             std::io::ErrorKind::UnexpectedEof,
                             format!("upload file has {on_disk} bytes, {len} were accepted"),
-                        ));
+                        )
+                        .into());
                     }
                     if on_disk != len {
                         file.set_len(len)?;
                     }
-                    if fsync {
-                        file.sync_all()?;
+                    if let Some(sync) = sync {
+                        sync.sync_all(&file).map_err(StorageError::WriteBack)?;
                     }
                     Ok(())
                 })
-                .await?;
+                .await
+                .map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
             }
             Sink::Multipart {
                 multipart,
@@ -480,122 +542,5 @@ impl BlobWriter {
                 .await?;
         }
         Ok(())
-    }
-}
-
-/// Writes every buffer of `bufs` at `offset` with as few `pwritev` calls as the kernel allows.
-fn write_all_vectored_at(file: &std::fs::File, bufs: &[Bytes], offset: u64) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let mut bufs: Vec<&[u8]> = bufs
-        .iter()
-        .map(|b| &b[..])
-        .filter(|b| !b.is_empty())
-        .collect();
-    let mut pos = offset;
-    let mut first = 0;
-    while first < bufs.len() {
-        let iov: Vec<libc::iovec> = bufs[first..]
-            .iter()
-            .take(1024)
-            .map(|b| libc::iovec {
-                iov_base: b.as_ptr() as *mut libc::c_void,
-                iov_len: b.len(),
-            })
-            .collect();
-        // SAFETY: every iovec points into a live slice of `bufs` for the duration of the call,
-        // and the descriptor belongs to `file`.
-        let n = unsafe {
-            libc::pwritev(
-                file.as_raw_fd(),
-                iov.as_ptr(),
-                iov.len() as libc::c_int,
-                pos as libc::off_t,
-            )
-        };
-        if n < 0 {
-            let err = std::io::Error::last_os_error();
-            if err.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err);
-        }
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        let mut n = n as usize;
-        pos += n as u64;
-        while n > 0 {
-            let b = bufs[first];
-            if n >= b.len() {
-                n -= b.len();
-                first += 1;
-            } else {
-                bufs[first] = &b[n..];
-                n = 0;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Waits for the write-back of `from..to` started one step earlier, then drops those pages from
-/// the page cache: a large upload streams through a small, reused window of memory instead of
-/// filling the cache (and the machine) with pages that will not be read soon.
-fn settle(file: &std::fs::File, from: u64, to: u64) {
-    use std::os::fd::AsRawFd;
-    if to <= from {
-        return;
-    }
-    let fd = file.as_raw_fd();
-    // SAFETY: plain syscalls on a descriptor owned by `file`; failure only loses the hint.
-    unsafe {
-        libc::sync_file_range(
-            fd,
-            from as libc::off64_t,
-            (to - from) as libc::off64_t,
-            libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                | libc::SYNC_FILE_RANGE_WRITE
-                | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-        );
-        libc::posix_fadvise(
-            fd,
-            from as libc::off_t,
-            (to - from) as libc::off_t,
-            libc::POSIX_FADV_DONTNEED,
-        );
-    }
-}
-
-/// Asks the kernel to start writing `len` bytes from `from` to disk without waiting for it.
-fn start_writeback(file: &std::fs::File, from: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a plain syscall on a descriptor owned by `file`; failure only loses the hint.
-    unsafe {
-        libc::sync_file_range(
-            file.as_raw_fd(),
-            from as libc::off64_t,
-            len as libc::off64_t,
-            libc::SYNC_FILE_RANGE_WRITE,
-        );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn vectored_writes_land_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        let file = std::fs::File::create(&path).unwrap();
-        let pieces: Vec<Bytes> = (0..3000u32)
-            .map(|i| Bytes::from(vec![(i % 256) as u8; (i % 7) as usize]))
-            .collect();
-        write_all_vectored_at(&file, &pieces[..1500], 0).unwrap();
-        let first: usize = pieces[..1500].iter().map(Bytes::len).sum();
-        write_all_vectored_at(&file, &pieces[1500..], first as u64).unwrap();
-        let expected: Vec<u8> = pieces.iter().flat_map(|b| b.iter().copied()).collect();
-        assert_eq!(std::fs::read(&path).unwrap(), expected);
     }
 }

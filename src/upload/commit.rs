@@ -60,9 +60,8 @@ impl UploadManager {
                     .await
                     .map_err(|e| UploadError::BodyInterrupted(e.to_string()))?;
                 if &digest != expected {
-                    if !completed {
-                        writer.abort().await?;
-                    }
+                    // Its multipart upload is aborted by the discard below, before the record
+                    // naming it goes (aborting here too would make that second abort fail).
                     return Err(mismatch(digest));
                 }
             }
@@ -121,7 +120,9 @@ impl UploadManager {
         }
         .await;
         match &outcome {
-            Err(UploadError::DigestMismatch { .. }) => {
+            // A wrong digest or a failed sync ends the upload; any other failure (the backend
+            // down for a moment) leaves it on storage for the client's retry of the PUT.
+            Err(e) if e.ends_upload() => {
                 let _ = self.storage.discard_upload(id).await;
             }
             // Finished now but not committed: say so, so the retry does not finish again.

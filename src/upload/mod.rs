@@ -12,6 +12,7 @@
 //! under its digest only once the verifier agrees.
 
 mod commit;
+mod purge;
 pub mod quota;
 pub mod session;
 pub mod verifier;
@@ -59,6 +60,10 @@ pub enum UploadError {
     OutOfOrder { offset: u64 },
     #[error("the upload's {offset} bytes are final; complete it with a PUT without a body")]
     Completed { offset: u64 },
+    #[error(
+        "the chunk's Content-Range is longer than any upload can be; {offset} bytes are stored"
+    )]
+    RangeTooLong { offset: u64 },
     #[error("Content-Length {content_length} does not match Content-Range length {range_length}")]
     LengthMismatch {
         content_length: u64,
@@ -75,6 +80,18 @@ pub enum UploadError {
 }
 
 pub type Result<T, E = UploadError> = std::result::Result<T, E>;
+
+impl UploadError {
+    /// Whether the upload cannot go on after this error and is removed: a wrong digest, or a
+    /// failed sync (bytes it counted may never reach the disk, and a retried fsync could
+    /// "succeed" without them).
+    fn ends_upload(&self) -> bool {
+        matches!(
+            self,
+            UploadError::DigestMismatch { .. } | UploadError::Storage(StorageError::WriteBack(_))
+        )
+    }
+}
 
 /// What a finished upload committed.
 #[derive(Debug, Clone)]
@@ -372,6 +389,17 @@ impl UploadManager {
             ..
         } = writing;
         let saved = self.save(id, &record, &mut cached).await;
+        if matches!(&saved, Err(e) if e.ends_upload()) {
+            // A failed sync: the old record may count bytes that never reached the disk. The
+            // upload is removed under the lock, before anyone can resume it from that record;
+            // the client sees this request fail and the upload unknown from now on.
+            log::warn!("upload {id} is removed after a failed sync");
+            let _ = addr.send(Finish).await;
+            self.forget(id, &addr);
+            self.discard(id, Some(cached)).await;
+            guard.release().await;
+            return saved.map(|r| r.offset);
+        }
         guard.release().await;
         match saved {
             Ok(record) => match give_back(&addr, Some(cached), Some(record.generation)).await {
@@ -585,48 +613,6 @@ impl UploadManager {
         }
         Ok(())
     }
-
-    /// Removes uploads untouched for longer than `age` (distribution's
-    /// `storage.maintenance.uploadpurging`). Answers how many were (or, on a dry run, would be)
-    /// removed.
-    pub async fn purge(&self, age: Duration, dry_run: bool) -> Result<usize> {
-        let cutoff =
-            chrono::Utc::now() - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
-        let mut purged = 0;
-        for upload in self.storage.list_uploads().await? {
-            if upload.last_modified >= cutoff {
-                continue;
-            }
-            if dry_run {
-                log::info!(
-                    "upload purging (dry run): would remove upload {}",
-                    upload.id
-                );
-                purged += 1;
-                continue;
-            }
-            // A lock held means someone is writing it right now: not abandoned.
-            match self.storage.lock_upload(&upload.id).await {
-                Ok(Some((guard, _))) => {
-                    if let Some(addr) = self.sessions.lock().unwrap().remove(&upload.id) {
-                        addr.do_send(Finish);
-                    }
-                    self.discard(&upload.id, None).await;
-                    guard.release().await;
-                }
-                // No record: a directory left by a crash before its first record.
-                Ok(None) => self.discard(&upload.id, None).await,
-                Err(_) => continue,
-            }
-            log::info!(
-                "upload purging: removed upload {} (untouched since {})",
-                upload.id,
-                upload.last_modified
-            );
-            purged += 1;
-        }
-        Ok(purged)
-    }
 }
 
 /// Gives the cache back to its session; `Err` carries it back when the session was cancelled
@@ -748,6 +734,9 @@ where
 }
 
 #[cfg(test)]
+mod writeback_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -764,56 +753,6 @@ mod tests {
 
     pub(super) fn manager(storage: &Storage) -> UploadManager {
         UploadManager::new(storage.clone(), HashingPool::start(1))
-    }
-
-    #[actix_rt::test]
-    async fn abandoned_uploads_are_purged_with_their_bytes() {
-        let dir = tempfile::tempdir().unwrap();
-        let storage = Storage::filesystem(dir.path(), false).unwrap();
-        let uploads = manager(&storage);
-        let repo: RepoName = "a".parse().unwrap();
-        let id = uploads
-            .start(repo.clone(), Algorithm::Sha256)
-            .await
-            .unwrap();
-        uploads
-            .append(&repo, &id, None, None, body(&[b"abc"]))
-            .await
-            .unwrap();
-        let data = dir
-            .path()
-            .join("docker/registry/v2/_berth/uploads")
-            .join(&id);
-        assert!(data.exists());
-        assert_eq!(
-            uploads
-                .purge(Duration::from_secs(3600), false)
-                .await
-                .unwrap(),
-            0
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(
-            uploads
-                .purge(Duration::from_millis(10), true)
-                .await
-                .unwrap(),
-            1
-        );
-        assert!(data.exists(), "a dry run removes nothing");
-        assert_eq!(
-            uploads
-                .purge(Duration::from_millis(10), false)
-                .await
-                .unwrap(),
-            1
-        );
-        assert!(matches!(
-            uploads.status(&repo, &id).await,
-            Err(UploadError::Unknown(_))
-        ));
-        assert_eq!(uploads.sessions_in_memory(), 0);
-        assert!(!data.exists(), "the abandoned upload's bytes are removed");
     }
 
     /// A second manager over the same storage stands for a restarted process or another
@@ -909,6 +848,38 @@ mod tests {
             .await
             .is_err());
         assert_eq!(storage.blob_size(&digest).await.unwrap(), None);
+    }
+
+    #[actix_rt::test]
+    async fn a_record_whose_numbers_wrap_is_refused() {
+        // Staged pieces of 2^64 + 1 bytes: summed unchecked, they wrap to the recorded offset.
+        let storage = Storage::in_memory();
+        let repo: RepoName = "a".parse().unwrap();
+        let first = manager(&storage);
+        let id = first.start(repo.clone(), Algorithm::Sha256).await.unwrap();
+        first
+            .append(&repo, &id, Some(0), None, body(&[b"a"]))
+            .await
+            .unwrap();
+        let mut record = storage.load_upload(&id).await.unwrap().unwrap();
+        assert_eq!(
+            (record.offset, record.hash.as_ref().unwrap().offset),
+            (1, 1)
+        );
+        let parts = record.parts.as_mut().unwrap();
+        assert_eq!(parts.staged, vec![(0, 1)]);
+        parts.staged = vec![(0, u64::MAX), (u64::MAX, 2)];
+        record.generation += 1;
+        storage.save_upload(&id, &record).await.unwrap();
+        // Another process rebuilds the upload from this record.
+        let err = manager(&storage)
+            .append(&repo, &id, Some(1), None, body(&[b"x"]))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, UploadError::Storage(StorageError::Corrupt { .. })),
+            "{err}"
+        );
     }
 
     #[test]
