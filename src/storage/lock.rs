@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::{layout, Backend, Result, Storage, StorageError, UploadRecord};
 
 /// How long a request waits for another one holding the upload before giving up.
-const LOCK_WAIT: Duration = Duration::from_secs(3);
+pub const LOCK_WAIT: Duration = Duration::from_secs(3);
 /// How long an object-store lease lives without renewal.
 pub const LEASE_TTL: Duration = Duration::from_secs(15);
 /// How often a held lease is renewed.

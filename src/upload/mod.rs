@@ -246,15 +246,27 @@ impl UploadManager {
         expected_offset: Option<u64>,
     ) -> Result<Writing> {
         let mut addr = self.session(repo, id).await?;
-        let lease = match addr.send(Acquire { repo: repo.clone() }).await {
-            Ok(lease) => lease,
-            Err(_) => {
-                // The actor left memory between lookup and message: rebuild it once.
-                self.forget(id, &addr);
-                addr = self.session(repo, id).await?;
-                addr.send(Acquire { repo: repo.clone() })
-                    .await
-                    .map_err(|_| UploadError::Unknown(id.to_string()))?
+        // A request of this process still holding the lease is finishing (a client that lost
+        // its connection reads the status and resumes at once, while the body task of the
+        // broken request still releases): wait for it as for another instance's lock.
+        let deadline = tokio::time::Instant::now() + crate::storage::LOCK_WAIT;
+        let lease = loop {
+            let lease = match addr.send(Acquire { repo: repo.clone() }).await {
+                Ok(lease) => lease,
+                Err(_) => {
+                    // The actor left memory between lookup and message: rebuild it once.
+                    self.forget(id, &addr);
+                    addr = self.session(repo, id).await?;
+                    addr.send(Acquire { repo: repo.clone() })
+                        .await
+                        .map_err(|_| UploadError::Unknown(id.to_string()))?
+                }
+            };
+            match lease {
+                Err(UploadError::Busy { .. }) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                lease => break lease,
             }
         };
         let Lease {
