@@ -579,6 +579,11 @@ pub struct HttpConfig {
         deserialize_with = "nets::deserialize"
     )]
     pub trustedproxies: Vec<ipnet::IpNet>,
+    /// berth's own key: which forwarding headers trusted proxies write: `x-forwarded`
+    /// (`X-Forwarded-For`/`-Proto`/`-Host`, nginx, HAProxy, Traefik, Envoy) or `forwarded`
+    /// (RFC 7239). Only that family is read.
+    #[serde(default)]
+    pub forwardedheader: ForwardedHeader,
     /// berth's own key: connections served at once, in all (beyond it new ones are closed).
     #[serde(default = "default_max_connections")]
     pub maxconnections: usize,
@@ -586,6 +591,15 @@ pub struct HttpConfig {
     /// are exempt.
     #[serde(default = "default_max_connections_per_address")]
     pub maxconnectionsperaddress: usize,
+}
+
+/// `http.forwardedheader`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardedHeader {
+    #[default]
+    XForwarded,
+    Forwarded,
 }
 
 fn default_trusted_proxies() -> Vec<ipnet::IpNet> {
@@ -691,6 +705,7 @@ impl Default for HttpConfig {
             draintimeout: default_drain(),
             debug: None,
             trustedproxies: default_trusted_proxies(),
+            forwardedheader: ForwardedHeader::default(),
             maxconnections: default_max_connections(),
             maxconnectionsperaddress: default_max_connections_per_address(),
         }
@@ -958,6 +973,19 @@ impl Config {
                 )));
             }
         }
+        if cfg.http.maxconnections == 0 {
+            return Err(ConfigError::Invalid {
+                key: "http.maxconnections",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if cfg.uploads.idletimeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                key: "uploads.idletimeout",
+                reason: "must be longer than 0s (it would stop counting every session at once)"
+                    .into(),
+            });
+        }
         for section in ["proxy", "validation"] {
             if present(section) {
                 log::warn!(
@@ -1215,6 +1243,15 @@ mod tests {
         assert_eq!(cfg.http.trustedproxies.len(), 2);
         let err = from_yaml("http:\n  trustedproxies: [nginx]\n", &[]).unwrap_err();
         assert!(err.to_string().contains("nginx"), "{err}");
+        let cfg = from_yaml("http:\n  forwardedheader: forwarded\n", &[]).unwrap();
+        assert_eq!(cfg.http.forwardedheader, ForwardedHeader::Forwarded);
+        assert!(from_yaml("http:\n  forwardedheader: x-real-ip\n", &[]).is_err());
+        for bad in [
+            "http:\n  maxconnections: 0\n",
+            "uploads:\n  idletimeout: 0s\n",
+        ] {
+            assert!(from_yaml(bad, &[]).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -33,9 +33,14 @@ pub struct Admitted {
 }
 
 impl ConnectionLimiter {
+    /// `per_address` 0: no limit.
     pub fn new(per_address: usize) -> ConnectionLimiter {
         ConnectionLimiter {
-            per_address: per_address.max(1),
+            per_address: if per_address == 0 {
+                usize::MAX
+            } else {
+                per_address
+            },
             open: Arc::default(),
             closed: Arc::default(),
         }
@@ -43,7 +48,7 @@ impl ConnectionLimiter {
 
     /// Admits a connection from `addr`, or `None` when its address already holds its share.
     pub fn admit(&self, addr: IpAddr) -> Option<Admitted> {
-        let key = key(addr);
+        let key = address_key(addr);
         let mut open = self.open.lock().expect("connection table");
         let count = open.entry(key).or_insert(0);
         if *count >= self.per_address {
@@ -117,8 +122,9 @@ fn trim() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn trim() {}
 
-/// What an address counts as: IPv4 as itself, IPv6 by its /64.
-fn key(addr: IpAddr) -> IpAddr {
+/// What an address counts as, for every per-address limit: IPv4 as itself, IPv6 by its /64 (one
+/// host's usual allocation).
+pub fn address_key(addr: IpAddr) -> IpAddr {
     match addr {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),

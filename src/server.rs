@@ -362,7 +362,10 @@ pub fn bind(config: &Config, storage: Storage) -> Result<Bound, ServerError> {
         metrics: metrics.clone(),
         access_log: !config.log.accesslog.disabled,
     });
-    let proxies = web::Data::new(TrustedProxies::new(config.http.trustedproxies.clone()));
+    let proxies = web::Data::new(TrustedProxies::new(
+        config.http.trustedproxies.clone(),
+        config.http.forwardedheader,
+    ));
     let connect_proxies = proxies.clone();
     let limiter = ConnectionLimiter::new(config.http.maxconnectionsperaddress);
     limiter.start_trimming();

@@ -307,7 +307,9 @@ fn sessions_finished_through_another_instance_stop_counting() {
     assert_eq!(r.status(), 201);
     let r = client().delete(on_b(&sessions.remove(0))).send().unwrap();
     assert_eq!(r.status(), 204);
-    // a learns it when its cap is reached: two places again, not three.
+    // a learns it when its cap is reached (looking sessions up at most every 2 s): two places
+    // again, not three.
+    std::thread::sleep(berth::upload::quota::RECHECK_EVERY);
     for _ in 0..2 {
         common::start_upload_at(&a.url, "shared/app");
     }
@@ -319,4 +321,54 @@ fn sessions_finished_through_another_instance_stop_counting() {
             .status(),
         429
     );
+}
+
+#[test]
+fn a_single_request_push_cut_off_mid_body_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = TestRegistry::builder()
+        .filesystem(dir.path())
+        .env("REGISTRY_UPLOADS_MAXPERUSER", "2")
+        .start();
+    let uploads = dir.path().join("docker/registry/v2/_berth/uploads");
+    let digest = sha256(b"never sent whole");
+    for _ in 0..4 {
+        let mut stream = TcpStream::connect(&reg.host).unwrap();
+        write!(
+            stream,
+            "POST /v2/single/blobs/uploads/?digest={digest} HTTP/1.1\r\nHost: {}\r\n\
+             Content-Type: application/octet-stream\r\nContent-Length: 100000000\r\n\r\n",
+            reg.host
+        )
+        .unwrap();
+        stream.write_all(&vec![1u8; 3 << 20]).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        // Reset, not closed: the server sees the connection fail mid-body.
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        unsafe {
+            use std::os::fd::AsRawFd;
+            libc::setsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+        }
+        drop(stream);
+    }
+    // Each session is cancelled and its place given back: nothing stays on disk, and the
+    // client (capped at 2 sessions) may still open sessions.
+    let left = || std::fs::read_dir(&uploads).map(|d| d.count()).unwrap_or(0);
+    let start = Instant::now();
+    while left() > 0 && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(left(), 0, "uploads left under {}", uploads.display());
+    for _ in 0..2 {
+        common::start_upload_at(&reg.url, "single");
+    }
 }

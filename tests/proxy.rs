@@ -189,9 +189,16 @@ fn nginx_in_front_challenges_and_berth_answers_with_its_public_address() {
         r.headers()["docker-distribution-api-version"],
         "registry/2.0"
     );
+    // Forwarding headers a client writes itself change nothing: nginx writes its own.
     let r = c
         .post(format!("{base}/v2/proxied/big/blobs/uploads/"))
         .basic_auth("ci", Some("ci-secret"))
+        .header("X-Forwarded-Host", "evil.example")
+        .header("X-Forwarded-Proto", "http")
+        .header(
+            "Forwarded",
+            "for=203.0.113.66;host=evil2.example;proto=http",
+        )
         .send()
         .unwrap();
     assert_eq!(r.status(), 202);

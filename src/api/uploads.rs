@@ -98,10 +98,33 @@ fn digest_param(query: &Query) -> Result<Digest, ApiError> {
 fn session_owner(req: &HttpRequest) -> String {
     match req.extensions().get::<Principal>().map(|p| &p.identity) {
         Some(Identity::User(name)) => name.clone(),
+        // An IPv6 host has a /64 to pick addresses from.
         _ => match super::client::client(req).addr {
-            Some(addr) => format!("anonymous@{addr}"),
+            Some(addr) => format!("anonymous@{}", crate::connections::address_key(addr)),
             None => "anonymous".to_string(),
         },
+    }
+}
+
+/// The session of a single-request push (`POST ?digest=`): cancelled when the request ends
+/// without completing it, its quota place given back once that is done.
+struct SingleRequestSession {
+    cleanup: Option<(
+        actix_web::web::Data<AppState>,
+        RepoName,
+        String,
+        Reservation,
+    )>,
+}
+
+impl Drop for SingleRequestSession {
+    fn drop(&mut self) {
+        if let Some((state, repo, id, reservation)) = self.cleanup.take() {
+            actix_web::rt::spawn(async move {
+                let _ = state.registry.cancel_upload(&repo, &id).await;
+                drop(reservation);
+            });
+        }
     }
 }
 
@@ -118,7 +141,7 @@ async fn reserve_session(
         Ok(reservation) => return Ok(reservation),
         Err(refused) => refused,
     };
-    for (id, session_repo) in quota.counted(&refused, repo.as_str(), &owner) {
+    for (id, session_repo) in quota.to_recheck(&refused, repo.as_str(), &owner) {
         let Ok(session_repo) = session_repo.parse::<RepoName>() else {
             continue;
         };
@@ -185,8 +208,15 @@ pub async fn start(
     let reservation = reserve_session(state, req, repo).await?;
     if query.get("mount").is_none() && query.get("digest").is_some() {
         let digest = digest_param(query)?;
-        // The reservation is given back when this returns: the session lives only as long.
         let id = reg.start_upload(repo, Some(&digest)).await?;
+        // The client never learns this upload's id: nothing could resume it, so it goes with
+        // the request however that ends (a client gone mid-body drops this handler).
+        let mut single = SingleRequestSession {
+            cleanup: req
+                .app_data::<actix_web::web::Data<AppState>>()
+                .cloned()
+                .map(|state| (state, repo.clone(), id.clone(), reservation)),
+        };
         let completed = reg
             .complete_upload(
                 repo,
@@ -198,10 +228,14 @@ pub async fn start(
             )
             .await;
         let committed = match completed {
-            Ok(committed) => committed,
+            Ok(committed) => {
+                single.cleanup = None;
+                committed
+            }
             Err(e) => {
-                // The client never learnt this upload's id: nothing could resume it.
-                let _ = reg.cancel_upload(repo, &id).await;
+                if let Some((state, repo, id, _reservation)) = single.cleanup.take() {
+                    let _ = state.registry.cancel_upload(&repo, &id).await;
+                }
                 return Err(e.into());
             }
         };
@@ -248,11 +282,11 @@ pub async fn patch(
     id: &str,
 ) -> Result<HttpResponse, ApiError> {
     let range = content_range(req)?;
-    state.upload_quota.touch(id);
     let offset = state
         .registry
         .append_upload(repo, id, range, content_length(req.headers()), body)
         .await?;
+    state.upload_quota.touch(id);
     Ok(in_progress(state, req, repo, id, offset))
 }
 

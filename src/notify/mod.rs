@@ -295,6 +295,9 @@ impl Sender {
         reqwest::Url::parse(&cfg.url).map_err(|e| format!("url: {e}"))?;
         let client = reqwest::Client::builder()
             .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
+            // A 3xx counts as delivered (as in distribution); following it would send the
+            // events, and log the URL, wherever the receiver points.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| e.to_string())?;
         Ok(Sender {

@@ -42,7 +42,14 @@ struct Open {
     /// By upload id; reservations not yet bound to an id have keys of their own.
     sessions: HashMap<String, Session>,
     next_reservation: u64,
+    /// When the sessions of a scope (`QuotaExceeded::scope`) were last looked up on storage.
+    rechecked: HashMap<String, Instant>,
 }
+
+/// How often the sessions of one scope are looked up on storage at most.
+pub const RECHECK_EVERY: Duration = Duration::from_secs(2);
+/// How many sessions one refusal looks up at most.
+const RECHECK_AT_MOST: usize = 200;
 
 /// The open sessions of this instance.
 #[derive(Debug, Clone)]
@@ -62,10 +69,12 @@ pub struct Reservation {
 }
 
 impl UploadQuota {
+    /// A cap of 0 means no cap.
     pub fn new(per_repository: usize, per_owner: usize, idle: Duration) -> UploadQuota {
+        let cap = |n: usize| if n == 0 { usize::MAX } else { n };
         UploadQuota {
-            per_repository,
-            per_owner,
+            per_repository: cap(per_repository),
+            per_owner: cap(per_owner),
             idle,
             open: Arc::default(),
         }
@@ -139,22 +148,52 @@ impl UploadQuota {
         self.open.lock().expect("upload quota").sessions.remove(id);
     }
 
-    /// The sessions (id, repository) counted against the cap `refused` hit, reservations aside:
-    /// some may have been finished through another instance, which this one cannot know.
-    pub fn counted(
+    /// Sessions (id, repository) counted against the cap `refused` hit, to look up on storage:
+    /// some may have been finished through another instance, which this one cannot know. The
+    /// least recently written first, at most [`RECHECK_AT_MOST`], and for one scope at most
+    /// every [`RECHECK_EVERY`], so clients hammering a cap cannot make every refusal read
+    /// hundreds of records.
+    pub fn to_recheck(
         &self,
         refused: &QuotaExceeded,
         repo: &str,
         owner: &str,
     ) -> Vec<(String, String)> {
-        let open = self.open.lock().expect("upload quota");
-        open.sessions
+        self.to_recheck_at(refused, repo, owner, Instant::now())
+    }
+
+    fn to_recheck_at(
+        &self,
+        refused: &QuotaExceeded,
+        repo: &str,
+        owner: &str,
+        now: Instant,
+    ) -> Vec<(String, String)> {
+        let mut open = self.open.lock().expect("upload quota");
+        let scope = refused.scope.clone();
+        if open
+            .rechecked
+            .get(&scope)
+            .is_some_and(|at| now.saturating_duration_since(*at) < RECHECK_EVERY)
+        {
+            return Vec::new();
+        }
+        open.rechecked
+            .retain(|_, at| now.saturating_duration_since(*at) < RECHECK_EVERY);
+        open.rechecked.insert(scope, now);
+        let mut counted: Vec<(&String, &Session)> = open
+            .sessions
             .iter()
             .filter(|(id, _)| !id.starts_with(RESERVED))
             .filter(|(_, s)| match refused.key {
                 "maxperrepository" => s.repo == repo,
                 _ => s.owner == owner,
             })
+            .collect();
+        counted.sort_by_key(|(_, s)| s.last_active);
+        counted
+            .into_iter()
+            .take(RECHECK_AT_MOST)
             .map(|(id, s)| (id.clone(), s.repo.clone()))
             .collect()
     }
@@ -203,10 +242,14 @@ mod tests {
         quota.reserve("a", "bob").unwrap().bind("3");
         let err = quota.reserve("a", "eve").unwrap_err();
         assert_eq!(err.key, "maxperrepository");
-        let mut counted = quota.counted(&err, "a", "eve");
-        counted.sort();
+        let now = Instant::now();
+        let counted = quota.to_recheck_at(&err, "a", "eve", now);
         assert_eq!(counted.len(), 3);
-        assert_eq!(counted[2], ("3".to_string(), "a".to_string()));
+        assert!(counted.contains(&("3".to_string(), "a".to_string())));
+        // Not again right away.
+        assert!(quota.to_recheck_at(&err, "a", "eve", now).is_empty());
+        let later = now + RECHECK_EVERY;
+        assert_eq!(quota.to_recheck_at(&err, "a", "eve", later).len(), 3);
         // A finished session gives its place back.
         quota.release("1");
         quota.reserve("b", "ci").unwrap().bind("4");
