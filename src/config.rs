@@ -631,6 +631,11 @@ pub struct TokenConfig {
     /// PEM certificates whose keys (by `kid`, or as roots of the token's `x5c` chain) sign tokens.
     #[serde(default)]
     pub rootcertbundle: Option<PathBuf>,
+    /// Every `rootcertbundle` certificate is a trust anchor for `x5c` chains, even one that is
+    /// not self-signed (an intermediate CA, or the signing certificate itself), as in
+    /// distribution. Off: only the self-signed ones are (`REGISTRY_AUTH_TOKEN_PARTIALCHAIN`).
+    #[serde(default)]
+    pub partialchain: bool,
     /// A JSON Web Key Set whose keys (by `kid`) sign tokens.
     #[serde(default)]
     pub jwks: Option<PathBuf>,
@@ -1136,6 +1141,21 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("minimumtls"), "{err}");
+    }
+
+    #[test]
+    fn token_partial_chains_are_off_unless_set() {
+        let yaml = "auth:\n  token:\n    realm: https://auth.example/token\n    service: registry\n    issuer: auth.example\n    rootcertbundle: /certs/bundle.pem\n";
+        assert!(
+            !from_yaml(yaml, &[])
+                .unwrap()
+                .auth
+                .token
+                .unwrap()
+                .partialchain
+        );
+        let cfg = from_yaml(yaml, &[("REGISTRY_AUTH_TOKEN_PARTIALCHAIN", "true")]).unwrap();
+        assert!(cfg.auth.token.unwrap().partialchain);
     }
 
     #[test]

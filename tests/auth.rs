@@ -238,6 +238,72 @@ fn access_rules_allow_and_deny_each_kind_of_user() {
     assert_eq!(delete.status(), 202);
 }
 
+/// The `repositories` of a catalog response, and its `Link` header.
+fn catalog_of(caller: &Caller, url: &str) -> (Vec<String>, Option<String>) {
+    let r = caller.get(url);
+    assert_eq!(r.status(), 200, "{url}");
+    let link = r
+        .headers()
+        .get("link")
+        .map(|l| l.to_str().unwrap().to_string());
+    let body: serde_json::Value = r.json().unwrap();
+    let names = body["repositories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap().to_string())
+        .collect();
+    (names, link)
+}
+
+#[test]
+fn the_catalog_lists_only_what_the_caller_may_pull() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = start_with_users(
+        dir.path(),
+        &[("bob", "bob-pw"), ("admin", "admin-pw"), ("ci", "ci-pw")],
+        "  access:
+    - account: bob
+      repositories: ['bob/*']
+      actions: ['*']
+    - account: anonymous
+      repositories: ['public/*']
+      actions: [pull, catalog]
+    - account: admin
+      repositories: ['*']
+      actions: ['*']
+    - account: ci
+      repositories: ['*']
+      actions: [pull]
+",
+    );
+    let (bob, admin, ci) = (
+        basic("bob", "bob-pw"),
+        basic("admin", "admin-pw"),
+        basic("ci", "ci-pw"),
+    );
+    let all = ["a/x", "bob/1", "bob/2", "bob/3", "other/y", "public/p"];
+    for repo in all {
+        assert_eq!(admin.push_image(&reg, repo, "v1").status(), 201, "{repo}");
+    }
+    let catalog = reg.url("/v2/_catalog");
+    assert_eq!(catalog_of(&admin, &catalog).0, all);
+    // bob's rule names only bob/*: his catalog too, page by page with a Link to the next.
+    assert_eq!(catalog_of(&bob, &catalog).0, ["bob/1", "bob/2", "bob/3"]);
+    let (page, link) = catalog_of(&bob, &reg.url("/v2/_catalog?n=2"));
+    assert_eq!(page, ["bob/1", "bob/2"]);
+    let link = link.expect("a Link to the next page");
+    assert_eq!(link, r#"</v2/_catalog?n=2&last=bob%2F2>; rel="next""#);
+    let (page, link) = catalog_of(&bob, &reg.url("/v2/_catalog?n=2&last=bob%2F2"));
+    assert_eq!((page, link), (vec!["bob/3".to_string()], None));
+    // A page after a name bob cannot see starts at the next one he can.
+    let (page, _) = catalog_of(&bob, &reg.url("/v2/_catalog?n=1&last=a%2Fx"));
+    assert_eq!(page, ["bob/1"]);
+    // Anonymous callers see the public repositories; a user without the catalog action none.
+    assert_eq!(catalog_of(&anonymous(), &catalog).0, ["public/p"]);
+    assert_error(ci.get(&catalog), 403, "DENIED");
+}
+
 #[test]
 fn mounts_never_hand_out_blobs_of_repositories_the_caller_cannot_read() {
     let dir = tempfile::tempdir().unwrap();
@@ -475,6 +541,28 @@ fn the_htpasswd_command_adds_changes_and_removes_users_of_a_running_registry() {
     let out = htpasswd_cli(&file, "alice", None);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no user"));
+}
+
+#[test]
+fn passwords_longer_than_bcrypt_hashes_are_refused_by_the_command_and_at_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("users");
+    let long = "x".repeat(73);
+    let out = htpasswd_cli(&file, "alice", Some(&long));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("72"), "{stderr}");
+    assert!(!file.exists(), "nothing written");
+
+    // An entry made elsewhere (htpasswd -B) from a 72-character password: bcrypt alone would
+    // let that password with any suffix in.
+    let exact = "p".repeat(72);
+    let reg = start_with_users(dir.path(), &[("alice", &exact)], "");
+    assert_eq!(basic("alice", &exact).get(&reg.url("/v2/")).status(), 200);
+    for suffix in ["x", "-and-anything-else"] {
+        let r = basic("alice", &format!("{exact}{suffix}")).get(&reg.url("/v2/"));
+        assert_unauthorized(r);
+    }
 }
 
 #[test]

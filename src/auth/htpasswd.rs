@@ -22,6 +22,9 @@ use thiserror::Error;
 const REMEMBER_FOR: Duration = Duration::from_secs(120);
 /// How often the file's modification time is looked at.
 const STAT_EVERY: Duration = Duration::from_secs(1);
+/// bcrypt only hashes a password's first 72 bytes: a longer one would log in with any suffix
+/// (or none), so `berth htpasswd` refuses to set one and logins with one are refused.
+pub const MAX_PASSWORD_BYTES: usize = 72;
 
 #[derive(Debug, Error)]
 pub enum HtpasswdError {
@@ -212,6 +215,9 @@ impl Htpasswd {
     /// Whether `user` has `password`. Blocks for a bcrypt check unless a recent success is
     /// remembered: call it off the event loop (see [`Htpasswd::verify_remembered`]).
     pub fn verify(&self, user: &str, password: &str) -> bool {
+        if password.len() > MAX_PASSWORD_BYTES {
+            return false;
+        }
         self.refresh();
         let hash = {
             let users = self.users.read().expect("not poisoned");
@@ -361,6 +367,13 @@ fn edit_file(args: &HtpasswdArgs) -> Result<String, String> {
         if password.is_empty() {
             return Err("empty password (give it on standard input)".into());
         }
+        if password.len() > MAX_PASSWORD_BYTES {
+            return Err(format!(
+                "the password is {} bytes long; bcrypt ignores everything after byte \
+                 {MAX_PASSWORD_BYTES}, so berth refuses longer ones",
+                password.len()
+            ));
+        }
         Some(bcrypt::hash(password, args.cost).map_err(|e| format!("bcrypt: {e}"))?)
     };
     let (new_text, found) = edit_entries(&text, &args.user, hash.as_deref());
@@ -449,6 +462,18 @@ mod tests {
         assert_eq!(users.verify_remembered("alice", "one"), None);
         assert!(!users.verify("alice", "one"));
         assert!(users.verify("alice", "two"));
+    }
+
+    #[test]
+    fn passwords_longer_than_bcrypt_hashes_are_refused() {
+        let exact = "p".repeat(MAX_PASSWORD_BYTES);
+        let (_d, path) = file_with(&format!("alice:{}\n", bcrypt::hash(&exact, 4).unwrap()));
+        let users = Htpasswd::open(&path).unwrap();
+        assert!(users.verify("alice", &exact), "72 bytes are all hashed");
+        // bcrypt alone would accept these: it never sees byte 73 on.
+        assert!(bcrypt::verify(format!("{exact}x"), &bcrypt::hash(&exact, 4).unwrap()).unwrap());
+        assert!(!users.verify("alice", &format!("{exact}x")));
+        assert!(!users.verify("alice", &format!("{exact}anything at all")));
     }
 
     #[test]

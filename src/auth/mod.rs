@@ -260,6 +260,27 @@ impl Auth {
         }
     }
 
+    /// Whether `principal`, allowed to list the catalog, sees `repo` in it: exactly the
+    /// repositories it may pull. A token berth issued is read through the access rules for its
+    /// subject (its `registry:catalog:*` only says the rules let the subject list); one from an
+    /// external token server lists every repository, as that server decided.
+    pub fn lists(&self, principal: &Principal, repo: &str) -> bool {
+        match &principal.grant {
+            Some(grant) if grant.issued_here => {
+                // berth's issuer names anonymous callers `-` (Identity::name).
+                let subject = match grant.subject.as_str() {
+                    "-" => Identity::Anonymous,
+                    user => Identity::User(user.to_string()),
+                };
+                self.rules.allows(&subject, Permission::Pull, Some(repo))
+            }
+            Some(_) => true,
+            None => self
+                .rules
+                .allows(&principal.identity, Permission::Pull, Some(repo)),
+        }
+    }
+
     fn token_allows(&self, grant: &Grant, needs: &Needs<'_>) -> bool {
         scopes(needs).iter().all(|wanted| {
             wanted
@@ -483,6 +504,13 @@ async fn check_password(
     let Some((user, password)) = decoded.split_once(':') else {
         return malformed();
     };
+    // Refused before any work: bcrypt would ignore the bytes past the 72nd (see htpasswd).
+    if password.len() > htpasswd::MAX_PASSWORD_BYTES {
+        return Ok(Err(format!(
+            "passwords longer than {} bytes are refused",
+            htpasswd::MAX_PASSWORD_BYTES
+        )));
+    }
     if users.verify_remembered(user, password) == Some(true) {
         return Ok(Ok(user.to_string()));
     }
