@@ -149,6 +149,11 @@ struct Issuer {
 
 /// berth as its own token server, with htpasswd users and access rules.
 fn start_issuer() -> Issuer {
+    start_issuer_with("")
+}
+
+/// The same, with `extra` YAML lines under `auth:`.
+fn start_issuer_with(extra: &str) -> Issuer {
     let dir = tempfile::tempdir().unwrap();
     let users: String = [
         ("alice", "alice-pw"),
@@ -172,7 +177,7 @@ fn start_issuer() -> Issuer {
     std::fs::write(
         &config,
         format!(
-            "log:\n  level: warn\nauth:\n  htpasswd:\n    path: {d}/htpasswd\n  token:\n    realm: {realm}\n    service: {SERVICE}\n    issuer: berth-test-issuer\n    signingkey: {d}/signing.pem\n    expiration: 5m\n  access:\n    - account: alice\n      repositories: ['team-a/*']\n      actions: [push]\n    - account: ci\n      repositories: ['*']\n      actions: [pull]\n    - account: anonymous\n      repositories: ['public/*']\n      actions: [pull]\n    - account: admin\n      repositories: ['*']\n      actions: ['*']\n    - account: bob\n      repositories: ['bob/*']\n      actions: ['*']\n",
+            "log:\n  level: warn\nauth:\n  htpasswd:\n    path: {d}/htpasswd\n  token:\n    realm: {realm}\n    service: {SERVICE}\n    issuer: berth-test-issuer\n    signingkey: {d}/signing.pem\n    expiration: 5m\n  access:\n    - account: alice\n      repositories: ['team-a/*']\n      actions: [push]\n    - account: ci\n      repositories: ['*']\n      actions: [pull]\n    - account: anonymous\n      repositories: ['public/*']\n      actions: [pull]\n    - account: admin\n      repositories: ['*']\n      actions: ['*']\n    - account: bob\n      repositories: ['bob/*']\n      actions: ['*']\n{extra}",
             d = dir.path().display()
         ),
     )
@@ -430,6 +435,39 @@ fn a_catalog_token_from_berth_lists_only_what_its_holder_may_pull() {
     let r = get(&reg.url("/v2/_catalog"), Some(&bearer(&token)));
     assert!(challenge(&r).contains(r#"error="insufficient_scope""#));
     assert_error(r, 401, "UNAUTHORIZED");
+}
+
+#[test]
+fn token_requests_are_limited_per_address() {
+    let issuer = start_issuer_with("  tokenrequestsperminute: 5\n");
+    let scope = ["repository:public/base:pull"];
+    for _ in 0..5 {
+        token_of(fetch_token(&issuer, None, &scope));
+    }
+    // The sixth in the minute is refused before any work, logged in or not.
+    for user in [None, Some(("admin", "admin-pw"))] {
+        let r = fetch_token(&issuer, user, &scope);
+        let retry: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&retry), "Retry-After {retry}");
+        assert_error(r, 429, "TOOMANYREQUESTS");
+    }
+    // Another address has its own allowance.
+    let other = reqwest::blocking::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let r = other
+        .get(format!(
+            "{}?service={SERVICE}&scope=repository%3Apublic%2Fbase%3Apull",
+            issuer.realm
+        ))
+        .send()
+        .unwrap();
+    token_of(r);
 }
 
 #[test]

@@ -22,7 +22,7 @@ use thiserror::Error;
 
 pub use access::{AccessRules, Identity, Permission};
 use htpasswd::Htpasswd;
-use throttle::Throttle;
+use throttle::{Refusal, Throttle};
 use token::{Access, Grant, TokenIssuer, TokenVerifier};
 
 use crate::config::AuthConfig;
@@ -38,6 +38,13 @@ pub enum AuthError {
     /// Too many failed logins from this address: 429 with `Retry-After`.
     #[error("too many failed logins from this address; retry in {} s", whole_seconds(*.0))]
     TooManyAttempts(Duration),
+    /// No capacity for costly work now (password checks overall, token requests from this
+    /// address): 429 with `Retry-After`; nothing was hashed or signed.
+    #[error("{reason}; retry in {} s", whole_seconds(*wait))]
+    Overloaded {
+        wait: Duration,
+        reason: &'static str,
+    },
     #[error("authentication set-up: {0}")]
     Setup(String),
 }
@@ -86,7 +93,7 @@ enum Login {
         service: String,
         verifier: Box<TokenVerifier>,
         /// berth as its own token server: its users and its signing key.
-        issuer: Option<(Arc<Htpasswd>, TokenIssuer)>,
+        issuer: Option<(Arc<Htpasswd>, Arc<TokenIssuer>)>,
     },
 }
 
@@ -101,6 +108,8 @@ pub struct Auth {
     login: Login,
     rules: AccessRules,
     throttle: Throttle,
+    /// Token requests per address (each costs a signature).
+    token_requests: Throttle,
     /// berth's own token endpoint: the realm's path, when berth issues tokens.
     issuer_path: Option<String>,
 }
@@ -135,7 +144,7 @@ impl Auth {
                     verifier,
                     issuer: users
                         .zip(issuer)
-                        .map(|((_, users), issuer)| (users, issuer)),
+                        .map(|((_, users), issuer)| (users, Arc::new(issuer))),
                 }
             }
         };
@@ -151,7 +160,8 @@ impl Auth {
         Ok(Some(Auth {
             login,
             rules,
-            throttle: Throttle::new(config.failedloginsperminute),
+            throttle: Throttle::new(config.failedloginsperminute, password_checks_at_once()),
+            token_requests: Throttle::new(config.tokenrequestsperminute, usize::MAX),
             issuer_path,
         }))
     }
@@ -369,6 +379,16 @@ impl Auth {
         else {
             return Err(AuthError::Setup("berth does not issue tokens here".into()));
         };
+        // Before any work: every request costs a signature, and anonymous ones no password.
+        self.token_requests
+            .count(peer)
+            .map_err(|refusal| match refusal {
+                Refusal::Exhausted(wait) => AuthError::Overloaded {
+                    wait,
+                    reason: "too many token requests from this address",
+                },
+                Refusal::Busy(wait, reason) => AuthError::Overloaded { wait, reason },
+            })?;
         if authorization.is_some_and(|a| !is_basic(a)) {
             return Err(AuthError::Unauthorized {
                 challenge: "Basic realm=\"berth token server\"".into(),
@@ -399,8 +419,11 @@ impl Auth {
             .filter_map(|wanted| self.grant(&identity, wanted))
             .collect();
         let now = SystemTime::now();
-        let token = issuer
-            .issue(identity.name(), &granted, now)
+        // An RSA signature takes milliseconds of a core: not on the request threads.
+        let (signer, subject) = (issuer.clone(), identity.name().to_string());
+        let token = actix_web::web::block(move || signer.issue(&subject, &granted, now))
+            .await
+            .map_err(|e| AuthError::Setup(format!("signing a token: {e}")))?
             .map_err(|e| AuthError::Setup(e.to_string()))?;
         Ok(IssuedToken {
             token,
@@ -487,7 +510,8 @@ fn scope_text(access: &Access) -> String {
 
 /// Checks `Basic` credentials (`base64(user:password)`): the user's name, or why not. A recent
 /// success is remembered; otherwise the bcrypt check runs on the blocking pool, guarded by the
-/// throttle (`Err(TooManyAttempts)` when the address is locked out).
+/// throttle (`Err(TooManyAttempts)` when the address is locked out, `Err(Overloaded)` when too
+/// many checks run already).
 async fn check_password(
     users: &Arc<Htpasswd>,
     credentials: &str,
@@ -514,7 +538,10 @@ async fn check_password(
     if users.verify_remembered(user, password) == Some(true) {
         return Ok(Ok(user.to_string()));
     }
-    let attempt = throttle.begin(peer).map_err(AuthError::TooManyAttempts)?;
+    let attempt = throttle.begin(peer).map_err(|refusal| match refusal {
+        Refusal::Exhausted(wait) => AuthError::TooManyAttempts(wait),
+        Refusal::Busy(wait, reason) => AuthError::Overloaded { wait, reason },
+    })?;
     let (users, name, password) = (users.clone(), user.to_string(), password.to_string());
     let ok = actix_web::web::block(move || users.verify(&name, &password))
         .await
@@ -525,6 +552,13 @@ async fn check_password(
         attempt.failed();
         Ok(Err("wrong user name or password".to_string()))
     }
+}
+
+/// Password checks allowed at once overall: bcrypt is pure CPU, so about one per core; more
+/// only slow everything else down, the requests of users already logged in included, and make
+/// every check slower. (Half the cores was measured no kinder to a concurrent pull here.)
+fn password_checks_at_once() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from)
 }
 
 /// `("basic", rest)` from `Basic rest`; the scheme lower-cased.
