@@ -453,13 +453,22 @@ fn a_flood_of_wrong_logins_from_many_addresses_does_not_slow_logged_in_users() {
             .timeout(std::time::Duration::from_secs(20))
             .build()
             .unwrap();
-        for _ in 0..10 {
+        for t in 0..10 {
             let (client, stop, statuses) = (client.clone(), stop.clone(), statuses.clone());
             let url = format!("{}/v2/", reg.url);
-            let wrong = basic("bob", "guess").authorization.unwrap();
             flooders.push(std::thread::spawn(move || {
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let Ok(r) = client.get(&url).header("Authorization", &wrong).send() else {
+                // A new guess each time, as an attacker makes them (the same one twice at once
+                // would share one check).
+                for n in 0.. {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let wrong = basic("bob", &format!("guess-{a}-{t}-{n}"));
+                    let Ok(r) = client
+                        .get(&url)
+                        .header("Authorization", wrong.authorization.unwrap())
+                        .send()
+                    else {
                         continue;
                     };
                     let status = r.status().as_u16();

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest as _, Sha256};
@@ -48,11 +48,17 @@ pub enum HtpasswdError {
     Malformed { path: PathBuf, line: usize },
 }
 
+/// A check under way: the user and the password's fingerprint.
+type CheckKey = (String, [u8; 32]);
+
 /// The users of one htpasswd file.
 pub struct Htpasswd {
     path: PathBuf,
     users: RwLock<Users>,
     remembered: Mutex<HashMap<String, Remembered>>,
+    /// Checks under way, by user and fingerprint: the same credentials arriving again meanwhile
+    /// (a CI fleet starting at once) wait for that check rather than hashing again.
+    in_flight: Mutex<HashMap<CheckKey, Arc<tokio::sync::OnceCell<bool>>>>,
     /// Per process, so that remembered fingerprints mean nothing outside it.
     salt: [u8; 32],
 }
@@ -152,6 +158,7 @@ impl Htpasswd {
             path: path.to_path_buf(),
             users: RwLock::new(users),
             remembered: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
             salt,
         })
     }
@@ -282,8 +289,63 @@ impl Htpasswd {
         })
     }
 
+    /// The check of `user`'s `password` shared by every request that asks meanwhile: the
+    /// first to call [`SharedCheck::result`] runs it, the others wait for its answer.
+    pub fn shared_check(&self, user: &str, password: &str) -> SharedCheck<'_> {
+        let key = (user.to_string(), self.fingerprint(password));
+        let cell = self
+            .in_flight
+            .lock()
+            .expect("not poisoned")
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        SharedCheck {
+            users: self,
+            key,
+            cell,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn checks_in_flight(&self) -> usize {
+        self.in_flight.lock().expect("not poisoned").len()
+    }
+
     pub fn user_count(&self) -> usize {
         self.users.read().expect("not poisoned").hashes.len()
+    }
+}
+
+/// One check of one user's password, shared (see [`Htpasswd::shared_check`]).
+pub struct SharedCheck<'a> {
+    users: &'a Htpasswd,
+    key: CheckKey,
+    cell: Arc<tokio::sync::OnceCell<bool>>,
+}
+
+impl SharedCheck<'_> {
+    /// The answer: `check`'s, run here unless another request's check gave it or gives it
+    /// meanwhile. If `check` fails (it was refused before hashing), nothing is answered and a
+    /// request still waiting runs its own.
+    pub async fn result<E, F>(&self, check: F) -> Result<bool, E>
+    where
+        F: std::future::Future<Output = Result<bool, E>>,
+    {
+        self.cell.get_or_try_init(|| check).await.copied()
+    }
+}
+
+impl Drop for SharedCheck<'_> {
+    fn drop(&mut self) {
+        // Forgotten once answered (or abandoned): later requests ask the remembered successes.
+        let mut in_flight = self.users.in_flight.lock().expect("not poisoned");
+        if in_flight
+            .get(&self.key)
+            .is_some_and(|cell| Arc::ptr_eq(cell, &self.cell))
+        {
+            in_flight.remove(&self.key);
+        }
     }
 }
 

@@ -421,18 +421,28 @@ async fn check_password(
     if users.verify_remembered(user, password) == Some(true) {
         return Ok(Ok(user.to_string()));
     }
-    let attempt = throttle.begin(peer).map_err(|refusal| match refusal {
-        Refusal::Exhausted(wait) => AuthError::TooManyAttempts(wait),
-        Refusal::Busy(wait, reason) => AuthError::Overloaded { wait, reason },
-    })?;
-    let (users, name, password) = (users.clone(), user.to_string(), password.to_string());
-    let ok = actix_web::web::block(move || users.verify(&name, &password))
-        .await
-        .unwrap_or(false);
+    // The same credentials checked by another request meanwhile get its answer: a burst of
+    // fresh logins with one password costs one bcrypt check, not a refusal by the cap.
+    let shared = users.shared_check(user, password);
+    let ok = shared
+        .result(async {
+            let attempt = throttle.begin(peer).map_err(|refusal| match refusal {
+                Refusal::Exhausted(wait) => AuthError::TooManyAttempts(wait),
+                Refusal::Busy(wait, reason) => AuthError::Overloaded { wait, reason },
+            })?;
+            let (users, name, password) = (users.clone(), user.to_string(), password.to_string());
+            let ok = actix_web::web::block(move || users.verify(&name, &password))
+                .await
+                .unwrap_or(false);
+            if !ok {
+                attempt.failed();
+            }
+            Ok(ok)
+        })
+        .await?;
     if ok {
         Ok(Ok(user.to_string()))
     } else {
-        attempt.failed();
         Ok(Err("wrong user name or password".to_string()))
     }
 }
@@ -501,6 +511,45 @@ mod tests {
         assert_eq!(split_scheme("bearer  x.y.z "), Some(("bearer", "x.y.z")));
         assert_eq!(split_scheme("Digest x"), None);
         assert_eq!(quoted(r#"a "b" \c"#), r#""a \"b\" \\c""#);
+    }
+
+    #[actix_web::test]
+    async fn concurrent_checks_of_the_same_credentials_share_one_bcrypt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("htpasswd");
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        std::fs::write(&path, format!("alice:{hash}\nbob:{hash}\n")).unwrap();
+        let users = Arc::new(Htpasswd::open(&path).unwrap());
+        // Room for one check at a time: a second one of its own would be refused.
+        let throttle = Throttle::new(10, 1);
+        let basic =
+            |u: &str, p: &str| base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+        let (alice, bob) = (basic("alice", "pw"), basic("bob", "pw"));
+        let peer = Some(IpAddr::from([10, 0, 0, 1]));
+        let (a, b, c) = futures_util::join!(
+            check_password(&users, &alice, &throttle, peer),
+            check_password(&users, &alice, &throttle, peer),
+            check_password(&users, &bob, &throttle, peer),
+        );
+        assert_eq!(a.unwrap(), Ok("alice".to_string()));
+        assert_eq!(
+            b.unwrap(),
+            Ok("alice".to_string()),
+            "waited for the first check"
+        );
+        assert!(
+            matches!(c, Err(AuthError::Overloaded { .. })),
+            "other credentials are not shared: {:?}",
+            c.map_err(|e| e.to_string())
+        );
+        // Wrong passwords are shared alike, and count once.
+        let wrong = basic("bob", "guess");
+        let (d, e) = futures_util::join!(
+            check_password(&users, &wrong, &throttle, peer),
+            check_password(&users, &wrong, &throttle, peer),
+        );
+        assert!(d.unwrap().is_err() && e.unwrap().is_err());
+        assert_eq!(users.checks_in_flight(), 0, "nothing left behind");
     }
 
     #[test]
