@@ -749,10 +749,18 @@ pub struct AuthConfig {
     /// is answered `429 TOOMANYREQUESTS`.
     #[serde(default = "default_failed_logins")]
     pub failedloginsperminute: u32,
+    /// berth's token server: token requests answered per client address per minute (each costs
+    /// a signature) before it is answered `429 TOOMANYREQUESTS`; 0 turns the limit off.
+    #[serde(default = "default_token_requests")]
+    pub tokenrequestsperminute: u32,
 }
 
 fn default_failed_logins() -> u32 {
     10
+}
+
+fn default_token_requests() -> u32 {
+    600
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -778,6 +786,11 @@ pub struct TokenConfig {
     /// PEM certificates whose keys (by `kid`, or as roots of the token's `x5c` chain) sign tokens.
     #[serde(default)]
     pub rootcertbundle: Option<PathBuf>,
+    /// Every `rootcertbundle` certificate is a trust anchor for `x5c` chains, even one that is
+    /// not self-signed (an intermediate CA, or the signing certificate itself), as in
+    /// distribution. Off: only the self-signed ones are (`REGISTRY_AUTH_TOKEN_PARTIALCHAIN`).
+    #[serde(default)]
+    pub partialchain: bool,
     /// A JSON Web Key Set whose keys (by `kid`) sign tokens.
     #[serde(default)]
     pub jwks: Option<PathBuf>,
@@ -1045,7 +1058,13 @@ impl Config {
             raw.get::<config::Value>("auth").map(|v| v.kind)
         {
             for (name, value) in methods {
-                let known = ["htpasswd", "token", "access", "failedloginsperminute"];
+                let known = [
+                    "htpasswd",
+                    "token",
+                    "access",
+                    "failedloginsperminute",
+                    "tokenrequestsperminute",
+                ];
                 if !known.contains(&name.as_str()) && !is_nil(value) {
                     return Err(invalid(format!(
                         "method {name:?} is not supported (htpasswd, token); refusing to serve an \
@@ -1362,6 +1381,32 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("minimumtls"), "{err}");
+    }
+
+    #[test]
+    fn token_requests_per_minute_has_a_default_and_a_variable() {
+        let yaml = "auth:\n  htpasswd:\n    path: /h\n";
+        assert_eq!(
+            from_yaml(yaml, &[]).unwrap().auth.tokenrequestsperminute,
+            600
+        );
+        let cfg = from_yaml(yaml, &[("REGISTRY_AUTH_TOKENREQUESTSPERMINUTE", "30")]).unwrap();
+        assert_eq!(cfg.auth.tokenrequestsperminute, 30);
+    }
+
+    #[test]
+    fn token_partial_chains_are_off_unless_set() {
+        let yaml = "auth:\n  token:\n    realm: https://auth.example/token\n    service: registry\n    issuer: auth.example\n    rootcertbundle: /certs/bundle.pem\n";
+        assert!(
+            !from_yaml(yaml, &[])
+                .unwrap()
+                .auth
+                .token
+                .unwrap()
+                .partialchain
+        );
+        let cfg = from_yaml(yaml, &[("REGISTRY_AUTH_TOKEN_PARTIALCHAIN", "true")]).unwrap();
+        assert!(cfg.auth.token.unwrap().partialchain);
     }
 
     #[test]

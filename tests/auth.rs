@@ -238,6 +238,72 @@ fn access_rules_allow_and_deny_each_kind_of_user() {
     assert_eq!(delete.status(), 202);
 }
 
+/// The `repositories` of a catalog response, and its `Link` header.
+fn catalog_of(caller: &Caller, url: &str) -> (Vec<String>, Option<String>) {
+    let r = caller.get(url);
+    assert_eq!(r.status(), 200, "{url}");
+    let link = r
+        .headers()
+        .get("link")
+        .map(|l| l.to_str().unwrap().to_string());
+    let body: serde_json::Value = r.json().unwrap();
+    let names = body["repositories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap().to_string())
+        .collect();
+    (names, link)
+}
+
+#[test]
+fn the_catalog_lists_only_what_the_caller_may_pull() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = start_with_users(
+        dir.path(),
+        &[("bob", "bob-pw"), ("admin", "admin-pw"), ("ci", "ci-pw")],
+        "  access:
+    - account: bob
+      repositories: ['bob/*']
+      actions: ['*']
+    - account: anonymous
+      repositories: ['public/*']
+      actions: [pull, catalog]
+    - account: admin
+      repositories: ['*']
+      actions: ['*']
+    - account: ci
+      repositories: ['*']
+      actions: [pull]
+",
+    );
+    let (bob, admin, ci) = (
+        basic("bob", "bob-pw"),
+        basic("admin", "admin-pw"),
+        basic("ci", "ci-pw"),
+    );
+    let all = ["a/x", "bob/1", "bob/2", "bob/3", "other/y", "public/p"];
+    for repo in all {
+        assert_eq!(admin.push_image(&reg, repo, "v1").status(), 201, "{repo}");
+    }
+    let catalog = reg.url("/v2/_catalog");
+    assert_eq!(catalog_of(&admin, &catalog).0, all);
+    // bob's rule names only bob/*: his catalog too, page by page with a Link to the next.
+    assert_eq!(catalog_of(&bob, &catalog).0, ["bob/1", "bob/2", "bob/3"]);
+    let (page, link) = catalog_of(&bob, &reg.url("/v2/_catalog?n=2"));
+    assert_eq!(page, ["bob/1", "bob/2"]);
+    let link = link.expect("a Link to the next page");
+    assert_eq!(link, r#"</v2/_catalog?n=2&last=bob%2F2>; rel="next""#);
+    let (page, link) = catalog_of(&bob, &reg.url("/v2/_catalog?n=2&last=bob%2F2"));
+    assert_eq!((page, link), (vec!["bob/3".to_string()], None));
+    // A page after a name bob cannot see starts at the next one he can.
+    let (page, _) = catalog_of(&bob, &reg.url("/v2/_catalog?n=1&last=a%2Fx"));
+    assert_eq!(page, ["bob/1"]);
+    // Anonymous callers see the public repositories; a user without the catalog action none.
+    assert_eq!(catalog_of(&anonymous(), &catalog).0, ["public/p"]);
+    assert_error(ci.get(&catalog), 403, "DENIED");
+}
+
 #[test]
 fn mounts_never_hand_out_blobs_of_repositories_the_caller_cannot_read() {
     let dir = tempfile::tempdir().unwrap();
@@ -330,6 +396,134 @@ fn repeated_failed_logins_are_refused_for_a_while() {
         200
     );
     assert_eq!(anonymous().get(&reg.url("/v2/")).status(), 401);
+}
+
+#[test]
+fn a_flood_of_wrong_logins_from_many_addresses_does_not_slow_logged_in_users() {
+    // The real binary on local disk, as reported: a cost-12 entry under attack and a user
+    // whose login is remembered pulling a 30 MiB blob.
+    let dir = tempfile::tempdir().unwrap();
+    let htpasswd = dir.path().join("htpasswd");
+    std::fs::write(
+        &htpasswd,
+        format!(
+            "alice:{}\nbob:{}\n",
+            bcrypt::hash("wonderland", 4).unwrap(),
+            bcrypt::hash("builder", 12).unwrap()
+        ),
+    )
+    .unwrap();
+    let config = dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "log:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:0\nauth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+            dir.path().join("storage").display(),
+            htpasswd.display()
+        ),
+    )
+    .unwrap();
+    let reg = common::BerthProcess::start(&config, &[]);
+    let alice = basic("alice", "wonderland");
+    let blob: Vec<u8> = (0..30 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let pushed = common::push_blob_as(&reg.url, "team/app", &blob, alice.authorization.as_deref());
+    assert_eq!(pushed.status(), 201);
+    let blob_url = format!("{}/v2/team/app/blobs/{}", reg.url, sha256(&blob));
+    let pull = || {
+        let started = std::time::Instant::now();
+        let r = alice.get(&blob_url);
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.bytes().unwrap().len(), blob.len());
+        started.elapsed()
+    };
+    pull();
+    let quiet = pull();
+
+    // 40 addresses × 10 concurrent wrong passwords for bob, each address on its own
+    // 127.0.0.x source address (loopback only), for as long as alice pulls.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let statuses = std::sync::Arc::new(std::sync::Mutex::new(
+        Vec::<(u16, Option<String>, String)>::new(),
+    ));
+    let mut flooders = Vec::new();
+    for a in 0..40u8 {
+        let source: std::net::IpAddr = format!("127.0.0.{}", 10 + a).parse().unwrap();
+        let client = reqwest::blocking::Client::builder()
+            .local_address(source)
+            .timeout(std::time::Duration::from_secs(20))
+            .build()
+            .unwrap();
+        for t in 0..10 {
+            let (client, stop, statuses) = (client.clone(), stop.clone(), statuses.clone());
+            let url = format!("{}/v2/", reg.url);
+            flooders.push(std::thread::spawn(move || {
+                // A new guess each time, as an attacker makes them (the same one twice at once
+                // would share one check).
+                for n in 0.. {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let wrong = basic("bob", &format!("guess-{a}-{t}-{n}"));
+                    let Ok(r) = client
+                        .get(&url)
+                        .header("Authorization", wrong.authorization.unwrap())
+                        .send()
+                    else {
+                        continue;
+                    };
+                    let status = r.status().as_u16();
+                    let retry = r
+                        .headers()
+                        .get("retry-after")
+                        .map(|v| v.to_str().unwrap().to_string());
+                    // A body cut off by the client's timeout has no code.
+                    let code = r
+                        .text()
+                        .ok()
+                        .filter(|body| !body.is_empty())
+                        .map_or_else(String::new, |body| common::error_code(&body));
+                    statuses.lock().unwrap().push((status, retry, code));
+                    // The attacker's machine is not this one: a short pause keeps 400 client
+                    // threads from taking the CPU the registry serves alice with.
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+            }));
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let slowest = (0..3).map(|_| pull()).max().unwrap();
+    // A remembered login checks nothing, so it does not wait for a password check either.
+    let started = std::time::Instant::now();
+    assert_eq!(alice.get(&format!("{}/v2/", reg.url)).status(), 200);
+    let login = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for f in flooders {
+        f.join().unwrap();
+    }
+    let statuses = statuses.lock().unwrap();
+    let refused: Vec<_> = statuses.iter().filter(|(s, ..)| *s == 429).collect();
+    // Generous for a machine shared with compilers: without the overall cap on password checks
+    // the pull did not finish within the client's 120 s.
+    assert!(
+        slowest < std::time::Duration::from_secs(5),
+        "a 30 MiB pull took {slowest:?} during the flood, {quiet:?} before it ({} flood \
+         answers, {} of them 429)",
+        statuses.len(),
+        refused.len()
+    );
+    assert!(
+        login < std::time::Duration::from_secs(5),
+        "login took {login:?}"
+    );
+    assert!(!refused.is_empty(), "the flood is refused");
+    // Each refusal is the spec's JSON error and says when to retry.
+    assert!(
+        refused
+            .iter()
+            .all(|(_, retry, code)| retry.is_some() && code == "TOOMANYREQUESTS"),
+        "{refused:?}"
+    );
+    assert!(statuses.iter().all(|(s, ..)| *s == 401 || *s == 429));
 }
 
 #[test]
@@ -475,6 +669,28 @@ fn the_htpasswd_command_adds_changes_and_removes_users_of_a_running_registry() {
     let out = htpasswd_cli(&file, "alice", None);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no user"));
+}
+
+#[test]
+fn passwords_longer_than_bcrypt_hashes_are_refused_by_the_command_and_at_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("users");
+    let long = "x".repeat(73);
+    let out = htpasswd_cli(&file, "alice", Some(&long));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("72"), "{stderr}");
+    assert!(!file.exists(), "nothing written");
+
+    // An entry made elsewhere (htpasswd -B) from a 72-character password: bcrypt alone would
+    // let that password with any suffix in.
+    let exact = "p".repeat(72);
+    let reg = start_with_users(dir.path(), &[("alice", &exact)], "");
+    assert_eq!(basic("alice", &exact).get(&reg.url("/v2/")).status(), 200);
+    for suffix in ["x", "-and-anything-else"] {
+        let r = basic("alice", &format!("{exact}{suffix}")).get(&reg.url("/v2/"));
+        assert_unauthorized(r);
+    }
 }
 
 #[test]

@@ -149,11 +149,17 @@ struct Issuer {
 
 /// berth as its own token server, with htpasswd users and access rules.
 fn start_issuer() -> Issuer {
+    start_issuer_with("")
+}
+
+/// The same, with `extra` YAML lines under `auth:`.
+fn start_issuer_with(extra: &str) -> Issuer {
     let dir = tempfile::tempdir().unwrap();
     let users: String = [
         ("alice", "alice-pw"),
         ("ci", "ci-pw"),
         ("admin", "admin-pw"),
+        ("bob", "bob-pw"),
     ]
     .iter()
     .map(|(u, p)| format!("{u}:{}\n", bcrypt::hash(p, 4).unwrap()))
@@ -171,7 +177,7 @@ fn start_issuer() -> Issuer {
     std::fs::write(
         &config,
         format!(
-            "log:\n  level: warn\nauth:\n  htpasswd:\n    path: {d}/htpasswd\n  token:\n    realm: {realm}\n    service: {SERVICE}\n    issuer: berth-test-issuer\n    signingkey: {d}/signing.pem\n    expiration: 5m\n  access:\n    - account: alice\n      repositories: ['team-a/*']\n      actions: [push]\n    - account: ci\n      repositories: ['*']\n      actions: [pull]\n    - account: anonymous\n      repositories: ['public/*']\n      actions: [pull]\n    - account: admin\n      repositories: ['*']\n      actions: ['*']\n",
+            "log:\n  level: warn\nauth:\n  htpasswd:\n    path: {d}/htpasswd\n  token:\n    realm: {realm}\n    service: {SERVICE}\n    issuer: berth-test-issuer\n    signingkey: {d}/signing.pem\n    expiration: 5m\n  access:\n    - account: alice\n      repositories: ['team-a/*']\n      actions: [push]\n    - account: ci\n      repositories: ['*']\n      actions: [pull]\n    - account: anonymous\n      repositories: ['public/*']\n      actions: [pull]\n    - account: admin\n      repositories: ['*']\n      actions: ['*']\n    - account: bob\n      repositories: ['bob/*']\n      actions: ['*']\n{extra}",
             d = dir.path().display()
         ),
     )
@@ -391,6 +397,77 @@ fn berth_issues_tokens_that_grant_what_the_rules_allow() {
         get(&reg.url("/v2/_catalog"), Some(&bearer(&token))).status(),
         401
     );
+}
+
+#[test]
+fn a_catalog_token_from_berth_lists_only_what_its_holder_may_pull() {
+    let issuer = start_issuer();
+    let reg = &issuer.reg;
+    for repo in ["bob/app", "public/base", "team-a/app"] {
+        let scope = format!("repository:{repo}:pull,push");
+        let token = token_of(fetch_token(&issuer, Some(("admin", "admin-pw")), &[&scope]));
+        assert_eq!(push_image(reg, repo, "v1", &bearer(&token)).status(), 201);
+    }
+    let list = |user: (&str, &str)| -> Vec<String> {
+        let token = token_of(fetch_token(&issuer, Some(user), &["registry:catalog:*"]));
+        assert_eq!(
+            payload(&token)["access"],
+            json!([{"type": "registry", "name": "catalog", "actions": ["*"]}]),
+            "{user:?} may list the catalog"
+        );
+        let r = get(&reg.url("/v2/_catalog"), Some(&bearer(&token)));
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().unwrap();
+        serde_json::from_value(body["repositories"].clone()).unwrap()
+    };
+    // bob's rules (`bob/*`, every action) grant him the catalog scope, which shows him bob/*.
+    assert_eq!(list(("bob", "bob-pw")), ["bob/app"]);
+    assert_eq!(
+        list(("admin", "admin-pw")),
+        ["bob/app", "public/base", "team-a/app"]
+    );
+    // ci may pull everything but not list: no catalog scope, so the token does not do.
+    let token = token_of(fetch_token(
+        &issuer,
+        Some(("ci", "ci-pw")),
+        &["registry:catalog:*"],
+    ));
+    let r = get(&reg.url("/v2/_catalog"), Some(&bearer(&token)));
+    assert!(challenge(&r).contains(r#"error="insufficient_scope""#));
+    assert_error(r, 401, "UNAUTHORIZED");
+}
+
+#[test]
+fn token_requests_are_limited_per_address() {
+    let issuer = start_issuer_with("  tokenrequestsperminute: 5\n");
+    let scope = ["repository:public/base:pull"];
+    for _ in 0..5 {
+        token_of(fetch_token(&issuer, None, &scope));
+    }
+    // The sixth in the minute is refused before any work, logged in or not.
+    for user in [None, Some(("admin", "admin-pw"))] {
+        let r = fetch_token(&issuer, user, &scope);
+        let retry: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&retry), "Retry-After {retry}");
+        assert_error(r, 429, "TOOMANYREQUESTS");
+    }
+    // Another address has its own allowance.
+    let other = reqwest::blocking::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let r = other
+        .get(format!(
+            "{}?service={SERVICE}&scope=repository%3Apublic%2Fbase%3Apull",
+            issuer.realm
+        ))
+        .send()
+        .unwrap();
+    token_of(r);
 }
 
 #[test]
@@ -620,5 +697,56 @@ fn tokens_of_an_external_token_server_are_checked_against_its_root_certificates(
         challenge(&r)
     );
     assert!(challenge(&r).contains(r#"error="insufficient_scope""#));
+    assert_error(r, 401, "UNAUTHORIZED");
+}
+
+#[test]
+fn a_mutual_tls_client_certificate_of_a_bundle_ca_cannot_sign_tokens() {
+    // One CA for everything, as `berth certs` makes it: the token server's root, and the
+    // issuer of mutual-TLS client certificates (clientAuth only) handed to CI machines.
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let made = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["certs", "--client", "ci", "--out"])
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let config = dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "log:\n  level: warn\nauth:\n  token:\n    realm: https://auth.example/token\n    service: {SERVICE}\n    issuer: auth.example\n    rootcertbundle: {}/ca.crt\n",
+            certs.display()
+        ),
+    )
+    .unwrap();
+    let reg = TestRegistry::builder().config_file(&config).start();
+
+    // The CI machine signs itself a token for everything with its TLS client key.
+    let client_cert = X509::from_pem(&std::fs::read(certs.join("ci.crt")).unwrap()).unwrap();
+    let client_key =
+        PKey::private_key_from_pem(&std::fs::read(certs.join("ci.key")).unwrap()).unwrap();
+    let x5c = vec![base64::engine::general_purpose::STANDARD.encode(client_cert.to_der().unwrap())];
+    let everything = json!([{"type": "repository", "name": "anything", "actions": ["*"]}]);
+    let forged = sign(
+        &client_key,
+        None,
+        Some(x5c),
+        &claims("auth.example", SERVICE, everything, 300),
+    );
+    let r = common::request_as(
+        Method::POST,
+        &reg.url("/v2/anything/blobs/uploads/"),
+        Some(&bearer(&forged)),
+    )
+    .send()
+    .unwrap();
+    assert!(
+        challenge(&r).contains(r#"error="invalid_token""#),
+        "{} {:?}",
+        r.status(),
+        challenge(&r)
+    );
     assert_error(r, 401, "UNAUTHORIZED");
 }

@@ -257,7 +257,7 @@ impl From<AuthError> for ApiError {
                     .with_header(WWW_AUTHENTICATE, challenge)
             }
             AuthError::Denied(_) => ApiError::new(StatusCode::FORBIDDEN, "DENIED", message),
-            AuthError::TooManyAttempts(wait) => {
+            AuthError::TooManyAttempts(wait) | AuthError::Overloaded { wait, .. } => {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", message)
                     .with_header(RETRY_AFTER, crate::auth::whole_seconds(wait).to_string())
             }

@@ -192,7 +192,7 @@ async fn dispatch(
     let method = req.method().clone();
     match endpoint {
         Endpoint::Base => Ok(base::get()),
-        Endpoint::Catalog => catalog::get(reg, &query).await,
+        Endpoint::Catalog => catalog::get(&state, &req, &query).await,
         Endpoint::Tags { repo } => tags::get(reg, &repo, &query).await,
         Endpoint::Referrers { repo, digest } => referrers::get(reg, &repo, &digest, &query).await,
         Endpoint::Blob { repo, digest } => match method {

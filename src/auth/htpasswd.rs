@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest as _, Sha256};
@@ -22,6 +22,9 @@ use thiserror::Error;
 const REMEMBER_FOR: Duration = Duration::from_secs(120);
 /// How often the file's modification time is looked at.
 const STAT_EVERY: Duration = Duration::from_secs(1);
+/// bcrypt only hashes a password's first 72 bytes: a longer one would log in with any suffix
+/// (or none), so `berth htpasswd` refuses to set one and logins with one are refused.
+pub const MAX_PASSWORD_BYTES: usize = 72;
 
 #[derive(Debug, Error)]
 pub enum HtpasswdError {
@@ -45,11 +48,17 @@ pub enum HtpasswdError {
     Malformed { path: PathBuf, line: usize },
 }
 
+/// A check under way: the user and the password's fingerprint.
+type CheckKey = (String, [u8; 32]);
+
 /// The users of one htpasswd file.
 pub struct Htpasswd {
     path: PathBuf,
     users: RwLock<Users>,
     remembered: Mutex<HashMap<String, Remembered>>,
+    /// Checks under way, by user and fingerprint: the same credentials arriving again meanwhile
+    /// (a CI fleet starting at once) wait for that check rather than hashing again.
+    in_flight: Mutex<HashMap<CheckKey, Arc<tokio::sync::OnceCell<bool>>>>,
     /// Per process, so that remembered fingerprints mean nothing outside it.
     salt: [u8; 32],
 }
@@ -149,6 +158,7 @@ impl Htpasswd {
             path: path.to_path_buf(),
             users: RwLock::new(users),
             remembered: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
             salt,
         })
     }
@@ -212,6 +222,9 @@ impl Htpasswd {
     /// Whether `user` has `password`. Blocks for a bcrypt check unless a recent success is
     /// remembered: call it off the event loop (see [`Htpasswd::verify_remembered`]).
     pub fn verify(&self, user: &str, password: &str) -> bool {
+        if password.len() > MAX_PASSWORD_BYTES {
+            return false;
+        }
         self.refresh();
         let hash = {
             let users = self.users.read().expect("not poisoned");
@@ -276,8 +289,63 @@ impl Htpasswd {
         })
     }
 
+    /// The check of `user`'s `password` shared by every request that asks meanwhile: the
+    /// first to call [`SharedCheck::result`] runs it, the others wait for its answer.
+    pub fn shared_check(&self, user: &str, password: &str) -> SharedCheck<'_> {
+        let key = (user.to_string(), self.fingerprint(password));
+        let cell = self
+            .in_flight
+            .lock()
+            .expect("not poisoned")
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        SharedCheck {
+            users: self,
+            key,
+            cell,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn checks_in_flight(&self) -> usize {
+        self.in_flight.lock().expect("not poisoned").len()
+    }
+
     pub fn user_count(&self) -> usize {
         self.users.read().expect("not poisoned").hashes.len()
+    }
+}
+
+/// One check of one user's password, shared (see [`Htpasswd::shared_check`]).
+pub struct SharedCheck<'a> {
+    users: &'a Htpasswd,
+    key: CheckKey,
+    cell: Arc<tokio::sync::OnceCell<bool>>,
+}
+
+impl SharedCheck<'_> {
+    /// The answer: `check`'s, run here unless another request's check gave it or gives it
+    /// meanwhile. If `check` fails (it was refused before hashing), nothing is answered and a
+    /// request still waiting runs its own.
+    pub async fn result<E, F>(&self, check: F) -> Result<bool, E>
+    where
+        F: std::future::Future<Output = Result<bool, E>>,
+    {
+        self.cell.get_or_try_init(|| check).await.copied()
+    }
+}
+
+impl Drop for SharedCheck<'_> {
+    fn drop(&mut self) {
+        // Forgotten once answered (or abandoned): later requests ask the remembered successes.
+        let mut in_flight = self.users.in_flight.lock().expect("not poisoned");
+        if in_flight
+            .get(&self.key)
+            .is_some_and(|cell| Arc::ptr_eq(cell, &self.cell))
+        {
+            in_flight.remove(&self.key);
+        }
     }
 }
 
@@ -360,6 +428,13 @@ fn edit_file(args: &HtpasswdArgs) -> Result<String, String> {
         let password = password.trim_end_matches(['\r', '\n']);
         if password.is_empty() {
             return Err("empty password (give it on standard input)".into());
+        }
+        if password.len() > MAX_PASSWORD_BYTES {
+            return Err(format!(
+                "the password is {} bytes long; bcrypt ignores everything after byte \
+                 {MAX_PASSWORD_BYTES}, so berth refuses longer ones",
+                password.len()
+            ));
         }
         Some(bcrypt::hash(password, args.cost).map_err(|e| format!("bcrypt: {e}"))?)
     };
@@ -449,6 +524,18 @@ mod tests {
         assert_eq!(users.verify_remembered("alice", "one"), None);
         assert!(!users.verify("alice", "one"));
         assert!(users.verify("alice", "two"));
+    }
+
+    #[test]
+    fn passwords_longer_than_bcrypt_hashes_are_refused() {
+        let exact = "p".repeat(MAX_PASSWORD_BYTES);
+        let (_d, path) = file_with(&format!("alice:{}\n", bcrypt::hash(&exact, 4).unwrap()));
+        let users = Htpasswd::open(&path).unwrap();
+        assert!(users.verify("alice", &exact), "72 bytes are all hashed");
+        // bcrypt alone would accept these: it never sees byte 73 on.
+        assert!(bcrypt::verify(format!("{exact}x"), &bcrypt::hash(&exact, 4).unwrap()).unwrap());
+        assert!(!users.verify("alice", &format!("{exact}x")));
+        assert!(!users.verify("alice", &format!("{exact}anything at all")));
     }
 
     #[test]

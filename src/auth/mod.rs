@@ -10,6 +10,7 @@
 
 pub mod access;
 pub mod htpasswd;
+mod issue;
 pub mod throttle;
 pub mod token;
 
@@ -22,7 +23,8 @@ use thiserror::Error;
 
 pub use access::{AccessRules, Identity, Permission};
 use htpasswd::Htpasswd;
-use throttle::Throttle;
+pub use issue::IssuedToken;
+use throttle::{Refusal, Throttle};
 use token::{Access, Grant, TokenIssuer, TokenVerifier};
 
 use crate::config::AuthConfig;
@@ -38,12 +40,16 @@ pub enum AuthError {
     /// Too many failed logins from this address: 429 with `Retry-After`.
     #[error("too many failed logins from this address; retry in {} s", whole_seconds(*.0))]
     TooManyAttempts(Duration),
+    /// No capacity for costly work now (password checks overall, token requests from this
+    /// address): 429 with `Retry-After`; nothing was hashed or signed.
+    #[error("{reason}; retry in {} s", whole_seconds(*wait))]
+    Overloaded {
+        wait: Duration,
+        reason: &'static str,
+    },
     #[error("authentication set-up: {0}")]
     Setup(String),
 }
-
-/// The most scopes one token request is granted.
-const MAX_SCOPES: usize = 64;
 
 /// Seconds to wait, rounded up: a client waiting this long is not refused again.
 pub fn whole_seconds(wait: Duration) -> u64 {
@@ -86,7 +92,7 @@ enum Login {
         service: String,
         verifier: Box<TokenVerifier>,
         /// berth as its own token server: its users and its signing key.
-        issuer: Option<(Arc<Htpasswd>, TokenIssuer)>,
+        issuer: Option<(Arc<Htpasswd>, Arc<TokenIssuer>)>,
     },
 }
 
@@ -101,15 +107,10 @@ pub struct Auth {
     login: Login,
     rules: AccessRules,
     throttle: Throttle,
+    /// Token requests per address (each costs a signature).
+    token_requests: Throttle,
     /// berth's own token endpoint: the realm's path, when berth issues tokens.
     issuer_path: Option<String>,
-}
-
-/// A token handed out by berth's own token server.
-pub struct IssuedToken {
-    pub token: String,
-    pub expires_in: Duration,
-    pub issued_at: SystemTime,
 }
 
 impl Auth {
@@ -135,7 +136,7 @@ impl Auth {
                     verifier,
                     issuer: users
                         .zip(issuer)
-                        .map(|((_, users), issuer)| (users, issuer)),
+                        .map(|((_, users), issuer)| (users, Arc::new(issuer))),
                 }
             }
         };
@@ -151,7 +152,8 @@ impl Auth {
         Ok(Some(Auth {
             login,
             rules,
-            throttle: Throttle::new(config.failedloginsperminute),
+            throttle: Throttle::new(config.failedloginsperminute, password_checks_at_once()),
+            token_requests: Throttle::new(config.tokenrequestsperminute, usize::MAX),
             issuer_path,
         }))
     }
@@ -260,6 +262,27 @@ impl Auth {
         }
     }
 
+    /// Whether `principal`, allowed to list the catalog, sees `repo` in it: exactly the
+    /// repositories it may pull. A token berth issued is read through the access rules for its
+    /// subject (its `registry:catalog:*` only says the rules let the subject list); one from an
+    /// external token server lists every repository, as that server decided.
+    pub fn lists(&self, principal: &Principal, repo: &str) -> bool {
+        match &principal.grant {
+            Some(grant) if grant.issued_here => {
+                // berth's issuer names anonymous callers `-` (Identity::name).
+                let subject = match grant.subject.as_str() {
+                    "-" => Identity::Anonymous,
+                    user => Identity::User(user.to_string()),
+                };
+                self.rules.allows(&subject, Permission::Pull, Some(repo))
+            }
+            Some(_) => true,
+            None => self
+                .rules
+                .allows(&principal.identity, Permission::Pull, Some(repo)),
+        }
+    }
+
     fn token_allows(&self, grant: &Grant, needs: &Needs<'_>) -> bool {
         scopes(needs).iter().all(|wanted| {
             wanted
@@ -327,102 +350,6 @@ impl Auth {
             message,
         })
     }
-
-    /// The path of berth's own token endpoint (the realm's path), when berth issues tokens.
-    pub fn issuer_path(&self) -> Option<&str> {
-        self.issuer_path.as_deref()
-    }
-
-    /// berth's token server: checks the `Basic` credentials if any (none: anonymous) and grants
-    /// the requested scopes as far as the access rules allow.
-    pub async fn issue_token(
-        &self,
-        peer: Option<IpAddr>,
-        authorization: Option<&str>,
-        scopes: &[&str],
-    ) -> Result<IssuedToken, AuthError> {
-        let Login::Token {
-            issuer: Some((_, issuer)),
-            ..
-        } = &self.login
-        else {
-            return Err(AuthError::Setup("berth does not issue tokens here".into()));
-        };
-        if authorization.is_some_and(|a| !is_basic(a)) {
-            return Err(AuthError::Unauthorized {
-                challenge: "Basic realm=\"berth token server\"".into(),
-                message: "the token server takes Basic credentials".into(),
-            });
-        }
-        let no_needs = Needs {
-            permission: None,
-            repo: None,
-        };
-        let identity = match self.identify(peer, authorization, &no_needs).await {
-            Ok(Caller::User(user)) => Identity::User(user),
-            Ok(_) => Identity::Anonymous,
-            Err(AuthError::Unauthorized { message, .. }) => {
-                return Err(AuthError::Unauthorized {
-                    challenge: "Basic realm=\"berth token server\"".into(),
-                    message,
-                })
-            }
-            Err(e) => return Err(e),
-        };
-        let granted: Vec<Access> = scopes
-            .iter()
-            .flat_map(|s| s.split(' '))
-            // Clients ask for a handful; a token naming thousands would be refused anyway.
-            .take(MAX_SCOPES)
-            .filter_map(Access::parse_scope)
-            .filter_map(|wanted| self.grant(&identity, wanted))
-            .collect();
-        let now = SystemTime::now();
-        let token = issuer
-            .issue(identity.name(), &granted, now)
-            .map_err(|e| AuthError::Setup(e.to_string()))?;
-        Ok(IssuedToken {
-            token,
-            expires_in: issuer.expiration(),
-            issued_at: now,
-        })
-    }
-
-    /// The part of `wanted` the rules allow `identity`; `None` when nothing is.
-    fn grant(&self, identity: &Identity, wanted: Access) -> Option<Access> {
-        let actions: Vec<String> = match wanted.kind.as_str() {
-            "repository" => {
-                let all = ["pull", "push", "delete"];
-                let asked: Vec<&str> = if wanted.actions.iter().any(|a| a == "*") {
-                    all.to_vec()
-                } else {
-                    wanted.actions.iter().map(String::as_str).collect()
-                };
-                asked
-                    .into_iter()
-                    .filter(|a| {
-                        let permission = match *a {
-                            "pull" => Permission::Pull,
-                            "push" => Permission::Push,
-                            "delete" => Permission::Delete,
-                            _ => return false,
-                        };
-                        self.rules.allows(identity, permission, Some(&wanted.name))
-                    })
-                    .map(str::to_string)
-                    .collect()
-            }
-            "registry" if wanted.name == "catalog" => {
-                if self.rules.allows(identity, Permission::Catalog, None) {
-                    vec!["*".to_string()]
-                } else {
-                    Vec::new()
-                }
-            }
-            _ => Vec::new(),
-        };
-        (!actions.is_empty()).then_some(Access { actions, ..wanted })
-    }
 }
 
 /// The token scopes a request needs (the challenge's `scope`, and what a token must grant).
@@ -466,7 +393,8 @@ fn scope_text(access: &Access) -> String {
 
 /// Checks `Basic` credentials (`base64(user:password)`): the user's name, or why not. A recent
 /// success is remembered; otherwise the bcrypt check runs on the blocking pool, guarded by the
-/// throttle (`Err(TooManyAttempts)` when the address is locked out).
+/// throttle (`Err(TooManyAttempts)` when the address is locked out, `Err(Overloaded)` when too
+/// many checks run already).
 async fn check_password(
     users: &Arc<Htpasswd>,
     credentials: &str,
@@ -483,20 +411,47 @@ async fn check_password(
     let Some((user, password)) = decoded.split_once(':') else {
         return malformed();
     };
+    // Refused before any work: bcrypt would ignore the bytes past the 72nd (see htpasswd).
+    if password.len() > htpasswd::MAX_PASSWORD_BYTES {
+        return Ok(Err(format!(
+            "passwords longer than {} bytes are refused",
+            htpasswd::MAX_PASSWORD_BYTES
+        )));
+    }
     if users.verify_remembered(user, password) == Some(true) {
         return Ok(Ok(user.to_string()));
     }
-    let attempt = throttle.begin(peer).map_err(AuthError::TooManyAttempts)?;
-    let (users, name, password) = (users.clone(), user.to_string(), password.to_string());
-    let ok = actix_web::web::block(move || users.verify(&name, &password))
-        .await
-        .unwrap_or(false);
+    // The same credentials checked by another request meanwhile get its answer: a burst of
+    // fresh logins with one password costs one bcrypt check, not a refusal by the cap.
+    let shared = users.shared_check(user, password);
+    let ok = shared
+        .result(async {
+            let attempt = throttle.begin(peer).map_err(|refusal| match refusal {
+                Refusal::Exhausted(wait) => AuthError::TooManyAttempts(wait),
+                Refusal::Busy(wait, reason) => AuthError::Overloaded { wait, reason },
+            })?;
+            let (users, name, password) = (users.clone(), user.to_string(), password.to_string());
+            let ok = actix_web::web::block(move || users.verify(&name, &password))
+                .await
+                .unwrap_or(false);
+            if !ok {
+                attempt.failed();
+            }
+            Ok(ok)
+        })
+        .await?;
     if ok {
         Ok(Ok(user.to_string()))
     } else {
-        attempt.failed();
         Ok(Err("wrong user name or password".to_string()))
     }
+}
+
+/// Password checks allowed at once overall: bcrypt is pure CPU, so about one per core; more
+/// only slow everything else down, the requests of users already logged in included, and make
+/// every check slower. (Half the cores was measured no kinder to a concurrent pull here.)
+fn password_checks_at_once() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from)
 }
 
 /// `("basic", rest)` from `Basic rest`; the scheme lower-cased.
@@ -556,6 +511,45 @@ mod tests {
         assert_eq!(split_scheme("bearer  x.y.z "), Some(("bearer", "x.y.z")));
         assert_eq!(split_scheme("Digest x"), None);
         assert_eq!(quoted(r#"a "b" \c"#), r#""a \"b\" \\c""#);
+    }
+
+    #[actix_web::test]
+    async fn concurrent_checks_of_the_same_credentials_share_one_bcrypt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("htpasswd");
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        std::fs::write(&path, format!("alice:{hash}\nbob:{hash}\n")).unwrap();
+        let users = Arc::new(Htpasswd::open(&path).unwrap());
+        // Room for one check at a time: a second one of its own would be refused.
+        let throttle = Throttle::new(10, 1);
+        let basic =
+            |u: &str, p: &str| base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+        let (alice, bob) = (basic("alice", "pw"), basic("bob", "pw"));
+        let peer = Some(IpAddr::from([10, 0, 0, 1]));
+        let (a, b, c) = futures_util::join!(
+            check_password(&users, &alice, &throttle, peer),
+            check_password(&users, &alice, &throttle, peer),
+            check_password(&users, &bob, &throttle, peer),
+        );
+        assert_eq!(a.unwrap(), Ok("alice".to_string()));
+        assert_eq!(
+            b.unwrap(),
+            Ok("alice".to_string()),
+            "waited for the first check"
+        );
+        assert!(
+            matches!(c, Err(AuthError::Overloaded { .. })),
+            "other credentials are not shared: {:?}",
+            c.map_err(|e| e.to_string())
+        );
+        // Wrong passwords are shared alike, and count once.
+        let wrong = basic("bob", "guess");
+        let (d, e) = futures_util::join!(
+            check_password(&users, &wrong, &throttle, peer),
+            check_password(&users, &wrong, &throttle, peer),
+        );
+        assert!(d.unwrap().is_err() && e.unwrap().is_err());
+        assert_eq!(users.checks_in_flight(), 0, "nothing left behind");
     }
 
     #[test]

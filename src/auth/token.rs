@@ -2,7 +2,8 @@
 //!
 //! This module owns:
 //! - **verifying** the compact-JWS tokens a token server hands out ([`TokenVerifier`]): the
-//!   signing key is found from the header's `x5c` chain (checked against `rootcertbundle`), or
+//!   signing key is found from the header's `x5c` chain (checked against `rootcertbundle`, and
+//!   its leaf must be a certificate meant for signing: [`chain`]), or
 //!   by `kid` among the trusted keys (the `rootcertbundle` certificates' keys under their libtrust
 //!   key IDs, the `jwks` keys under their `kid`, berth's own signing key); then the signature,
 //!   `iss`, `aud`, `exp`/`nbf` are checked, and `sub` + `access` become a [`Grant`];
@@ -21,7 +22,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine;
 use openssl::bn::BigNum;
@@ -32,10 +33,7 @@ use openssl::nid::Nid;
 use openssl::pkey::{Id, PKey, Private, Public};
 use openssl::rsa::{Padding, Rsa};
 use openssl::sign::{RsaPssSaltlen, Signer, Verifier};
-use openssl::stack::Stack;
-use openssl::x509::store::X509StoreBuilder;
-use openssl::x509::verify::{X509VerifyFlags, X509VerifyParam};
-use openssl::x509::{X509StoreContext, X509};
+use openssl::x509::X509;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
@@ -114,6 +112,9 @@ impl Access {
 pub struct Grant {
     pub subject: String,
     pub access: Vec<Access>,
+    /// Signed with berth's own `signingkey`: berth's issuer granted it from the access rules,
+    /// so what the rules say of `subject` still holds (the catalog is filtered by them).
+    pub issued_here: bool,
 }
 
 impl Grant {
@@ -375,9 +376,11 @@ pub struct TokenVerifier {
     issuer: String,
     service: String,
     /// Trust anchors for `x5c` chains: the `rootcertbundle` certificates.
-    roots: Vec<X509>,
+    anchors: chain::Anchors,
     /// Keys trusted by `kid`.
     keys: HashMap<String, TrustedKey>,
+    /// The `kid` of berth's own signing key, when berth issues tokens.
+    own_kid: Option<String>,
 }
 
 impl TokenVerifier {
@@ -385,8 +388,12 @@ impl TokenVerifier {
         let mut verifier = TokenVerifier {
             issuer: config.issuer.clone(),
             service: config.service.clone(),
-            roots: Vec::new(),
+            anchors: chain::Anchors {
+                certs: Vec::new(),
+                partial_chain: config.partialchain,
+            },
             keys: HashMap::new(),
+            own_kid: None,
         };
         if let Some(path) = &config.rootcertbundle {
             let pem = std::fs::read(path)
@@ -408,7 +415,7 @@ impl TokenVerifier {
                 })?;
                 let kid = libtrust_key_id(&key)?;
                 verifier.trust(kid, TrustedKey { key, alg: None })?;
-                verifier.roots.push(cert);
+                verifier.anchors.certs.push(cert);
             }
         }
         if let Some(path) = &config.jwks {
@@ -429,6 +436,7 @@ impl TokenVerifier {
                     alg: Some(issuer.alg.name().to_string()),
                 },
             )?;
+            verifier.own_kid = Some(issuer.kid.clone());
         }
         if verifier.keys.is_empty() {
             return Err(self::config(
@@ -501,7 +509,7 @@ impl TokenVerifier {
             return Err(invalid("no signature"));
         }
 
-        let key = self.signing_key(&header, alg, now)?;
+        let (key, issued_here) = self.signing_key(&header, alg, now)?;
         alg.check_key(&key)?;
         let message = &token[..header_b64.len() + 1 + claims_b64.len()];
         if !alg.verify(&key, message.as_bytes(), &signature) {
@@ -515,20 +523,22 @@ impl TokenVerifier {
         Ok(Grant {
             subject: claims.sub.unwrap_or_default(),
             access: claims.access,
+            issued_here,
         })
     }
 
     /// Finds the key that must have signed the token, the way distribution does: the `x5c`
     /// chain if there is one, else the trusted key named by `kid`, else (with only a `jwk`) the
     /// trusted key with that JWK's ID. A key carried in the token is never trusted by itself.
+    /// Also says whether the key is berth's own signing key.
     fn signing_key(
         &self,
         header: &Header,
         alg: Algorithm,
         now: SystemTime,
-    ) -> Result<PKey<Public>, TokenError> {
+    ) -> Result<(PKey<Public>, bool), TokenError> {
         if let Some(x5c) = &header.x5c {
-            return self.verify_chain(x5c, now);
+            return Ok((self.anchors.verify(x5c, now)?, false));
         }
         let kid = match (&header.kid, &header.jwk) {
             (Some(kid), _) => kid.clone(),
@@ -556,67 +566,10 @@ impl TokenVerifier {
                 )));
             }
         }
-        Ok(trusted.key.clone())
-    }
-
-    /// Verifies an `x5c` chain (leaf first, base64 DER) up to one of the `rootcertbundle`
-    /// certificates, valid at `now`, and returns the leaf's key.
-    fn verify_chain(&self, x5c: &[String], now: SystemTime) -> Result<PKey<Public>, TokenError> {
-        if self.roots.is_empty() {
-            return Err(invalid(
-                "x5c chain, but no rootcertbundle to verify it against",
-            ));
-        }
-        let mut certs = x5c.iter().enumerate().map(|(i, b64)| {
-            let der = STANDARD
-                .decode(b64)
-                .map_err(|_| invalid(format!("x5c certificate {i} is not base64")))?;
-            X509::from_der(&der).map_err(|_| invalid(format!("x5c certificate {i} is not X.509")))
-        });
-        let leaf = certs.next().ok_or_else(|| invalid("empty x5c chain"))??;
-        let mut intermediates = Stack::new().map_err(|e| invalid(format!("openssl: {e}")))?;
-        for cert in certs {
-            intermediates
-                .push(cert?)
-                .map_err(|e| invalid(format!("openssl: {e}")))?;
-        }
-
-        // A store per verification, since the check time is a property of the store; adding
-        // the roots only takes references.
-        type Verified = Result<(), openssl::x509::X509VerifyResult>;
-        let verified = (|| -> Result<Verified, openssl::error::ErrorStack> {
-            let mut store = X509StoreBuilder::new()?;
-            for root in &self.roots {
-                store.add_cert(root.clone())?;
-            }
-            let mut param = X509VerifyParam::new()?;
-            // Like Go's x509 (distribution), a certificate in the bundle is a trust anchor even
-            // when it is not self-signed (an intermediate CA, or the signing certificate itself).
-            param.set_flags(X509VerifyFlags::PARTIAL_CHAIN)?;
-            param.set_time(unix_seconds(now).floor() as libc::time_t);
-            store.set_param(&param)?;
-            let store = store.build();
-            let mut context = X509StoreContext::new()?;
-            context.init(&store, &leaf, &intermediates, |c| {
-                Ok(if c.verify_cert()? {
-                    Ok(())
-                } else {
-                    Err(c.error())
-                })
-            })
-        })();
-        match verified {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                return Err(invalid(format!(
-                    "x5c chain not trusted: {}",
-                    e.error_string()
-                )))
-            }
-            Err(e) => return Err(invalid(format!("x5c chain not verified: {e}"))),
-        }
-        leaf.public_key()
-            .map_err(|_| invalid("x5c leaf certificate has an unusable public key"))
+        Ok((
+            trusted.key.clone(),
+            self.own_kid.as_deref() == Some(kid.as_str()),
+        ))
     }
 
     fn check_claims(&self, claims: &Claims, now: SystemTime) -> Result<(), TokenError> {
@@ -891,5 +844,6 @@ impl TokenIssuer {
     }
 }
 
+mod chain;
 #[cfg(test)]
 mod tests;

@@ -60,8 +60,15 @@ impl Registry {
         Ok(paginate(tags, n, last))
     }
 
-    /// A page of the repository names that hold manifests, in lexical order.
-    pub async fn catalog(&self, n: Option<usize>, last: Option<&str>) -> Result<Page> {
+    /// A page of the repository names that hold manifests and that `visible` lets the caller
+    /// see, in lexical order. Names are filtered before the page is cut, so a page holds up to
+    /// `n` visible names and its `next_after` is one of them.
+    pub async fn catalog(
+        &self,
+        n: Option<usize>,
+        last: Option<&str>,
+        visible: impl Fn(&str) -> bool,
+    ) -> Result<Page> {
         let mut names = Vec::new();
         let mut stack: Vec<String> = vec![String::new()];
         while let Some(name) = stack.pop() {
@@ -71,7 +78,7 @@ impl Registry {
                 layout::repository(&name.parse()?)
             };
             let entries = self.storage.list_dirs(&prefix).await?;
-            if entries.iter().any(|e| e == "_manifests") {
+            if entries.iter().any(|e| e == "_manifests") && visible(&name) {
                 names.push(name.clone());
             }
             for child in entries.into_iter().filter(|e| !e.starts_with('_')) {

@@ -4,6 +4,7 @@
 
 use std::sync::OnceLock;
 
+use base64::engine::general_purpose::STANDARD;
 use openssl::asn1::Asn1Time;
 use openssl::bn::{BigNum, MsbOption};
 use openssl::ec::{EcGroup, EcKey};
@@ -275,6 +276,7 @@ fn setup() -> Setup {
         jwks: Some(jwks),
         signingkey: Some(signing),
         expiration: Duration::from_secs(300),
+        partialchain: false,
     };
     Setup { dir, config }
 }
@@ -442,6 +444,7 @@ fn the_specification_example_verifies_with_its_key() {
         jwks: Some(jwks),
         signingkey: None,
         expiration: Duration::from_secs(300),
+        partialchain: false,
     };
     let verifier = TokenVerifier::from_config(&config).unwrap();
     let then = UNIX_EPOCH + Duration::from_secs(1_415_387_100);
@@ -549,14 +552,21 @@ fn rs512_with_an_x5c_chain_through_an_intermediate() {
 }
 
 #[test]
-fn a_bundle_certificate_is_a_trust_anchor_even_if_not_self_signed() {
-    // As with Go's x509 roots: a bundle holding only the intermediate CA trusts its leaves.
+fn a_bundle_certificate_is_a_trust_anchor_even_if_not_self_signed_when_configured() {
+    // As with Go's x509 roots: with `partialchain`, a bundle holding only the intermediate CA
+    // trusts its leaves; without, only self-signed bundle certificates are anchors.
     let (mut s, k) = (setup(), keys());
     let bundle = s.dir.path().join("intermediate.pem");
     std::fs::write(&bundle, k.intermediate.to_pem().unwrap()).unwrap();
     s.config.rootcertbundle = Some(bundle);
-    let v = verifier(&s);
     let header = json!({"alg": "RS256", "x5c": x5c(&[&k.leaf_of_intermediate])});
+    refused(
+        &verifier(&s),
+        &sign(&header, &claims(), &k.leaf_key),
+        "x5c chain not trusted",
+    );
+    s.config.partialchain = true;
+    let v = verifier(&s);
     accepted(&v, &sign(&header, &claims(), &k.leaf_key));
     // And the root's leaves are no longer trusted.
     let header = json!({"alg": "RS256", "x5c": x5c(&[&k.leaf, &k.root])});
@@ -715,6 +725,7 @@ fn an_rsa_signing_key_issues_rs256_and_only_it_is_needed() {
         jwks: None,
         signingkey: Some(path),
         expiration: Duration::from_secs(60),
+        partialchain: false,
     };
     let issuer = TokenIssuer::from_config(&config).unwrap().unwrap();
     assert_eq!(issuer.algorithm(), Algorithm::RS256);
@@ -1157,6 +1168,7 @@ fn grants_allow() {
             Access::parse_scope("repository:team-a/app:push").unwrap(),
             Access::parse_scope("repository:team-b/app:*").unwrap(),
         ],
+        issued_here: false,
     };
     assert!(grant.allows("repository", "team-a/app", "pull"));
     assert!(grant.allows("repository", "team-a/app", "push"));
