@@ -1,0 +1,41 @@
+//! `health`: background checks reported on the debug listener and by `/v2/`.
+
+use serde::Deserialize;
+
+use super::values::duration;
+
+/// `health`: background checks reported on the debug listener and by `/v2/`.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct HealthConfig {
+    #[serde(default)]
+    pub storagedriver: StorageHealthConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct StorageHealthConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "default_health_interval", with = "duration")]
+    pub interval: std::time::Duration,
+    /// Consecutive failures before the backend is reported unhealthy.
+    #[serde(default = "default_health_threshold")]
+    pub threshold: u32,
+}
+
+impl Default for StorageHealthConfig {
+    fn default() -> Self {
+        StorageHealthConfig {
+            enabled: false,
+            interval: default_health_interval(),
+            threshold: default_health_threshold(),
+        }
+    }
+}
+
+fn default_health_interval() -> std::time::Duration {
+    std::time::Duration::from_secs(10)
+}
+
+fn default_health_threshold() -> u32 {
+    3
+}

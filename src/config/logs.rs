@@ -1,0 +1,59 @@
+//! `log`: level, access log, format and extra fields.
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+    // distribution's extra levels, mapped onto the nearest.
+    Panic,
+    Fatal,
+}
+
+impl LogLevel {
+    pub fn filter(self) -> log::LevelFilter {
+        match self {
+            LogLevel::Error | LogLevel::Panic | LogLevel::Fatal => log::LevelFilter::Error,
+            LogLevel::Warn => log::LevelFilter::Warn,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Debug => log::LevelFilter::Debug,
+            LogLevel::Trace => log::LevelFilter::Trace,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub level: LogLevel,
+    #[serde(default)]
+    pub accesslog: AccessLogConfig,
+    /// `text` (the default) or `json`: one JSON object per line.
+    #[serde(default)]
+    pub formatter: LogFormatter,
+    /// Fields added to every log line (`environment: staging`).
+    #[serde(default)]
+    pub fields: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormatter {
+    #[default]
+    Text,
+    Json,
+    /// distribution's logstash formatter: written as JSON.
+    Logstash,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct AccessLogConfig {
+    #[serde(default)]
+    pub disabled: bool,
+}

@@ -1,0 +1,175 @@
+//! `storage`: the driver's section (`filesystem`, `s3`, `inmemory`), `delete`, `redirect`,
+//! `cache` and `maintenance` (upload purging, read-only mode).
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::values::{duration, yes};
+
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct StorageConfig {
+    #[serde(default)]
+    pub filesystem: Option<FilesystemConfig>,
+    #[serde(default)]
+    pub s3: Option<S3Config>,
+    #[serde(default)]
+    pub delete: DeleteConfig,
+    #[serde(default)]
+    pub redirect: RedirectConfig,
+    #[serde(default)]
+    pub maintenance: MaintenanceConfig,
+    #[serde(default)]
+    pub cache: CacheConfig,
+}
+
+/// `storage.cache`: where blob descriptors (digest → size, media type; which repositories link
+/// a blob) are cached.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct CacheConfig {
+    /// `inmemory` or `redis` (which needs the `redis` section); none when absent.
+    #[serde(default)]
+    pub blobdescriptor: Option<BlobDescriptorCache>,
+    /// Entries kept by the in-memory cache.
+    #[serde(default = "default_blobdescriptorsize")]
+    pub blobdescriptorsize: usize,
+}
+
+fn default_blobdescriptorsize() -> usize {
+    10_000
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobDescriptorCache {
+    Inmemory,
+    Redis,
+}
+
+/// distribution's `storage.s3` keys. Credentials left out here come from the usual AWS
+/// environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, …).
+#[derive(Clone, Deserialize, Default)]
+pub struct S3Config {
+    #[serde(default)]
+    pub accesskey: Option<String>,
+    #[serde(default)]
+    pub secretkey: Option<String>,
+    #[serde(default)]
+    pub sessiontoken: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    /// An S3-compatible endpoint (`http://127.0.0.1:9000`); AWS's own when absent.
+    #[serde(default)]
+    pub regionendpoint: Option<String>,
+    pub bucket: String,
+    /// A prefix inside the bucket under which everything is kept.
+    #[serde(default)]
+    pub rootdirectory: Option<String>,
+    /// Address the bucket in the path (`endpoint/bucket/key`) rather than as a subdomain.
+    #[serde(default)]
+    pub forcepathstyle: bool,
+    /// Use HTTPS for an endpoint given without a scheme.
+    #[serde(default = "yes")]
+    pub secure: bool,
+    /// Accept any TLS certificate from the endpoint.
+    #[serde(default)]
+    pub skipverify: bool,
+    /// Multipart part size in bytes (at least 5 MiB, S3's minimum for all parts but the last).
+    #[serde(default = "default_chunksize")]
+    pub chunksize: u64,
+}
+
+/// Secrets are never printed, not even in debug output.
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("region", &self.region)
+            .field("regionendpoint", &self.regionendpoint)
+            .field("bucket", &self.bucket)
+            .field("rootdirectory", &self.rootdirectory)
+            .field("forcepathstyle", &self.forcepathstyle)
+            .field("secure", &self.secure)
+            .field("chunksize", &self.chunksize)
+            .finish_non_exhaustive()
+    }
+}
+
+/// S3's minimum size of a multipart part other than the last.
+pub const S3_MIN_PART: u64 = 5 * 1024 * 1024;
+
+fn default_chunksize() -> u64 {
+    10 * 1024 * 1024
+}
+
+/// `storage.redirect`: whether blob downloads may be redirected to the backend (presigned URLs).
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct RedirectConfig {
+    #[serde(default)]
+    pub disable: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct MaintenanceConfig {
+    #[serde(default)]
+    pub uploadpurging: UploadPurgingConfig,
+    #[serde(default)]
+    pub readonly: ReadOnlyConfig,
+}
+
+/// `storage.maintenance.readonly`: refuse every write (pushes, deletes) with a clear error.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct ReadOnlyConfig {
+    #[serde(default)]
+    pub enabled: bool,
+}
+
+/// `storage.maintenance.uploadpurging`: removal of uploads abandoned for longer than `age`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct UploadPurgingConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "default_purge_age", with = "duration")]
+    pub age: std::time::Duration,
+    #[serde(default = "default_purge_interval", with = "duration")]
+    pub interval: std::time::Duration,
+    #[serde(default)]
+    pub dryrun: bool,
+}
+
+impl Default for UploadPurgingConfig {
+    fn default() -> Self {
+        UploadPurgingConfig {
+            enabled: true,
+            age: default_purge_age(),
+            interval: default_purge_interval(),
+            dryrun: false,
+        }
+    }
+}
+
+fn default_purge_age() -> std::time::Duration {
+    std::time::Duration::from_secs(168 * 3600)
+}
+
+fn default_purge_interval() -> std::time::Duration {
+    std::time::Duration::from_secs(24 * 3600)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct FilesystemConfig {
+    #[serde(default = "default_root")]
+    pub rootdirectory: PathBuf,
+    /// berth's own key: sync data and directory entries before a write is acknowledged.
+    #[serde(default = "yes")]
+    pub fsync: bool,
+}
+
+pub(super) fn default_root() -> PathBuf {
+    PathBuf::from("/var/lib/registry")
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct DeleteConfig {
+    #[serde(default)]
+    pub enabled: bool,
+}

@@ -1,0 +1,363 @@
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn from_yaml(yaml: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yml");
+    std::fs::write(&path, yaml).unwrap();
+    Config::load(Some(&path), &env(vars))
+}
+
+#[test]
+fn the_default_config_loads() {
+    let cfg = Config::load(None, &env(&[])).unwrap();
+    assert_eq!(cfg.driver, Driver::Filesystem);
+    assert_eq!(
+        cfg.storage.filesystem.unwrap().rootdirectory,
+        PathBuf::from("./data")
+    );
+    assert_eq!(
+        cfg.http.socket_addr().unwrap().to_string(),
+        "127.0.0.1:5000"
+    );
+}
+
+#[test]
+fn environment_overrides_keys() {
+    let cfg = Config::load(
+        None,
+        &env(&[
+            ("REGISTRY_HTTP_ADDR", ":5001"),
+            ("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "/srv/reg"),
+            ("REGISTRY_STORAGE_DELETE_ENABLED", "true"),
+            ("REGISTRY_LOG_LEVEL", "debug"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(cfg.http.socket_addr().unwrap().to_string(), "0.0.0.0:5001");
+    assert_eq!(
+        cfg.storage.filesystem.unwrap().rootdirectory,
+        PathBuf::from("/srv/reg")
+    );
+    assert!(cfg.storage.delete.enabled);
+    assert_eq!(cfg.log.level, LogLevel::Debug);
+}
+
+#[test]
+fn trusted_proxies_and_connection_limits() {
+    let cfg = Config::load(None, &env(&[])).unwrap();
+    let defaults: Vec<String> = cfg
+        .http
+        .trustedproxies
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(defaults, ["127.0.0.0/8", "::1/128"]);
+    assert_eq!(cfg.http.maxconnections, 4096);
+    assert_eq!(cfg.http.maxconnectionsperaddress, 512);
+    assert_eq!(cfg.uploads.maxperrepository, 1000);
+    assert_eq!(cfg.uploads.maxperuser, 500);
+    assert_eq!(
+        cfg.uploads.idletimeout,
+        std::time::Duration::from_secs(3600)
+    );
+    let cfg = Config::load(
+        None,
+        &env(&[
+            ("REGISTRY_UPLOADS_MAXPERREPOSITORY", "7"),
+            ("REGISTRY_UPLOADS_MAXPERUSER", "3"),
+            ("REGISTRY_UPLOADS_IDLETIMEOUT", "10m"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(cfg.uploads.maxperrepository, 7);
+    assert_eq!(cfg.uploads.maxperuser, 3);
+    assert_eq!(cfg.uploads.idletimeout, std::time::Duration::from_secs(600));
+    let cfg = Config::load(
+        None,
+        &env(&[
+            ("REGISTRY_HTTP_TRUSTEDPROXIES", "10.0.0.0/8, 192.0.2.7"),
+            ("REGISTRY_HTTP_MAXCONNECTIONS", "100"),
+            ("REGISTRY_HTTP_MAXCONNECTIONSPERADDRESS", "10"),
+        ]),
+    )
+    .unwrap();
+    let set: Vec<String> = cfg
+        .http
+        .trustedproxies
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(set, ["10.0.0.0/8", "192.0.2.7/32"]);
+    assert_eq!(cfg.http.maxconnections, 100);
+    assert_eq!(cfg.http.maxconnectionsperaddress, 10);
+    let cfg = from_yaml("http:\n  trustedproxies: []\n", &[]).unwrap();
+    assert!(cfg.http.trustedproxies.is_empty());
+    let cfg = from_yaml("http:\n  trustedproxies: ['::1', 172.16.0.0/12]\n", &[]).unwrap();
+    assert_eq!(cfg.http.trustedproxies.len(), 2);
+    let err = from_yaml("http:\n  trustedproxies: [nginx]\n", &[]).unwrap_err();
+    assert!(err.to_string().contains("nginx"), "{err}");
+    let cfg = from_yaml("http:\n  forwardedheader: forwarded\n", &[]).unwrap();
+    assert_eq!(cfg.http.forwardedheader, ForwardedHeader::Forwarded);
+    assert!(from_yaml("http:\n  forwardedheader: x-real-ip\n", &[]).is_err());
+    for bad in [
+        "http:\n  maxconnections: 0\n",
+        "uploads:\n  idletimeout: 0s\n",
+    ] {
+        assert!(from_yaml(bad, &[]).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn distribution_style_file_with_inmemory() {
+    let cfg = from_yaml(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  inmemory:\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:0\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(cfg.driver, Driver::InMemory);
+    assert!(cfg.storage.delete.enabled);
+}
+
+#[test]
+fn driver_selector_variable() {
+    let cfg = Config::load(None, &env(&[("REGISTRY_STORAGE", "inmemory")])).unwrap();
+    assert_eq!(cfg.driver, Driver::InMemory);
+}
+
+#[test]
+fn s3_from_distribution_variables() {
+    let cfg = Config::load(
+        None,
+        &env(&[
+            ("REGISTRY_STORAGE", "s3"),
+            ("REGISTRY_STORAGE_S3_ACCESSKEY", "AKIA1"),
+            ("REGISTRY_STORAGE_S3_SECRETKEY", "very-secret"),
+            ("REGISTRY_STORAGE_S3_REGION", "eu-west-1"),
+            (
+                "REGISTRY_STORAGE_S3_REGIONENDPOINT",
+                "http://127.0.0.1:9000",
+            ),
+            ("REGISTRY_STORAGE_S3_BUCKET", "images"),
+            ("REGISTRY_STORAGE_S3_ROOTDIRECTORY", "/registry"),
+            ("REGISTRY_STORAGE_S3_FORCEPATHSTYLE", "true"),
+            ("REGISTRY_STORAGE_S3_SECURE", "false"),
+            ("REGISTRY_STORAGE_S3_CHUNKSIZE", "8388608"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(cfg.driver, Driver::S3);
+    let s3 = cfg.storage.s3.clone().unwrap();
+    assert_eq!(s3.bucket, "images");
+    assert_eq!(s3.accesskey.as_deref(), Some("AKIA1"));
+    assert_eq!(s3.regionendpoint.as_deref(), Some("http://127.0.0.1:9000"));
+    assert!(s3.forcepathstyle && !s3.secure && !s3.skipverify);
+    assert_eq!(s3.chunksize, 8 << 20);
+    assert!(!format!("{cfg:?}").contains("very-secret"));
+    let err = Config::load(
+        None,
+        &env(&[
+            ("REGISTRY_STORAGE", "s3"),
+            ("REGISTRY_STORAGE_S3_BUCKET", "b"),
+            ("REGISTRY_STORAGE_S3_CHUNKSIZE", "1024"),
+        ]),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("chunksize"), "{err}");
+}
+
+#[test]
+fn upload_purging_durations() {
+    let cfg = from_yaml(
+        "storage:\n  filesystem:\n    rootdirectory: /x\n  maintenance:\n    uploadpurging:\n      enabled: true\n      age: 1h30m\n      interval: 90s\n      dryrun: false\n",
+        &[],
+    )
+    .unwrap();
+    let purging = cfg.storage.maintenance.uploadpurging;
+    assert_eq!(purging.age, std::time::Duration::from_secs(5400));
+    assert_eq!(purging.interval, std::time::Duration::from_secs(90));
+    let default = Config::load(None, &env(&[])).unwrap();
+    assert_eq!(
+        default.storage.maintenance.uploadpurging.age,
+        std::time::Duration::from_secs(168 * 3600)
+    );
+    let err = from_yaml(
+        "storage:\n  maintenance:\n    uploadpurging:\n      age: soon\n",
+        &[],
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("duration"), "{err}");
+}
+
+#[test]
+fn auth_and_tls_from_distribution_variables() {
+    let cfg = Config::load(
+        None,
+        &env(&[
+            ("REGISTRY_AUTH", "htpasswd"),
+            ("REGISTRY_AUTH_HTPASSWD_REALM", "Registry Realm"),
+            ("REGISTRY_AUTH_HTPASSWD_PATH", "/auth/htpasswd"),
+            ("REGISTRY_HTTP_TLS_CERTIFICATE", "/certs/domain.crt"),
+            ("REGISTRY_HTTP_TLS_KEY", "/certs/domain.key"),
+        ]),
+    )
+    .unwrap();
+    let htpasswd = cfg.auth.htpasswd.clone().unwrap();
+    assert_eq!(htpasswd.realm, "Registry Realm");
+    assert_eq!(htpasswd.path, PathBuf::from("/auth/htpasswd"));
+    assert!(cfg.auth.enabled() && cfg.auth.token.is_none());
+    let tls = cfg.http.tls.unwrap();
+    assert_eq!(tls.certificate, PathBuf::from("/certs/domain.crt"));
+    assert_eq!(tls.key, PathBuf::from("/certs/domain.key"));
+    assert!(tls.clientcas.is_empty());
+    let err = from_yaml(
+        "http:\n  tls:\n    certificate: /c\n    key: /k\n    minimumtls: tls1.0\n",
+        &[],
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("minimumtls"), "{err}");
+}
+
+#[test]
+fn token_requests_per_minute_has_a_default_and_a_variable() {
+    let yaml = "auth:\n  htpasswd:\n    path: /h\n";
+    assert_eq!(
+        from_yaml(yaml, &[]).unwrap().auth.tokenrequestsperminute,
+        600
+    );
+    let cfg = from_yaml(yaml, &[("REGISTRY_AUTH_TOKENREQUESTSPERMINUTE", "30")]).unwrap();
+    assert_eq!(cfg.auth.tokenrequestsperminute, 30);
+}
+
+#[test]
+fn token_partial_chains_are_off_unless_set() {
+    let yaml = "auth:\n  token:\n    realm: https://auth.example/token\n    service: registry\n    issuer: auth.example\n    rootcertbundle: /certs/bundle.pem\n";
+    assert!(
+        !from_yaml(yaml, &[])
+            .unwrap()
+            .auth
+            .token
+            .unwrap()
+            .partialchain
+    );
+    let cfg = from_yaml(yaml, &[("REGISTRY_AUTH_TOKEN_PARTIALCHAIN", "true")]).unwrap();
+    assert!(cfg.auth.token.unwrap().partialchain);
+}
+
+#[test]
+fn token_auth_and_access_rules() {
+    let cfg = from_yaml(
+        "auth:\n  token:\n    realm: https://auth.example/token\n    service: registry\n    issuer: auth.example\n    rootcertbundle: /certs/bundle.pem\n",
+        &[],
+    )
+    .unwrap();
+    let token = cfg.auth.token.clone().unwrap();
+    assert_eq!(token.service, "registry");
+    assert_eq!(token.expiration, std::time::Duration::from_secs(300));
+    // berth as the token server: htpasswd users, a signing key, access rules.
+    let cfg = from_yaml(
+        "auth:\n  htpasswd:\n    path: /h\n  token:\n    realm: https://r.example/token\n    service: s\n    issuer: i\n    signingkey: /k.pem\n    expiration: 10m\n  access:\n    - account: ci\n      repositories: ['*']\n      actions: [pull]\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(cfg.auth.access.unwrap()[0].actions, vec!["pull"]);
+    assert_eq!(
+        cfg.auth.token.unwrap().expiration,
+        std::time::Duration::from_secs(600)
+    );
+    // Rules beside an external token server would be ignored: refused.
+    let err = from_yaml(
+        "auth:\n  token:\n    realm: https://a.example/token\n    service: s\n    issuer: i\n    jwks: /j\n  access:\n    - account: a\n      repositories: ['*']\n      actions: [pull]\n",
+        &[],
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("external token server"), "{err}");
+    // Realms clients cannot use, or that would shadow the API.
+    for realm in ["/token", "https://r.example/v2/token"] {
+        let err = from_yaml(
+            &format!("auth:\n  token:\n    realm: {realm}\n    service: s\n    issuer: i\n    jwks: /j\n"),
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("auth.token.realm"), "{err}");
+    }
+    // Selecting a method that is not configured must not open the registry.
+    for method in ["htpasswd", "token"] {
+        let err = Config::load(None, &env(&[("REGISTRY_AUTH", method)])).unwrap_err();
+        assert!(err.to_string().contains("open registry"), "{err}");
+    }
+    // A token method without keys could accept nothing; two methods must form the issuer.
+    let err = from_yaml(
+        "auth:\n  token:\n    realm: https://a.example/token\n    service: s\n    issuer: i\n",
+        &[],
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("rootcertbundle"), "{err}");
+    let err = from_yaml(
+        "auth:\n  htpasswd:\n    path: /h\n  token:\n    realm: https://a.example/token\n    service: s\n    issuer: i\n    jwks: /j\n",
+        &[],
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("signingkey"), "{err}");
+    let err = from_yaml(
+        "auth:\n  access:\n    - account: a\n      actions: [pull]\n",
+        &[],
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("auth.access"), "{err}");
+}
+
+#[test]
+fn notification_endpoints() {
+    let cfg = from_yaml(
+        "notifications:\n  spooldir: /spool\n  endpoints:\n    - name: a\n      url: https://hooks.example/a\n      timeout: 500ms\n      headers:\n        Authorization: [Bearer t]\n      ignore:\n        actions: [pull]\n",
+        &[],
+    )
+    .unwrap();
+    let n = &cfg.notifications;
+    assert_eq!(n.spooldir.as_deref(), Some(Path::new("/spool")));
+    assert_eq!(
+        n.endpoints[0].timeout,
+        std::time::Duration::from_millis(500)
+    );
+    assert_eq!(n.endpoints[0].threshold, 10);
+    assert_eq!(n.endpoints[0].ignore.actions, ["pull"]);
+    for bad in [
+        "    - name: a\n      url: not a url\n",
+        "    - name: a\n      url: ftp://x/\n",
+        "    - name: a\n      url: http://x/\n    - name: a\n      url: http://y/\n",
+    ] {
+        let err = from_yaml(&format!("notifications:\n  endpoints:\n{bad}"), &[]).unwrap_err();
+        assert!(err.to_string().contains("notifications.endpoints"), "{err}");
+    }
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let err = from_yaml("storage:\n  delete:\n    enabled: maybe\n", &[]).unwrap_err();
+    assert!(err.to_string().contains("storage.delete.enabled"), "{err}");
+    let err = Config::load(None, &env(&[("REGISTRY_HTTP_ADDR", "nonsense")])).unwrap_err();
+    assert!(err.to_string().contains("http.addr"), "{err}");
+    let err = from_yaml("log:\n  level: loud\n", &[]).unwrap_err();
+    assert!(err.to_string().contains("log.level"), "{err}");
+}
+
+#[test]
+fn refuses_to_ignore_security_sections() {
+    let err = from_yaml("auth:\n  silly:\n    realm: r\n    service: s\n", &[]).unwrap_err();
+    assert!(err.to_string().contains("silly"), "{err}");
+    let err = Config::load(None, &env(&[("REGISTRY_AUTH", "ldap")])).unwrap_err();
+    assert!(err.to_string().contains("ldap"), "{err}");
+    let err = from_yaml(
+        "storage:\n  filesystem:\n    rootdirectory: /x\n  inmemory:\n",
+        &[],
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("exactly one"), "{err}");
+}
