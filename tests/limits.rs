@@ -121,6 +121,15 @@ fn oversized_headers_are_refused() {
     assert_eq!(client().get(reg.url("/v2/")).send().unwrap().status(), 200);
 }
 
+/// The status of a `POST` opening an upload session in `repo`.
+fn open_session(base: &str, repo: &str) -> u16 {
+    let r = client()
+        .post(format!("{base}/v2/{repo}/blobs/uploads/"))
+        .send()
+        .unwrap();
+    r.status().as_u16()
+}
+
 fn assert_serves(base: &str) {
     let r = client().get(format!("{base}/v2/")).send().unwrap();
     assert_eq!(r.status(), 200);
@@ -290,14 +299,7 @@ fn sessions_finished_through_another_instance_stop_counting() {
     let mut sessions: Vec<String> = (0..3)
         .map(|_| common::start_upload_at(&a.url, "shared/app"))
         .collect();
-    assert_eq!(
-        client()
-            .post(a.url("/v2/shared/app/blobs/uploads/"))
-            .send()
-            .unwrap()
-            .status(),
-        429
-    );
+    assert_eq!(open_session(&a.url, "shared/app"), 429);
     // Instance b finishes one and cancels another (a load balancer sent those requests there).
     let content = b"finished elsewhere".to_vec();
     let on_b = |location: &str| location.replace(&a.url, &b.url);
@@ -313,14 +315,7 @@ fn sessions_finished_through_another_instance_stop_counting() {
     for _ in 0..2 {
         common::start_upload_at(&a.url, "shared/app");
     }
-    assert_eq!(
-        client()
-            .post(a.url("/v2/shared/app/blobs/uploads/"))
-            .send()
-            .unwrap()
-            .status(),
-        429
-    );
+    assert_eq!(open_session(&a.url, "shared/app"), 429);
 }
 
 #[test]
