@@ -55,6 +55,25 @@ async fn failed_first_append(
     id
 }
 
+/// Completing the ended upload `id` as `digest` is refused as unknown: nothing is published and
+/// none of its bytes are left on disk.
+async fn completing_is_refused(
+    dir: &tempfile::TempDir,
+    storage: &Storage,
+    uploads: &UploadManager,
+    repo: &RepoName,
+    id: &str,
+    digest: &Digest,
+) {
+    let err = uploads
+        .complete(repo, id, None, None, body(0, 0), digest)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UploadError::Unknown(_)), "{err}");
+    assert_eq!(storage.blob_size(digest).await.unwrap(), None);
+    assert_eq!(upload_dirs(dir), 0, "its bytes are removed");
+}
+
 fn upload_dirs(dir: &tempfile::TempDir) -> usize {
     std::fs::read_dir(dir.path().join("docker/registry/v2/_berth/uploads"))
         .map(|d| d.count())
@@ -69,13 +88,7 @@ async fn a_failed_wait_for_write_back_ends_the_upload() {
     let id = failed_first_append(&uploads, &repo, 40, 1).await;
     // The upload is gone: it can neither be resumed (above) nor completed from its old record.
     let digest = Digest::sha256(&vec![1u8; 40 * 1024 * 1024]);
-    let err = uploads
-        .complete(&repo, &id, None, None, body(0, 0), &digest)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, UploadError::Unknown(_)), "{err}");
-    assert_eq!(storage.blob_size(&digest).await.unwrap(), None);
-    assert_eq!(upload_dirs(&dir), 0, "its bytes are removed");
+    completing_is_refused(&dir, &storage, &uploads, &repo, &id, &digest).await;
     // A fresh upload of the same bytes works (the disk "recovered").
     let id = start(&uploads, &repo).await;
     let committed = uploads
@@ -109,13 +122,7 @@ async fn a_failed_fsync_is_not_retried_into_a_published_blob() {
     assert!(is_write_back(&err), "{err}");
     // The client's retry of the PUT: the next fsync would succeed without the data, so the
     // upload must be gone rather than published.
-    let err = uploads
-        .complete(&repo, &id, None, None, body(0, 0), &digest)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, UploadError::Unknown(_)), "{err}");
-    assert_eq!(storage.blob_size(&digest).await.unwrap(), None);
-    assert_eq!(upload_dirs(&dir), 0);
+    completing_is_refused(&dir, &storage, &uploads, &repo, &id, &digest).await;
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(uploads.sessions_in_memory(), 0);
 }
