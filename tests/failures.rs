@@ -3,17 +3,42 @@
 
 mod common;
 
+use std::path::Path;
+
 use berth::storage::faults::{Faults, Op};
 use common::{assert_error, client, push_blob, sha256, TestRegistry};
+
+/// A registry on the filesystem at `root`, its storage failing where the answered `Faults` say.
+fn on_faulty_disk(root: &Path) -> (Faults, TestRegistry) {
+    let faults = Faults::default();
+    let reg = TestRegistry::builder()
+        .filesystem(root)
+        .faults(&faults)
+        .start();
+    (faults, reg)
+}
+
+/// How many uploads are left under a filesystem registry's `root`.
+fn uploads_left(root: &Path) -> usize {
+    std::fs::read_dir(root.join("docker/registry/v2/_berth/uploads"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// The bytes `GET` answers for blob `digest` of `repo`.
+fn get_blob(reg: &TestRegistry, repo: &str, digest: &str) -> bytes::Bytes {
+    client()
+        .get(reg.url(&format!("/v2/{repo}/blobs/{digest}")))
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap()
+}
 
 #[test]
 fn a_failed_commit_shows_nothing_and_a_retry_succeeds() {
     let dir = tempfile::tempdir().unwrap();
-    let faults = Faults::default();
-    let reg = TestRegistry::builder()
-        .filesystem(dir.path())
-        .faults(&faults)
-        .start();
+    let (faults, reg) = on_faulty_disk(dir.path());
     let c = client();
     let content = vec![42u8; 300_000];
     let digest = sha256(&content);
@@ -33,12 +58,7 @@ fn a_failed_commit_shows_nothing_and_a_retry_succeeds() {
             .status(),
         404
     );
-    let uploads = dir.path().join("docker/registry/v2/_berth/uploads");
-    assert_eq!(
-        std::fs::read_dir(&uploads).map(|d| d.count()).unwrap_or(0),
-        0,
-        "no upload left behind"
-    );
+    assert_eq!(uploads_left(dir.path()), 0, "no upload left behind");
 
     // A chunked upload whose completing PUT fails the same way stays, and the PUT's retry
     // publishes it.
@@ -59,12 +79,7 @@ fn a_failed_commit_shows_nothing_and_a_retry_succeeds() {
 
     // Storage is back: the same push works and the content is whole.
     assert_eq!(push_blob(&reg, "f", &content), digest);
-    let got = c
-        .get(reg.url(&format!("/v2/f/blobs/{digest}")))
-        .send()
-        .unwrap()
-        .bytes()
-        .unwrap();
+    let got = get_blob(&reg, "f", &digest);
     assert_eq!(got.as_ref(), &content[..]);
 }
 
@@ -114,11 +129,7 @@ fn a_failed_read_is_a_json_error() {
 #[test]
 fn a_cleanup_failing_after_the_commit_does_not_fail_the_push() {
     let dir = tempfile::tempdir().unwrap();
-    let faults = Faults::default();
-    let reg = TestRegistry::builder()
-        .filesystem(dir.path())
-        .faults(&faults)
-        .start();
+    let (faults, reg) = on_faulty_disk(dir.path());
     let c = client();
     let content = vec![7u8; 300_000];
     let digest = sha256(&content);
@@ -129,12 +140,7 @@ fn a_cleanup_failing_after_the_commit_does_not_fail_the_push() {
     faults.fail(Op::Delete, "_berth/uploads", 1);
     let r = common::complete_upload(&location, &digest);
     assert_eq!(r.status(), 201, "{}", r.text().unwrap());
-    let got = c
-        .get(reg.url(&format!("/v2/f/blobs/{digest}")))
-        .send()
-        .unwrap()
-        .bytes()
-        .unwrap();
+    let got = get_blob(&reg, "f", &digest);
     assert_eq!(got.as_ref(), &content[..]);
 }
 
@@ -144,15 +150,10 @@ fn a_cleanup_failing_after_the_commit_does_not_fail_the_push() {
 #[test]
 fn a_failed_sync_ends_the_upload_and_a_new_one_succeeds() {
     let dir = tempfile::tempdir().unwrap();
-    let faults = Faults::default();
-    let reg = TestRegistry::builder()
-        .filesystem(dir.path())
-        .faults(&faults)
-        .start();
+    let (faults, reg) = on_faulty_disk(dir.path());
     let c = client();
     let content = vec![9u8; 40 * 1024 * 1024];
     let digest = sha256(&content);
-    let uploads = dir.path().join("docker/registry/v2/_berth/uploads");
     let blob = reg.url(&format!("/v2/w/blobs/{digest}"));
 
     // Waiting for the write-back of the first 16 MiB fails while the chunk streams.
@@ -184,11 +185,7 @@ fn a_failed_sync_ends_the_upload_and_a_new_one_succeeds() {
     );
     let small_blob = reg.url(&format!("/v2/w/blobs/{small}"));
     assert_eq!(c.head(&small_blob).send().unwrap().status(), 404);
-    assert_eq!(
-        std::fs::read_dir(&uploads).map(|d| d.count()).unwrap_or(0),
-        0,
-        "no upload left behind"
-    );
+    assert_eq!(uploads_left(dir.path()), 0, "no upload left behind");
 
     // The client starts again: the push works and the content is whole.
     let location = common::start_upload_at(&reg.url(""), "w");

@@ -76,7 +76,10 @@ impl Notifier {
     /// sent first.
     pub fn start(config: &NotificationsConfig, spool_dir: Option<&Path>, port: u16) -> Notifier {
         let source = SourceRecord {
-            addr: format!("{}:{port}", hostname()),
+            addr: format!(
+                "{}:{port}",
+                crate::storage::hostname().unwrap_or_else(|| "localhost".into())
+            ),
             instance_id: uuid::Uuid::new_v4().to_string(),
         };
         let mut endpoints = Vec::new();
@@ -222,18 +225,6 @@ impl Notifier {
     pub fn source(&self) -> &SourceRecord {
         &self.source
     }
-}
-
-fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or
-    // truncates, and we stop at the first NUL.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "localhost".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 /// New events are queued.

@@ -63,16 +63,18 @@ fn rfc3339(ms: u64) -> String {
         .unwrap_or_else(|| format!("{ms} ms after the epoch"))
 }
 
-fn hostname() -> String {
+/// This machine's host name (`gethostname`), or `None` when the call fails. Also the host part
+/// of the notifications' `source.addr`.
+pub fn hostname() -> Option<String> {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is ours and its length is passed; the result is NUL-terminated or
     // truncated, and only the bytes before the first NUL are read.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
     if rc != 0 {
-        return "unknown host".into();
+        return None;
     }
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
+    Some(String::from_utf8_lossy(&buf[..end]).into_owned())
 }
 
 impl GcLockHolder {
@@ -80,7 +82,7 @@ impl GcLockHolder {
         let now = now_ms();
         GcLockHolder {
             owner: uuid::Uuid::new_v4().simple().to_string(),
-            host: hostname(),
+            host: hostname().unwrap_or_else(|| "unknown host".into()),
             pid: std::process::id(),
             started: now,
             expires: now + GC_LEASE_TTL.as_millis() as u64,

@@ -32,7 +32,7 @@ use thiserror::Error;
 
 use crate::config::S3Config;
 use crate::oci::Digest;
-pub use gc_lock::{GcLock, GcLockAttempt, GcLockHolder, GC_LEASE_RENEW, GC_LEASE_TTL};
+pub use gc_lock::{hostname, GcLock, GcLockAttempt, GcLockHolder, GC_LEASE_RENEW, GC_LEASE_TTL};
 pub use lock::{UploadGuard, LOCK_WAIT};
 pub use uploads::StoredUpload;
 pub use uploads::{HashRecord, UploadRecord};

@@ -191,14 +191,30 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{body, manager};
+    use super::super::tests::{body, manager, start};
     use super::*;
     use crate::oci::RepoName;
+    use crate::storage::faults::{Faults, Op};
     use crate::storage::Storage;
+
+    /// Starts an upload of `data` to `repo` whose every later read of its bytes fails.
+    async fn started_unreadable(
+        uploads: &UploadManager,
+        faults: &Faults,
+        repo: &RepoName,
+        data: &'static [u8],
+    ) -> String {
+        let id = start(uploads, repo).await;
+        faults.fail(Op::Get, &format!("{id}/data"), 1000);
+        uploads
+            .append(repo, &id, None, None, body(&[data]))
+            .await
+            .unwrap();
+        id
+    }
 
     #[actix_rt::test]
     async fn only_a_resumed_upload_is_read_back_before_it_is_published() {
-        use crate::storage::faults::{Faults, Op};
         let dir = tempfile::tempdir().unwrap();
         let faults = Faults::default();
         let storage = Storage::filesystem(dir.path(), true)
@@ -210,15 +226,7 @@ mod tests {
         // Every read of upload data fails: the fast path (this process hashed every byte as
         // it arrived) must not need one.
         let uploads = manager(&storage);
-        let id = uploads
-            .start(repo.clone(), Algorithm::Sha256)
-            .await
-            .unwrap();
-        faults.fail(Op::Get, &format!("{id}/data"), 1000);
-        uploads
-            .append(&repo, &id, None, None, body(&[data]))
-            .await
-            .unwrap();
+        let id = started_unreadable(&uploads, &faults, &repo, data).await;
         let committed = uploads
             .complete(&repo, &id, None, None, body(&[]), &digest)
             .await
@@ -226,15 +234,7 @@ mod tests {
         assert_eq!(committed.size, data.len() as u64);
         // Resumed elsewhere, the same upload is read back: here the read fails, so it is not
         // published (and stays, for a retry).
-        let id = uploads
-            .start(repo.clone(), Algorithm::Sha256)
-            .await
-            .unwrap();
-        faults.fail(Op::Get, &format!("{id}/data"), 1000);
-        uploads
-            .append(&repo, &id, None, None, body(&[data]))
-            .await
-            .unwrap();
+        let id = started_unreadable(&uploads, &faults, &repo, data).await;
         let resumed = manager(&storage);
         let other = Digest::sha256(b"other");
         let err = resumed

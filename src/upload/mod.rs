@@ -767,6 +767,14 @@ mod tests {
         UploadManager::new(storage.clone(), HashingPool::start(1))
     }
 
+    /// Starts a SHA-256 upload to `repo`; answers its id.
+    pub(super) async fn start(uploads: &UploadManager, repo: &RepoName) -> String {
+        uploads
+            .start(repo.clone(), Algorithm::Sha256)
+            .await
+            .unwrap()
+    }
+
     /// A second manager over the same storage stands for a restarted process or another
     /// instance: it continues the upload from its record, hash state included.
     async fn continues_elsewhere(storage: Storage) {
@@ -907,10 +915,7 @@ mod tests {
         let storage = Storage::in_memory();
         let uploads = manager(&storage);
         let repo: RepoName = "a".parse().unwrap();
-        let id = uploads
-            .start(repo.clone(), Algorithm::Sha256)
-            .await
-            .unwrap();
+        let id = start(&uploads, &repo).await;
         let pieces: Vec<&'static [u8]> = vec![b"x"; 5000];
         let offset = uploads
             .append(&repo, &id, None, Some(5000), body(&pieces))

@@ -97,26 +97,22 @@ impl UploadManager {
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
-    use futures_util::Stream;
-
+    use super::super::tests::{body, manager, start};
     use super::*;
-    use crate::oci::{Algorithm, Digest, RepoName};
+    use crate::oci::{Digest, RepoName};
     use crate::storage::faults::{Faults, Op};
     use crate::storage::Storage;
-    use crate::upload::{HashingPool, UploadError};
+    use crate::upload::UploadError;
 
-    fn body(parts: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin {
-        futures_util::stream::iter(
-            parts
-                .iter()
-                .map(|p| Ok(Bytes::from_static(p)))
-                .collect::<Vec<_>>(),
-        )
-    }
-
-    fn manager(storage: &Storage) -> UploadManager {
-        UploadManager::new(storage.clone(), HashingPool::start(1))
+    /// An upload to repository `a` whose first PATCH, at offset 0, wrote `abc`.
+    async fn started_with_abc(uploads: &UploadManager) -> (RepoName, String) {
+        let repo: RepoName = "a".parse().unwrap();
+        let id = start(uploads, &repo).await;
+        uploads
+            .append(&repo, &id, Some(0), None, body(&[b"abc"]))
+            .await
+            .unwrap();
+        (repo, id)
     }
 
     #[actix_rt::test]
@@ -125,10 +121,7 @@ mod tests {
         let storage = Storage::filesystem(dir.path(), false).unwrap();
         let uploads = manager(&storage);
         let repo: RepoName = "a".parse().unwrap();
-        let id = uploads
-            .start(repo.clone(), Algorithm::Sha256)
-            .await
-            .unwrap();
+        let id = start(&uploads, &repo).await;
         uploads
             .append(&repo, &id, None, None, body(&[b"abc"]))
             .await
@@ -173,15 +166,7 @@ mod tests {
     /// answered 202) is not removed, and completes.
     async fn resumed_after_the_listing_is_kept(storage: Storage) {
         let uploads = manager(&storage);
-        let repo: RepoName = "a".parse().unwrap();
-        let id = uploads
-            .start(repo.clone(), Algorithm::Sha256)
-            .await
-            .unwrap();
-        uploads
-            .append(&repo, &id, Some(0), None, body(&[b"abc"]))
-            .await
-            .unwrap();
+        let (repo, id) = started_with_abc(&uploads).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         let cutoff = Utc::now() - chrono::Duration::milliseconds(10);
         let listed = uploads.abandoned(cutoff).await.unwrap();
@@ -220,15 +205,7 @@ mod tests {
         let faults = Faults::default();
         let storage = Storage::in_memory().with_faults(faults.clone());
         let uploads = manager(&storage);
-        let repo: RepoName = "a".parse().unwrap();
-        let id = uploads
-            .start(repo.clone(), Algorithm::Sha256)
-            .await
-            .unwrap();
-        uploads
-            .append(&repo, &id, Some(0), None, body(&[b"abc"]))
-            .await
-            .unwrap();
+        let (repo, id) = started_with_abc(&uploads).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         faults.fail(Op::AbortMultipart, "_berth/uploads", 1);
         let age = Duration::from_millis(10);

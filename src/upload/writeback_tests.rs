@@ -7,8 +7,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::Stream;
 
+use super::tests::start;
 use super::{HashingPool, UploadError, UploadManager};
-use crate::oci::{Algorithm, Digest, RepoName};
+use crate::oci::{Digest, RepoName};
 use crate::storage::faults::{Faults, Op};
 use crate::storage::{Storage, StorageError};
 
@@ -33,6 +34,46 @@ fn setup() -> (tempfile::TempDir, Storage, Faults, UploadManager, RepoName) {
     (dir, storage, faults, uploads, "r".parse().unwrap())
 }
 
+/// Starts an upload whose first PATCH, of `mib` MiB of `byte`, fails on a write-back error and
+/// ends it: it can no longer be resumed. Answers its id.
+async fn failed_first_append(
+    uploads: &UploadManager,
+    repo: &RepoName,
+    mib: usize,
+    byte: u8,
+) -> String {
+    let id = start(uploads, repo).await;
+    let err = uploads
+        .append(repo, &id, Some(0), None, body(mib, byte))
+        .await
+        .unwrap_err();
+    assert!(is_write_back(&err), "{err}");
+    assert!(matches!(
+        uploads.status(repo, &id).await,
+        Err(UploadError::Unknown(_))
+    ));
+    id
+}
+
+/// Completing the ended upload `id` as `digest` is refused as unknown: nothing is published and
+/// none of its bytes are left on disk.
+async fn completing_is_refused(
+    dir: &tempfile::TempDir,
+    storage: &Storage,
+    uploads: &UploadManager,
+    repo: &RepoName,
+    id: &str,
+    digest: &Digest,
+) {
+    let err = uploads
+        .complete(repo, id, None, None, body(0, 0), digest)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UploadError::Unknown(_)), "{err}");
+    assert_eq!(storage.blob_size(digest).await.unwrap(), None);
+    assert_eq!(upload_dirs(dir), 0, "its bytes are removed");
+}
+
 fn upload_dirs(dir: &tempfile::TempDir) -> usize {
     std::fs::read_dir(dir.path().join("docker/registry/v2/_berth/uploads"))
         .map(|d| d.count())
@@ -44,33 +85,12 @@ async fn a_failed_wait_for_write_back_ends_the_upload() {
     let (dir, storage, faults, uploads, repo) = setup();
     // The first wait (for the first 16 MiB, once 32 MiB are written) reports EIO.
     faults.fail(Op::WaitWriteBack, "", 1);
-    let id = uploads
-        .start(repo.clone(), Algorithm::Sha256)
-        .await
-        .unwrap();
-    let err = uploads
-        .append(&repo, &id, Some(0), None, body(40, 1))
-        .await
-        .unwrap_err();
-    assert!(is_write_back(&err), "{err}");
-    // The upload is gone: it can neither be resumed nor completed from its old record.
-    assert!(matches!(
-        uploads.status(&repo, &id).await,
-        Err(UploadError::Unknown(_))
-    ));
+    let id = failed_first_append(&uploads, &repo, 40, 1).await;
+    // The upload is gone: it can neither be resumed (above) nor completed from its old record.
     let digest = Digest::sha256(&vec![1u8; 40 * 1024 * 1024]);
-    let err = uploads
-        .complete(&repo, &id, None, None, body(0, 0), &digest)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, UploadError::Unknown(_)), "{err}");
-    assert_eq!(storage.blob_size(&digest).await.unwrap(), None);
-    assert_eq!(upload_dirs(&dir), 0, "its bytes are removed");
+    completing_is_refused(&dir, &storage, &uploads, &repo, &id, &digest).await;
     // A fresh upload of the same bytes works (the disk "recovered").
-    let id = uploads
-        .start(repo.clone(), Algorithm::Sha256)
-        .await
-        .unwrap();
+    let id = start(&uploads, &repo).await;
     let committed = uploads
         .complete(&repo, &id, None, None, body(40, 1), &digest)
         .await
@@ -82,28 +102,13 @@ async fn a_failed_wait_for_write_back_ends_the_upload() {
 async fn a_failed_start_of_write_back_ends_the_upload() {
     let (_dir, _storage, faults, uploads, repo) = setup();
     faults.fail(Op::StartWriteBack, "", 1);
-    let id = uploads
-        .start(repo.clone(), Algorithm::Sha256)
-        .await
-        .unwrap();
-    let err = uploads
-        .append(&repo, &id, Some(0), None, body(20, 2))
-        .await
-        .unwrap_err();
-    assert!(is_write_back(&err), "{err}");
-    assert!(matches!(
-        uploads.status(&repo, &id).await,
-        Err(UploadError::Unknown(_))
-    ));
+    failed_first_append(&uploads, &repo, 20, 2).await;
 }
 
 #[actix_rt::test]
 async fn a_failed_fsync_is_not_retried_into_a_published_blob() {
     let (dir, storage, faults, uploads, repo) = setup();
-    let id = uploads
-        .start(repo.clone(), Algorithm::Sha256)
-        .await
-        .unwrap();
+    let id = start(&uploads, &repo).await;
     uploads
         .append(&repo, &id, Some(0), None, body(3, 3))
         .await
@@ -117,13 +122,7 @@ async fn a_failed_fsync_is_not_retried_into_a_published_blob() {
     assert!(is_write_back(&err), "{err}");
     // The client's retry of the PUT: the next fsync would succeed without the data, so the
     // upload must be gone rather than published.
-    let err = uploads
-        .complete(&repo, &id, None, None, body(0, 0), &digest)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, UploadError::Unknown(_)), "{err}");
-    assert_eq!(storage.blob_size(&digest).await.unwrap(), None);
-    assert_eq!(upload_dirs(&dir), 0);
+    completing_is_refused(&dir, &storage, &uploads, &repo, &id, &digest).await;
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(uploads.sessions_in_memory(), 0);
 }

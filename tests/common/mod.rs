@@ -437,6 +437,17 @@ pub fn assert_error(response: reqwest::blocking::Response, status: u16, code: &s
     assert_eq!(error_code(&response.text().unwrap()), code);
 }
 
+/// Asserts a response is `429 TOOMANYREQUESTS` with a `Retry-After` within the minute.
+pub fn assert_too_many_requests(response: reqwest::blocking::Response) {
+    let retry: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    assert_error(response, 429, "TOOMANYREQUESTS");
+}
+
 /// The first error code of a spec error body.
 pub fn error_code(body: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(body)

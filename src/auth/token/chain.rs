@@ -222,71 +222,34 @@ fn is_ca(cert: &X509Ref) -> Option<bool> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{ca_extensions, digital_signature, ec_key, x509};
     use super::*;
     use openssl::asn1::Asn1Time;
-    use openssl::bn::{BigNum, MsbOption};
-    use openssl::ec::{EcGroup, EcKey};
-    use openssl::hash::MessageDigest;
     use openssl::nid::Nid;
     use openssl::pkey::Private;
     use openssl::x509::extension::{BasicConstraints, ExtendedKeyUsage, KeyUsage};
-    use openssl::x509::{X509Extension, X509Name};
+    use openssl::x509::X509Extension;
 
     fn key() -> PKey<Private> {
-        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
-        PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap()
+        ec_key(Nid::X9_62_PRIME256V1)
     }
 
-    /// A certificate for `key` with `extensions`, signed by `issuer` or self-signed.
+    /// A certificate for `key` with `extensions`, signed by `issuer` or self-signed, valid from
+    /// today for two days.
     fn cert(
         cn: &str,
         key: &PKey<Private>,
         issuer: Option<(&X509, &PKey<Private>)>,
         extensions: Vec<X509Extension>,
     ) -> X509 {
-        let mut name = X509Name::builder().unwrap();
-        name.append_entry_by_nid(Nid::COMMONNAME, cn).unwrap();
-        let name = name.build();
-        let mut b = X509::builder().unwrap();
-        b.set_version(2).unwrap();
-        let mut serial = BigNum::new().unwrap();
-        serial.rand(64, MsbOption::MAYBE_ZERO, false).unwrap();
-        b.set_serial_number(&serial.to_asn1_integer().unwrap())
-            .unwrap();
-        b.set_subject_name(&name).unwrap();
-        b.set_issuer_name(issuer.map_or(&*name, |(c, _)| c.subject_name()))
-            .unwrap();
-        b.set_pubkey(key).unwrap();
-        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-            .unwrap();
-        b.set_not_after(&Asn1Time::days_from_now(2).unwrap())
-            .unwrap();
-        for e in extensions {
-            b.append_extension(e).unwrap();
-        }
-        b.sign(issuer.map_or(key, |(_, k)| k), MessageDigest::sha256())
-            .unwrap();
-        b.build()
-    }
-
-    fn ca_extensions() -> Vec<X509Extension> {
-        vec![
-            BasicConstraints::new().critical().ca().build().unwrap(),
-            KeyUsage::new()
-                .critical()
-                .key_cert_sign()
-                .crl_sign()
-                .build()
-                .unwrap(),
-        ]
-    }
-
-    fn digital_signature() -> X509Extension {
-        KeyUsage::new()
-            .critical()
-            .digital_signature()
-            .build()
-            .unwrap()
+        x509(
+            cn,
+            key,
+            issuer,
+            &Asn1Time::days_from_now(0).unwrap(),
+            &Asn1Time::days_from_now(2).unwrap(),
+            extensions,
+        )
     }
 
     fn b64(cert: &X509) -> String {

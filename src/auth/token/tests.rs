@@ -14,7 +14,7 @@ use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
 use openssl::sign::Signer;
 use openssl::x509::extension::{BasicConstraints, KeyUsage};
-use openssl::x509::{X509Name, X509};
+use openssl::x509::{X509Extension, X509Name, X509};
 use serde_json::{json, Value};
 
 use super::*;
@@ -43,7 +43,7 @@ fn rsa_key() -> PKey<Private> {
     PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap()
 }
 
-fn ec_key(curve: Nid) -> PKey<Private> {
+pub(super) fn ec_key(curve: Nid) -> PKey<Private> {
     let group = EcGroup::from_curve_name(curve).unwrap();
     PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap()
 }
@@ -58,6 +58,31 @@ fn cert(
     from: i64,
     until: i64,
 ) -> X509 {
+    let extensions = if ca {
+        ca_extensions()
+    } else {
+        vec![digital_signature()]
+    };
+    x509(
+        cn,
+        key,
+        issuer,
+        &Asn1Time::from_unix(unix_now() + from).unwrap(),
+        &Asn1Time::from_unix(unix_now() + until).unwrap(),
+        extensions,
+    )
+}
+
+/// A certificate for `key` with `extensions`, signed by `issuer` (or self-signed), valid from
+/// `not_before` to `not_after`: what `cert` here and the chain tests' certificates are made with.
+pub(super) fn x509(
+    cn: &str,
+    key: &PKey<Private>,
+    issuer: Option<(&X509, &PKey<Private>)>,
+    not_before: &Asn1Time,
+    not_after: &Asn1Time,
+    extensions: Vec<X509Extension>,
+) -> X509 {
     let mut name = X509Name::builder().unwrap();
     name.append_entry_by_nid(Nid::COMMONNAME, cn).unwrap();
     let name = name.build();
@@ -71,35 +96,36 @@ fn cert(
     b.set_issuer_name(issuer.map_or(&*name, |(c, _)| c.subject_name()))
         .unwrap();
     b.set_pubkey(key).unwrap();
-    b.set_not_before(&Asn1Time::from_unix(unix_now() + from).unwrap())
-        .unwrap();
-    b.set_not_after(&Asn1Time::from_unix(unix_now() + until).unwrap())
-        .unwrap();
-    if ca {
-        b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
-            .unwrap();
-        b.append_extension(
-            KeyUsage::new()
-                .critical()
-                .key_cert_sign()
-                .crl_sign()
-                .build()
-                .unwrap(),
-        )
-        .unwrap();
-    } else {
-        b.append_extension(
-            KeyUsage::new()
-                .critical()
-                .digital_signature()
-                .build()
-                .unwrap(),
-        )
-        .unwrap();
+    b.set_not_before(not_before).unwrap();
+    b.set_not_after(not_after).unwrap();
+    for e in extensions {
+        b.append_extension(e).unwrap();
     }
     let signer = issuer.map_or(key, |(_, k)| k);
     b.sign(signer, MessageDigest::sha256()).unwrap();
     b.build()
+}
+
+/// A CA's extensions: `CA:TRUE` and the key usages `keyCertSign` and `cRLSign`, both critical.
+pub(super) fn ca_extensions() -> Vec<X509Extension> {
+    vec![
+        BasicConstraints::new().critical().ca().build().unwrap(),
+        KeyUsage::new()
+            .critical()
+            .key_cert_sign()
+            .crl_sign()
+            .build()
+            .unwrap(),
+    ]
+}
+
+/// The critical key usage `digitalSignature` of a signing certificate.
+pub(super) fn digital_signature() -> X509Extension {
+    KeyUsage::new()
+        .critical()
+        .digital_signature()
+        .build()
+        .unwrap()
 }
 
 /// Everything made once: the trusted and the untrusted keys and certificates.
