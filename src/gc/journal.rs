@@ -190,6 +190,14 @@ pub async fn recover(storage: &Storage) -> Result<Recovered, GcError> {
             storage.delete(path).await,
         );
     }
+    if failures.is_empty() && not_back.is_empty() {
+        // Half-written journal entries of a run killed mid-write (their links were not
+        // removed yet: an entry is written before its links go).
+        failures.note(
+            || "removing interrupted writes under _berth/gc".to_string(),
+            storage.remove_interrupted_writes(&root).await,
+        );
+    }
     failures.into_result(None)?;
     Ok(recovered)
 }

@@ -603,3 +603,21 @@ fn durations() {
 }
 
 use futures_util::StreamExt;
+
+#[actix_rt::test]
+async fn recovery_removes_what_a_run_killed_mid_write_left() {
+    // object_store writes `<name>#<n>` and renames it: a kill in between leaves the `#` file,
+    // which listings skip (seen: a journal entry of a run killed while writing its journal).
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::filesystem(dir.path(), true).unwrap();
+    let run = dir
+        .path()
+        .join("docker/registry/v2/_berth/gc/20261201T000000-killed");
+    std::fs::create_dir_all(run.join("journal")).unwrap();
+    std::fs::write(run.join("journal/b00000378#1"), b"{\"needs\":").unwrap();
+    journal::recover(&s).await.unwrap();
+    assert!(
+        !dir.path().join("docker/registry/v2/_berth/gc").exists(),
+        "the killed run's folder is gone"
+    );
+}

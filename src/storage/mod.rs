@@ -507,6 +507,21 @@ impl Storage {
         .map_err(|e| StorageError::Io(std::io::Error::other(e)))
     }
 
+    /// On local disk, removes what interrupted writes left under `dir`: object_store writes a
+    /// file as `<name>#<n>` and renames it into place, so a process killed in between leaves a
+    /// `#` file that listings skip and nothing else would ever remove; then the directories left
+    /// empty, `dir` included. Only for a tree nobody else writes to meanwhile (the collector's
+    /// folder, under its lock): a `#` file there is never a write in progress. Elsewhere nothing.
+    pub async fn remove_interrupted_writes(&self, dir: &Path) -> Result<usize> {
+        let Some((local, _)) = self.local_files() else {
+            return Ok(0);
+        };
+        let dir = local.path_to_filesystem(dir)?;
+        tokio::task::spawn_blocking(move || sweep_interrupted(&dir))
+            .await
+            .map_err(|e| StorageError::Io(std::io::Error::other(e)))?
+    }
+
     // ---- blobs -------------------------------------------------------------------------
 
     /// The size of a committed blob, or `None` if there is none.
@@ -645,4 +660,27 @@ fn file_stream(
         }
     })
     .boxed()
+}
+
+/// Removes `#` files below `dir` and the directories left empty; how many files it removed.
+fn sweep_interrupted(dir: &std::path::Path) -> Result<usize> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(StorageError::Io(e)),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(StorageError::Io)?;
+        let path = entry.path();
+        if entry.file_type().map_err(StorageError::Io)?.is_dir() {
+            removed += sweep_interrupted(&path)?;
+        } else if entry.file_name().to_string_lossy().contains('#') {
+            std::fs::remove_file(&path).map_err(StorageError::Io)?;
+            removed += 1;
+        }
+    }
+    // Fails, harmlessly, when something real is still there.
+    let _ = std::fs::remove_dir(dir);
+    Ok(removed)
 }
