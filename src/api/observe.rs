@@ -63,7 +63,11 @@ pub async fn observe(
         });
     }
     let method = req.method().clone();
-    let peer = super::client::client(req.request()).addr;
+    // Only the access log names the client.
+    let peer = observer
+        .as_ref()
+        .filter(|o| o.access_log)
+        .and_then(|_| super::client::client(req.request()).addr);
     let res = next.call(req).await?.map_into_boxed_body();
     let Some(observer) = observer else {
         return Ok(res.map_body(|_, body| Observed {
