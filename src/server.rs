@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use actix_tls::accept::openssl::TlsStream;
 use actix_web::dev::ServerHandle;
+use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{from_fn, DefaultHeaders};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use futures_util::future::LocalBoxFuture;
@@ -279,6 +280,32 @@ pub async fn run(bound: Bound) -> std::io::Result<()> {
     Ok(())
 }
 
+/// `http.headers`, one value per name: several values of a name are joined by commas, which
+/// means the same in HTTP (a name is set once by the middleware).
+fn joined_headers(
+    http: &crate::config::HttpConfig,
+) -> Result<Vec<(HeaderName, HeaderValue)>, ServerError> {
+    let mut joined: Vec<(HeaderName, Vec<HeaderValue>)> = Vec::new();
+    for (name, value) in http.extra_headers()? {
+        match joined.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, values)) => values.push(value),
+            None => joined.push((name, vec![value])),
+        }
+    }
+    Ok(joined
+        .into_iter()
+        .map(|(name, values)| {
+            let value = values
+                .iter()
+                .map(|v| v.as_bytes())
+                .collect::<Vec<_>>()
+                .join(&b", "[..]);
+            let value = HeaderValue::from_bytes(&value).expect("valid values joined by commas");
+            (name, value)
+        })
+        .collect())
+}
+
 /// Builds and binds the server for `config`.
 pub fn bind(config: &Config, storage: Storage) -> Result<Bound, ServerError> {
     let addr = config.http.socket_addr()?;
@@ -313,7 +340,13 @@ pub fn bind(config: &Config, storage: Storage) -> Result<Bound, ServerError> {
     let auth = Auth::from_config(&config.auth)?;
     match &auth {
         Some(auth) => log::info!("authentication: {}", auth.describe()),
-        None => log::warn!("no authentication configured: anybody who can reach berth may push"),
+        None if addr.ip().is_loopback() => {
+            log::info!("no authentication configured: listening on loopback ({addr}) only")
+        }
+        None => log::warn!(
+            "no authentication configured while listening on {addr}, which is not loopback: \
+             anybody who can reach it may push (configure auth, or a proxy that authenticates)"
+        ),
     }
     let notifier = start_notifier(config, addr.port());
     let notifier_handle = notifier.clone();
@@ -346,6 +379,7 @@ pub fn bind(config: &Config, storage: Storage) -> Result<Bound, ServerError> {
         urls: Urls {
             host: config.http.host.clone(),
             relative: config.http.relativeurls,
+            prefix: config.http.prefix.clone(),
         },
         auth,
         read_only,
@@ -370,12 +404,17 @@ pub fn bind(config: &Config, storage: Storage) -> Result<Bound, ServerError> {
     let limiter = ConnectionLimiter::new(config.http.maxconnectionsperaddress);
     limiter.start_trimming();
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let extra_headers = joined_headers(&config.http)?;
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .app_data(observer.clone())
             .app_data(proxies.clone())
-            .wrap(DefaultHeaders::new().add(API_VERSION_HEADER))
+            // `http.headers` too: on every response, errors included.
+            .wrap(extra_headers.iter().cloned().fold(
+                DefaultHeaders::new().add(API_VERSION_HEADER),
+                DefaultHeaders::add,
+            ))
             // Metrics and the access log (method, path without query, status, bytes, time,
             // user; never headers, so credentials cannot reach it).
             .wrap(from_fn(observe))
