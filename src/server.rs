@@ -341,11 +341,11 @@ pub fn bind(config: &Config, storage: Storage) -> Result<Bound, ServerError> {
     match &auth {
         Some(auth) => log::info!("authentication: {}", auth.describe()),
         None if addr.ip().is_loopback() => {
-            log::info!("no authentication configured: listening on loopback ({addr}) only")
+            log::info!("no authentication configured; only loopback can reach {addr}")
         }
         None => log::warn!(
-            "no authentication configured while listening on {addr}, which is not loopback: \
-             anybody who can reach it may push (configure auth, or a proxy that authenticates)"
+            "no authentication configured and {addr} is not loopback: anybody who can reach \
+             it may push (configure auth, or a proxy that authenticates)"
         ),
     }
     let notifier = start_notifier(config, addr.port());
@@ -405,7 +405,7 @@ pub fn bind(config: &Config, storage: Storage) -> Result<Bound, ServerError> {
     limiter.start_trimming();
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let extra_headers = joined_headers(&config.http)?;
-    let server = HttpServer::new(move || {
+    let app = move || {
         App::new()
             .app_data(state.clone())
             .app_data(observer.clone())
@@ -419,16 +419,10 @@ pub fn bind(config: &Config, storage: Storage) -> Result<Bound, ServerError> {
             // user; never headers, so credentials cannot reach it).
             .wrap(from_fn(observe))
             .configure(api::configure)
-    })
-    // Signals are handled by `run`: SIGINT drains as SIGTERM does.
-    .disable_signals()
-    .workers(workers)
-    // Per worker; beyond it connections wait in the listen backlog.
-    .max_connections(config.http.maxconnections.div_ceil(workers).max(1))
-    .shutdown_timeout(config.http.draintimeout.as_secs_f64().ceil() as u64)
+    };
     // Responses are written as headers then body; with Nagle's algorithm on, the body of a small
     // response on a kept-alive connection waits for the client's delayed ACK (~40 ms).
-    .on_connect(move |conn, data| {
+    let on_connect: crate::listener::OnConnect = std::sync::Arc::new(move |conn, data| {
         let tcp = conn
             .downcast_ref::<actix_web::rt::net::TcpStream>()
             .or_else(|| {
@@ -450,17 +444,36 @@ pub fn bind(config: &Config, storage: Storage) -> Result<Bound, ServerError> {
             None => limiter.refuse(tcp),
         }
     });
-    let server = match &config.http.tls {
+    let settings = crate::listener::Settings {
+        workers,
+        // Per worker; beyond it connections wait in the listen backlog.
+        max_connections: config.http.maxconnections.div_ceil(workers).max(1),
+        shutdown_timeout_secs: config.http.draintimeout.as_secs_f64().ceil() as u64,
+    };
+    let bind_error = |source| ServerError::Bind { addr, source };
+    let (server, addrs) = match &config.http.tls {
         Some(tls) => {
             let tls = crate::tls::Tls::load(tls)?;
-            let acceptor = tls.acceptor()?;
+            let acceptor = tls.acceptor()?.build();
             tls.reload_on_sighup()?;
-            server.bind_openssl(addr, acceptor)
+            // Its own pipeline: plain HTTP sent to this port is answered, not reset.
+            crate::listener::https(app, on_connect, addr, acceptor, &settings)
+                .map_err(bind_error)?
         }
-        None => server.bind(addr),
-    }
-    .map_err(|source| ServerError::Bind { addr, source })?;
-    let addrs = server.addrs();
+        None => {
+            let server = HttpServer::new(app)
+                // Signals are handled by `run`: SIGINT drains as SIGTERM does.
+                .disable_signals()
+                .workers(settings.workers)
+                .max_connections(settings.max_connections)
+                .shutdown_timeout(settings.shutdown_timeout_secs)
+                .on_connect(move |conn, data| on_connect(conn, data))
+                .bind(addr)
+                .map_err(bind_error)?;
+            let addrs = server.addrs();
+            (server.run(), addrs)
+        }
+    };
     let (debug, debug_addrs) = match &config.http.debug {
         Some(debug) => {
             let (handle, addrs) = start_debug(debug, &metrics, &health)?;
@@ -469,7 +482,7 @@ pub fn bind(config: &Config, storage: Storage) -> Result<Bound, ServerError> {
         None => (None, Vec::new()),
     };
     Ok(Bound {
-        server: server.run(),
+        server,
         addrs,
         notifier: notifier_handle,
         debug_addrs,
