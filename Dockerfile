@@ -15,14 +15,17 @@
 
 # What both variants share, written once.
 FROM scratch AS base
+# REGISTRY_CONFIGURATION_PATH (distribution's variable): the file `berth serve` and
+# `berth healthcheck` read when no argument names one.
 ENV PATH=/usr/local/bin \
-    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
+    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
+    REGISTRY_CONFIGURATION_PATH=/etc/docker/registry/config.yml
 VOLUME ["/var/lib/registry"]
 EXPOSE 5000
 # Probes GET /v2/ on the configured address (TLS when configured): 200 or 401 is healthy. No
 # shell or curl in the image, so berth probes itself.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=5s --retries=3 \
-    CMD ["berth", "healthcheck", "/etc/docker/registry/config.yml"]
+    CMD ["berth", "healthcheck"]
 ENTRYPOINT ["berth"]
 CMD ["serve", "/etc/docker/registry/config.yml"]
 

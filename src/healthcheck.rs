@@ -80,9 +80,8 @@ pub fn check(config: &Config) -> Result<u16, HealthcheckError> {
 
 /// `berth healthcheck`: exit code 0 when healthy, 1 when not (docker's convention), with one
 /// line saying why (docker keeps it in `docker inspect`'s `.State.Health.Log`).
-pub fn run(config_path: Option<&Path>) -> ExitCode {
-    let env: HashMap<String, String> = std::env::vars().collect();
-    let result = Config::load(config_path, &env)
+pub fn run(config_path: Option<&Path>, env: &HashMap<String, String>) -> ExitCode {
+    let result = Config::load(config_path, env)
         .map_err(HealthcheckError::from)
         .and_then(|config| check(&config));
     match result {

@@ -24,8 +24,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the registry. Without CONFIG, ./config.yml is used if present, else the built-in
-    /// default (filesystem storage under ./data, listening on 127.0.0.1:5000).
+    /// Serve the registry. Without CONFIG, the file $REGISTRY_CONFIGURATION_PATH names (set in
+    /// the container image), else ./config.yml if present, else the built-in default
+    /// (filesystem storage under ./data, listening on 127.0.0.1:5000).
     Serve {
         /// Configuration file in CNCF distribution's layout.
         config: Option<PathBuf>,
@@ -50,7 +51,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve(config),
         Command::Healthcheck { config } => {
-            berth::healthcheck::run(config_or_default(config).as_deref())
+            berth::healthcheck::run(config_or_default(config).as_deref(), &registry_env())
         }
         Command::Bench(args) => berth::bench::run(*args),
         Command::Certs(args) => berth::certs::run(args),
@@ -75,12 +76,30 @@ fn registry_style(mut args: Vec<OsString>) -> Vec<OsString> {
     args
 }
 
-/// The configuration file when none is named: ./config.yml if present, else none (built-in).
+/// distribution's variable naming the configuration file when no argument does. The image sets
+/// it, so that `berth serve` and `berth healthcheck` without arguments read the image's file.
+const CONFIG_PATH_VAR: &str = "REGISTRY_CONFIGURATION_PATH";
+
+/// The configuration file when none is named: $REGISTRY_CONFIGURATION_PATH, else ./config.yml if
+/// present, else none (the built-in default).
 fn config_or_default(path: Option<PathBuf>) -> Option<PathBuf> {
     path.or_else(|| {
+        std::env::var_os(CONFIG_PATH_VAR)
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+    })
+    .or_else(|| {
         let default = PathBuf::from("config.yml");
         default.exists().then_some(default)
     })
+}
+
+/// The environment the configuration is overridden from: every variable but the one naming
+/// the file (it sets no key).
+fn registry_env() -> HashMap<String, String> {
+    std::env::vars()
+        .filter(|(k, _)| k != CONFIG_PATH_VAR)
+        .collect()
 }
 
 /// Fails with the directory's name when local storage cannot be written: otherwise berth would
@@ -113,8 +132,7 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
     let path = config_or_default(config_path);
     // Warnings from loading the configuration are written once the log's format is known.
     berth::logging::early();
-    let env: HashMap<String, String> = std::env::vars().collect();
-    let config = match Config::load(path.as_deref(), &env) {
+    let config = match Config::load(path.as_deref(), &registry_env()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("berth: {e}");

@@ -555,3 +555,36 @@ fn a_non_root_user_needs_a_volume_it_can_write() {
         "the log names the directory: {logs}"
     );
 }
+
+#[test]
+fn the_build_context_leaves_target_out() {
+    require_image(IMAGE);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        root.join("target/image/rootfs/usr/local/bin/berth")
+            .is_file(),
+        "no target/image/rootfs: run `make image`"
+    );
+    // What `make image` runs, under another tag; without -q docker says what it sent.
+    let tag = format!("berth:{}", unique("context"));
+    let _images = DockerImages {
+        refs: vec![tag.clone()],
+    };
+    let out = run(docker()
+        .args(["build", "--target", "local", "-t", &tag, "."])
+        .current_dir(root));
+    let sent = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Sending build context to Docker daemon"))
+        .unwrap_or_else(|| panic!("no context size in: {out}"))
+        .trim()
+        .to_string();
+    let megabytes: f64 = match sent.strip_suffix("MB") {
+        Some(mb) => mb.parse().unwrap(),
+        None if sent.ends_with("kB") || sent.ends_with('B') && !sent.ends_with("GB") => 0.0,
+        None => panic!("build context of {sent}: .dockerignore lets target/ in"),
+    };
+    // The rootfs (binary and libraries) and the sources: tens of MB, never the gigabytes of
+    // target/.
+    assert!(megabytes < 100.0, "build context of {sent}");
+}
