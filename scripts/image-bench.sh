@@ -52,7 +52,8 @@ EXPOSE 5000
 ENTRYPOINT ["registry"]
 CMD ["serve", "/etc/docker/registry/config.yml"]
 DOCKERFILE
-docker build -q -t "$STANDIN" "$work/ctx" >/dev/null
+# (The legacy builder's deprecation notice goes to stderr: shown only if the build fails.)
+docker build -q -t "$STANDIN" "$work/ctx" >/dev/null 2>"$work/build.err" || { cat "$work/build.err" >&2; exit 1; }
 
 size_mb() { docker image inspect -f '{{.Size}}' "$1" | awk '{ printf "%.1f", $1 / 1e6 }'; }
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
