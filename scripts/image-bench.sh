@@ -94,7 +94,9 @@ docker rmi "$STANDIN" >/dev/null
 commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 mkdir -p "$ROOT/benches/results"
 cat > "$ROOT/benches/results/image.md" <<MD
-### Container image (\`make bench-image\`, commit $commit)
+### Container image
+
+Produced by \`make bench-image\` (\`scripts/image-bench.sh\`) at commit $commit.
 
 | | berth:latest | registry:2 stand-in (distribution 2.8.2) |
 |---|---:|---:|
