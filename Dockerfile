@@ -34,7 +34,8 @@ COPY target/image/rootfs/ /
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+# config.yml: the built-in default configuration is compiled into the binary.
+COPY Cargo.toml Cargo.lock config.yml ./
 COPY src/ src/
 COPY benches/ benches/
 COPY scripts/image-rootfs.sh scripts/
