@@ -3,7 +3,9 @@
 //! file and the `REGISTRY_*` variables), connects to the address berth listens on (an
 //! every-interface address such as `:5000` becomes loopback), over HTTPS when `http.tls` is set,
 //! and asks `GET /v2/`. 200, or 401 when logins are required, is healthy; anything else,
-//! including 503 when the storage health check fails, is not.
+//! including 503 when the storage health check fails, is not. With a debug listener
+//! (`http.debug.addr`) it asks that listener's `/debug/health` instead: plain HTTP without a
+//! login, so the probe also works where the main listener demands client certificates.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -30,23 +32,38 @@ pub enum HealthcheckError {
     Unhealthy { url: String, status: u16 },
 }
 
-/// The URL of `/v2/` on the server `config` describes, as seen from the same host.
+/// The URL to probe on the server `config` describes, as seen from the same host: the debug
+/// listener's `/debug/health` if there is one, else `/v2/`.
 pub fn probe_url(config: &Config) -> Result<String, ConfigError> {
-    let addr = config.http.socket_addr()?;
-    let ip = match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
+    if let Some(debug) = &config.http.debug {
+        // distribution's `:5001` form means every interface, as for http.addr.
+        let text = match debug.addr.starts_with(':') {
+            true => format!("0.0.0.0{}", debug.addr),
+            false => debug.addr.clone(),
+        };
+        let addr: SocketAddr = text.parse().map_err(|e| ConfigError::Invalid {
+            key: "http.debug.addr",
+            reason: format!("{:?} is not host:port ({e})", debug.addr),
+        })?;
+        return Ok(format!("http://{}/debug/health", loopback(addr)));
+    }
+    let addr = loopback(config.http.socket_addr()?);
     let scheme = if config.http.tls.is_some() {
         "https"
     } else {
         "http"
     };
-    Ok(format!(
-        "{scheme}://{}/v2/",
-        SocketAddr::new(ip, addr.port())
-    ))
+    Ok(format!("{scheme}://{addr}/v2/"))
+}
+
+/// `addr`, with an every-interface address replaced by loopback of the same family.
+fn loopback(addr: SocketAddr) -> SocketAddr {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, addr.port())
 }
 
 /// Probes the registry once; answers the status it gave when healthy.
@@ -116,6 +133,15 @@ mod tests {
         assert_eq!(probe_url(&c).unwrap(), "http://[::1]:5001/v2/");
         let c = config(&[("REGISTRY_HTTP_ADDR", "127.0.0.7:5002")]);
         assert_eq!(probe_url(&c).unwrap(), "http://127.0.0.7:5002/v2/");
+    }
+
+    #[test]
+    fn a_debug_listener_is_probed_instead() {
+        let c = config(&[
+            ("REGISTRY_HTTP_ADDR", ":5000"),
+            ("REGISTRY_HTTP_DEBUG_ADDR", ":5001"),
+        ]);
+        assert_eq!(probe_url(&c).unwrap(), "http://127.0.0.1:5001/debug/health");
     }
 
     #[test]
