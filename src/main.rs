@@ -47,16 +47,26 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // It names the file and sets no key: taken out of the environment before anything runs, so
+    // that the configuration loaders, which read every REGISTRY_* variable, never see it.
+    let named = std::env::var_os(CONFIG_PATH_VAR)
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from);
+    std::env::remove_var(CONFIG_PATH_VAR);
     let cli = Cli::parse_from(registry_style(std::env::args_os().collect()));
     match cli.command {
-        Command::Serve { config } => serve(config),
+        Command::Serve { config } => serve(config_or_default(config, named)),
         Command::Healthcheck { config } => {
-            berth::healthcheck::run(config_or_default(config).as_deref(), &registry_env())
+            let env = std::env::vars().collect();
+            berth::healthcheck::run(config_or_default(config, named).as_deref(), &env)
         }
         Command::Bench(args) => berth::bench::run(*args),
         Command::Certs(args) => berth::certs::run(args),
         Command::Htpasswd(args) => berth::auth::htpasswd::run(args),
-        Command::GarbageCollect(args) => berth::gc::run(args),
+        Command::GarbageCollect(mut args) => {
+            args.config = args.config.or(named);
+            berth::gc::run(args)
+        }
     }
 }
 
@@ -77,29 +87,17 @@ fn registry_style(mut args: Vec<OsString>) -> Vec<OsString> {
 }
 
 /// distribution's variable naming the configuration file when no argument does. The image sets
-/// it, so that `berth serve` and `berth healthcheck` without arguments read the image's file.
+/// it, so that `serve`, `healthcheck` and `garbage-collect` without arguments read the image's
+/// file.
 const CONFIG_PATH_VAR: &str = "REGISTRY_CONFIGURATION_PATH";
 
-/// The configuration file when none is named: $REGISTRY_CONFIGURATION_PATH, else ./config.yml if
-/// present, else none (the built-in default).
-fn config_or_default(path: Option<PathBuf>) -> Option<PathBuf> {
-    path.or_else(|| {
-        std::env::var_os(CONFIG_PATH_VAR)
-            .filter(|p| !p.is_empty())
-            .map(PathBuf::from)
-    })
-    .or_else(|| {
+/// The configuration file: the argument, else the one $REGISTRY_CONFIGURATION_PATH `named`, else
+/// ./config.yml if present, else none (the built-in default).
+fn config_or_default(path: Option<PathBuf>, named: Option<PathBuf>) -> Option<PathBuf> {
+    path.or(named).or_else(|| {
         let default = PathBuf::from("config.yml");
         default.exists().then_some(default)
     })
-}
-
-/// The environment the configuration is overridden from: every variable but the one naming
-/// the file (it sets no key).
-fn registry_env() -> HashMap<String, String> {
-    std::env::vars()
-        .filter(|(k, _)| k != CONFIG_PATH_VAR)
-        .collect()
 }
 
 /// Fails with the directory's name when local storage cannot be written: otherwise berth would
@@ -128,11 +126,11 @@ fn check_writable(config: &Config) -> Result<(), String> {
     })
 }
 
-fn serve(config_path: Option<PathBuf>) -> ExitCode {
-    let path = config_or_default(config_path);
+fn serve(path: Option<PathBuf>) -> ExitCode {
     // Warnings from loading the configuration are written once the log's format is known.
     berth::logging::early();
-    let config = match Config::load(path.as_deref(), &registry_env()) {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let config = match Config::load(path.as_deref(), &env) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("berth: {e}");
