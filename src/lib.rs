@@ -14,6 +14,7 @@
 //! - [`gc`]: `berth garbage-collect`;
 //! - [`notify`]: webhook notifications of pushes, pulls, mounts and deletes;
 //! - [`metrics`], [`health`]: Prometheus metrics and health checks for the debug listener;
+//! - [`healthcheck`]: `berth healthcheck`, the container image's probe of its own `/v2/`;
 //! - [`logging`]: text or JSON log lines, with `log.fields`;
 //! - [`bench`]: `berth bench`, the load generator and its report.
 
@@ -26,6 +27,7 @@ pub mod config;
 pub mod connections;
 pub mod gc;
 pub mod health;
+pub mod healthcheck;
 pub mod listener;
 pub mod logging;
 pub mod metrics;

@@ -154,6 +154,14 @@ pub struct Bound {
     /// Run by [`run`] after the drain, in order, e.g. the notifier's
     /// `Box::new(move |deadline| Box::pin(async move { notifier.flush(deadline).await }))`.
     pub shutdown_hooks: Vec<ShutdownHook>,
+    /// Told to stop reading request bodies just before the drain ends.
+    uploads: crate::upload::UploadManager,
+}
+
+/// When, after the shutdown signal, bodies still streaming are cut (and recorded) by berth
+/// itself: shortly before the drain ends and the workers, with their tasks, are stopped.
+fn body_cutoff(drain: Duration) -> Duration {
+    drain.saturating_sub(Duration::from_secs(1)).max(drain / 2)
 }
 
 /// The debug listener's address: distribution's `:5001` form means every interface.
@@ -231,6 +239,7 @@ pub async fn run(bound: Bound) -> std::io::Result<()> {
         debug,
         drain,
         shutdown_hooks,
+        uploads,
         ..
     } = bound;
     let handle = server.handle();
@@ -259,6 +268,10 @@ pub async fn run(bound: Bound) -> std::io::Result<()> {
         );
         let graceful = handle.clone();
         actix_web::rt::spawn(async move { graceful.stop(true).await });
+        actix_web::rt::spawn(async move {
+            actix_web::rt::time::sleep(body_cutoff(drain)).await;
+            uploads.stop_reading_bodies();
+        });
         name = tokio::select! {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
@@ -330,6 +343,7 @@ pub fn bind(config: &Config, storage: Storage) -> Result<Bound, ServerError> {
         registry = registry.with_cache(cache.with_metrics(metrics.clone()));
     }
     let uploads = registry.uploads().clone();
+    let registry_uploads = uploads.clone();
     metrics.set_upload_source(Box::new(move || uploads.sessions_in_memory()));
     let read_only = config.storage.maintenance.readonly.enabled;
     if read_only {
@@ -491,5 +505,6 @@ pub fn bind(config: &Config, storage: Storage) -> Result<Bound, ServerError> {
         health,
         drain: config.http.draintimeout,
         shutdown_hooks,
+        uploads: registry_uploads,
     })
 }
