@@ -70,7 +70,7 @@ pub struct HttpConfig {
 
 /// `http.forwardedheader`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
+#[serde(try_from = "String")]
 pub enum ForwardedHeader {
     #[default]
     XForwarded,
@@ -195,3 +195,5 @@ impl HttpConfig {
         })
     }
 }
+
+super::values::keywords!(ForwardedHeader { "x-forwarded" => XForwarded, "forwarded" => Forwarded });

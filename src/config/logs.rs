@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String")]
 pub enum LogLevel {
     Error,
     Warn,
@@ -44,7 +44,7 @@ pub struct LogConfig {
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String")]
 pub enum LogFormatter {
     #[default]
     Text,
@@ -58,3 +58,7 @@ pub struct AccessLogConfig {
     #[serde(default)]
     pub disabled: bool,
 }
+
+super::values::keywords!(LogLevel { "error" => Error, "warn" => Warn, "info" => Info, "debug" => Debug, "trace" => Trace, "panic" => Panic, "fatal" => Fatal });
+
+super::values::keywords!(LogFormatter { "text" => Text, "json" => Json, "logstash" => Logstash });

@@ -44,7 +44,7 @@ fn default_blobdescriptorsize() -> usize {
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String")]
 pub enum BlobDescriptorCache {
     Inmemory,
     Redis,
@@ -170,3 +170,5 @@ pub struct DeleteConfig {
     #[serde(default)]
     pub enabled: bool,
 }
+
+super::values::keywords!(BlobDescriptorCache { "inmemory" => Inmemory, "redis" => Redis });

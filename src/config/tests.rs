@@ -447,3 +447,26 @@ fn headers_are_checked_and_layerinfo_is_blobdescriptor() {
     let err = from_yaml("http:\n  headers:\n    'Bad Name': [x]\n", &[]).unwrap_err();
     assert!(err.to_string().contains("not a valid header name"), "{err}");
 }
+
+/// Values are checked in the file's words, not the Rust types' names.
+#[test]
+fn a_bad_keyword_lists_the_words_allowed() {
+    let err = from_yaml("log:\n  level: verbose\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("\"verbose\" is not one of error, warn, info, debug, trace")
+            && err.contains("log.level"),
+        "{err}"
+    );
+    assert!(!err.contains("LogLevel"), "{err}");
+    let err = from_yaml("storage:\n  cache:\n    blobdescriptor: redsi\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("\"redsi\" is not one of inmemory, redis"),
+        "{err}"
+    );
+    let cfg = from_yaml("log:\n  level: DEBUG\n  formatter: json\n", &[]).unwrap();
+    assert_eq!(cfg.log.level, LogLevel::Debug);
+}

@@ -106,3 +106,25 @@ macro_rules! default_is_empty_section {
     };
 }
 pub(super) use default_is_empty_section;
+
+/// The words a keyword value may be (`log.level: info`), read case-insensitively, with an
+/// error that lists them in the file's terms rather than the Rust type's
+/// (`"verbose" is not one of error, warn, info, …`). The enum says
+/// `#[serde(try_from = "String")]`.
+macro_rules! keywords {
+    ($enum:ident { $($word:literal => $variant:ident),+ $(,)? }) => {
+        impl TryFrom<String> for $enum {
+            type Error = String;
+            fn try_from(word: String) -> Result<Self, String> {
+                match word.trim().to_ascii_lowercase().as_str() {
+                    $($word => Ok($enum::$variant),)+
+                    _ => Err(format!(
+                        "{word:?} is not one of {}",
+                        [$($word),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+pub(super) use keywords;
