@@ -310,6 +310,8 @@ pub fn run(args: GcArgs) -> ExitCode {
         default.exists().then_some(default)
     });
     let env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    // The configuration's warnings (unknown keys) are kept until the log is set up.
+    crate::logging::early();
     let config = match crate::config::Config::load(path.as_deref(), &env) {
         Ok(c) => c,
         Err(e) => {
@@ -317,10 +319,7 @@ pub fn run(args: GcArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let _ = env_logger::Builder::new()
-        .filter_level(config.log.level.filter())
-        .parse_env("RUST_LOG")
-        .try_init();
+    crate::logging::init(&config.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
