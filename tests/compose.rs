@@ -111,35 +111,44 @@ fn example_folder(name: &str) -> tempfile::TempDir {
             std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
         }
     }
-    let image = berth_image();
-    let mount = |sub: &str| format!("{}:/{sub}", dir.path().join(sub).display());
+    let mount = format!("{}:/certs", dir.path().join("certs").display());
     run(Command::new("docker").args([
         "run",
         "--rm",
         "-v",
-        &mount("certs"),
-        &image,
+        &mount,
+        "--entrypoint",
+        "berth",
+        &berth_image(),
         "certs",
         "--domain",
         "registry.example.com",
         "--out",
         "/certs",
     ]));
+    add_user(dir.path(), USER, PASSWORD);
+    dir
+}
+
+/// `auth/htpasswd` gets `user`, by the berth image as the README says.
+fn add_user(dir: &Path, user: &str, password: &str) {
+    let mount = format!("{}:/auth", dir.join("auth").display());
     run_with_input(
         Command::new("docker").args([
             "run",
             "--rm",
             "-i",
             "-v",
-            &mount("auth"),
-            &image,
+            &mount,
+            "--entrypoint",
+            "berth",
+            &berth_image(),
             "htpasswd",
             "/auth/htpasswd",
-            USER,
+            user,
         ]),
-        &format!("{PASSWORD}\n"),
+        &format!("{password}\n"),
     );
-    dir
 }
 
 /// One compose project: `docker-compose -p NAME -f FILE…` in the example's folder, published on
@@ -276,6 +285,20 @@ impl Docker {
             &format!("{PASSWORD}\n"),
         );
         assert!(out.contains("Login Succeeded"), "{out}");
+    }
+
+    /// `docker login` as `user`; whether it succeeded.
+    fn try_login(&self, registry: &str, user: &str, password: &str) -> bool {
+        let mut child = self
+            .cmd()
+            .args(["login", registry, "-u", user, "--password-stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        child.wait().unwrap().success()
     }
 
     /// A small image built here `FROM scratch` (one file, unique content), tagged `reference`;
@@ -432,6 +455,18 @@ fn https_compose_example_serves_docker_with_logins() {
     run(docker.cmd().args(["logout", &registry]));
     run(docker.cmd().args(["rmi", &reference]));
     run_failing(docker.cmd().args(["pull", &reference]));
+
+    // A user added while it runs can log in without a restart (berth re-reads the file it
+    // finds through the mounted folder; a mounted file would still be the old one).
+    add_user(dir.path(), "later", "later-password");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !docker.try_login(&registry, "later", "later-password") {
+        assert!(
+            Instant::now() < deadline,
+            "a user added to auth/htpasswd could not log in"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// The override lines that name another berth image than the compose file's `berth:latest`
