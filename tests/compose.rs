@@ -373,6 +373,19 @@ fn nginx_redis_compose_example_serves_docker_through_nginx_and_berth_uses_redis(
     let client = https_client(dir.path());
     wait_for_registry(&client, &base);
     assert_one_challenge(&client, &base, "berth");
+    // berth believes nginx's X-Forwarded-Proto (REGISTRY_HTTP_TRUSTEDPROXIES): its upload
+    // locations name nginx's https:// address, which docker then follows.
+    let r = client
+        .post(format!("{base}/v2/compose/hello/blobs/uploads/"))
+        .basic_auth(USER, Some(PASSWORD))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let location = r.headers()["location"].to_str().unwrap();
+    assert!(
+        location.starts_with(&format!("{base}/v2/compose/hello/blobs/uploads/")),
+        "{location}"
+    );
 
     let docker = Docker::new(dir.path());
     let reference = format!("{registry}/compose/hello:1");
