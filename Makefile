@@ -3,7 +3,7 @@
 CARGO ?= cargo
 PYTHON ?= python3
 
-.PHONY: run certs test deps lint unit bench bench-micro clean
+.PHONY: run certs test deps lint unit bench bench-micro bench-image image clean
 
 ## Run the registry on the default configuration (./config.yml: ./data, 127.0.0.1:5000).
 run:
@@ -18,7 +18,7 @@ certs:
 ## Install what the tests need, check formatting and lints, run every test: the whole suite on
 ## the default storage (in memory / local disk), then the integration tests again on S3 (s3s-fs,
 ## started by the tests; tests/s3.rs runs S3-only checks in the first pass).
-test: deps lint
+test: deps lint image
 	$(CARGO) test --benches
 	$(CARGO) test --lib --bins --tests --no-fail-fast
 	BERTH_TEST_STORAGE=s3 $(CARGO) test --no-fail-fast \
@@ -28,18 +28,29 @@ test: deps lint
 ## The real clients and the reference registry the end-to-end tests drive.
 deps:
 	@missing=""; \
-	for tool in skopeo podman docker-registry unshare curl openssl nginx redis-server redis-cli docker-compose ps; do \
+	for tool in skopeo podman docker-registry unshare curl openssl nginx redis-server redis-cli htpasswd docker-compose ps; do \
 	  command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq skopeo podman docker-registry util-linux curl openssl nginx-light redis-server redis-tools docker-compose procps >/dev/null; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq skopeo podman docker-registry util-linux curl openssl nginx-light redis-server redis-tools apache2-utils docker-compose procps >/dev/null; \
 	fi
 	@$(PYTHON) -c 'import oras.client' 2>/dev/null || $(PYTHON) -m pip install -q oras
 	@# The S3 server of the S3 tests (newer versions need a newer Rust); ~4 minutes to build.
 	@command -v s3s-fs >/dev/null 2>&1 || [ -x "$$HOME/.cargo/bin/s3s-fs" ] || \
 	  $(CARGO) install s3s-fs --version 0.14.1 --features binary --locked
 	@command -v docker >/dev/null 2>&1 || { echo "docker CLI missing: the end-to-end tests need the machine's Docker engine"; exit 1; }
+
+## The container image berth:latest and berth:<version>, built from nothing (nothing is pulled):
+## the release binary, the libraries it loads and the image's files under target/image/rootfs/,
+## copied into a scratch image by the Dockerfile's `local` stage. `docker build .` builds the same
+## image from source on a machine with internet (see the Dockerfile).
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+image:
+	$(CARGO) build --release --bin berth
+	bash scripts/image-rootfs.sh target/release/berth target/image/rootfs
+	docker build -q --target local -t berth:latest -t berth:$(VERSION) .
+	@docker image ls berth:$(VERSION) --format 'berth:{{.Tag}} {{.Size}}'
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -56,6 +67,11 @@ unit:
 ## flamegraphs of berth. Knobs: BENCH_REPEAT, BENCH_GROUPS, BENCH_BLOB_SIZE, … (see scripts/bench.sh).
 bench:
 	CARGO="$(CARGO)" BENCH_PROFILE="$(BENCH_PROFILE)" bash scripts/bench.sh
+
+## Image size (berth against Debian's docker-registry in a scratch image of the same kind) and
+## container start-to-first-200 (median of 10); writes its rows into BENCHMARKS.md.
+bench-image: image
+	bash scripts/image-bench.sh
 
 ## Criterion micro-benchmarks.
 bench-micro:

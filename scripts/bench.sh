@@ -548,6 +548,8 @@ for throughput, and the chart scales each scenario's two bars to the larger one.
 ![throughput per scenario](benches/results/throughput.svg)
 
 $(cat "$OUT/report.md")
+$(# The container-image rows of scripts/image-bench.sh (make bench-image) are kept.
+  [ -f "$ROOT/benches/results/image.md" ] && printf '\n<!-- image-bench -->\n%s\n<!-- /image-bench -->\n' "$(cat "$ROOT/benches/results/image.md")")
 
 ## How this was measured
 

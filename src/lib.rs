@@ -8,11 +8,13 @@
 //! - [`cache`]: the blob-descriptor cache (in memory or Redis) in front of storage lookups;
 //! - [`oci`]: validated domain types and manifest parsing;
 //! - [`auth`]: who a request comes from (htpasswd, tokens) and what it may do (access rules);
-//! - [`config`], [`server`] and [`tls`]: loading the configuration and running the HTTP(S) server;
+//! - [`config`], [`server`], [`listener`] and [`tls`]: loading the configuration and running the
+//!   HTTP(S) server (the HTTPS listener answers plain HTTP with a 400);
 //! - [`certs`]: `berth certs`, a private CA and server certificate;
 //! - [`gc`]: `berth garbage-collect`;
 //! - [`notify`]: webhook notifications of pushes, pulls, mounts and deletes;
 //! - [`metrics`], [`health`]: Prometheus metrics and health checks for the debug listener;
+//! - [`healthcheck`]: `berth healthcheck`, the container image's probe of its own `/v2/`;
 //! - [`logging`]: text or JSON log lines, with `log.fields`;
 //! - [`bench`]: `berth bench`, the load generator and its report.
 
@@ -25,6 +27,8 @@ pub mod config;
 pub mod connections;
 pub mod gc;
 pub mod health;
+pub mod healthcheck;
+pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod notify;

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use actix_tls::accept::openssl::TlsStream;
 use actix_web::dev::ServerHandle;
+use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{from_fn, DefaultHeaders};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use futures_util::future::LocalBoxFuture;
@@ -153,6 +154,14 @@ pub struct Bound {
     /// Run by [`run`] after the drain, in order, e.g. the notifier's
     /// `Box::new(move |deadline| Box::pin(async move { notifier.flush(deadline).await }))`.
     pub shutdown_hooks: Vec<ShutdownHook>,
+    /// Told to stop reading request bodies just before the drain ends.
+    uploads: crate::upload::UploadManager,
+}
+
+/// When, after the shutdown signal, bodies still streaming are cut (and recorded) by berth
+/// itself: shortly before the drain ends and the workers, with their tasks, are stopped.
+fn body_cutoff(drain: Duration) -> Duration {
+    drain.saturating_sub(Duration::from_secs(1)).max(drain / 2)
 }
 
 /// The debug listener's address: distribution's `:5001` form means every interface.
@@ -230,6 +239,7 @@ pub async fn run(bound: Bound) -> std::io::Result<()> {
         debug,
         drain,
         shutdown_hooks,
+        uploads,
         ..
     } = bound;
     let handle = server.handle();
@@ -258,6 +268,10 @@ pub async fn run(bound: Bound) -> std::io::Result<()> {
         );
         let graceful = handle.clone();
         actix_web::rt::spawn(async move { graceful.stop(true).await });
+        actix_web::rt::spawn(async move {
+            actix_web::rt::time::sleep(body_cutoff(drain)).await;
+            uploads.stop_reading_bodies();
+        });
         name = tokio::select! {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
@@ -277,6 +291,32 @@ pub async fn run(bound: Bound) -> std::io::Result<()> {
     }
     log::info!("stopped");
     Ok(())
+}
+
+/// `http.headers`, one value per name: several values of a name are joined by commas, which
+/// means the same in HTTP (a name is set once by the middleware).
+fn joined_headers(
+    http: &crate::config::HttpConfig,
+) -> Result<Vec<(HeaderName, HeaderValue)>, ServerError> {
+    let mut joined: Vec<(HeaderName, Vec<HeaderValue>)> = Vec::new();
+    for (name, value) in http.extra_headers()? {
+        match joined.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, values)) => values.push(value),
+            None => joined.push((name, vec![value])),
+        }
+    }
+    Ok(joined
+        .into_iter()
+        .map(|(name, values)| {
+            let value = values
+                .iter()
+                .map(|v| v.as_bytes())
+                .collect::<Vec<_>>()
+                .join(&b", "[..]);
+            let value = HeaderValue::from_bytes(&value).expect("valid values joined by commas");
+            (name, value)
+        })
+        .collect())
 }
 
 /// Builds and binds the server for `config`.
@@ -303,6 +343,7 @@ pub fn bind(config: &Config, storage: Storage) -> Result<Bound, ServerError> {
         registry = registry.with_cache(cache.with_metrics(metrics.clone()));
     }
     let uploads = registry.uploads().clone();
+    let registry_uploads = uploads.clone();
     metrics.set_upload_source(Box::new(move || uploads.sessions_in_memory()));
     let read_only = config.storage.maintenance.readonly.enabled;
     if read_only {
@@ -313,7 +354,13 @@ pub fn bind(config: &Config, storage: Storage) -> Result<Bound, ServerError> {
     let auth = Auth::from_config(&config.auth)?;
     match &auth {
         Some(auth) => log::info!("authentication: {}", auth.describe()),
-        None => log::warn!("no authentication configured: anybody who can reach berth may push"),
+        None if addr.ip().is_loopback() => {
+            log::info!("no authentication configured; only loopback can reach {addr}")
+        }
+        None => log::warn!(
+            "no authentication configured and {addr} is not loopback: anybody who can reach \
+             it may push (configure auth, or a proxy that authenticates)"
+        ),
     }
     let notifier = start_notifier(config, addr.port());
     let notifier_handle = notifier.clone();
@@ -346,6 +393,7 @@ pub fn bind(config: &Config, storage: Storage) -> Result<Bound, ServerError> {
         urls: Urls {
             host: config.http.host.clone(),
             relative: config.http.relativeurls,
+            prefix: config.http.prefix.clone(),
         },
         auth,
         read_only,
@@ -370,26 +418,25 @@ pub fn bind(config: &Config, storage: Storage) -> Result<Bound, ServerError> {
     let limiter = ConnectionLimiter::new(config.http.maxconnectionsperaddress);
     limiter.start_trimming();
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let server = HttpServer::new(move || {
+    let extra_headers = joined_headers(&config.http)?;
+    let app = move || {
         App::new()
             .app_data(state.clone())
             .app_data(observer.clone())
             .app_data(proxies.clone())
-            .wrap(DefaultHeaders::new().add(API_VERSION_HEADER))
+            // `http.headers` too: on every response, errors included.
+            .wrap(extra_headers.iter().cloned().fold(
+                DefaultHeaders::new().add(API_VERSION_HEADER),
+                DefaultHeaders::add,
+            ))
             // Metrics and the access log (method, path without query, status, bytes, time,
             // user; never headers, so credentials cannot reach it).
             .wrap(from_fn(observe))
             .configure(api::configure)
-    })
-    // Signals are handled by `run`: SIGINT drains as SIGTERM does.
-    .disable_signals()
-    .workers(workers)
-    // Per worker; beyond it connections wait in the listen backlog.
-    .max_connections(config.http.maxconnections.div_ceil(workers).max(1))
-    .shutdown_timeout(config.http.draintimeout.as_secs_f64().ceil() as u64)
+    };
     // Responses are written as headers then body; with Nagle's algorithm on, the body of a small
     // response on a kept-alive connection waits for the client's delayed ACK (~40 ms).
-    .on_connect(move |conn, data| {
+    let on_connect: crate::listener::OnConnect = std::sync::Arc::new(move |conn, data| {
         let tcp = conn
             .downcast_ref::<actix_web::rt::net::TcpStream>()
             .or_else(|| {
@@ -411,17 +458,36 @@ pub fn bind(config: &Config, storage: Storage) -> Result<Bound, ServerError> {
             None => limiter.refuse(tcp),
         }
     });
-    let server = match &config.http.tls {
+    let settings = crate::listener::Settings {
+        workers,
+        // Per worker; beyond it connections wait in the listen backlog.
+        max_connections: config.http.maxconnections.div_ceil(workers).max(1),
+        shutdown_timeout_secs: config.http.draintimeout.as_secs_f64().ceil() as u64,
+    };
+    let bind_error = |source| ServerError::Bind { addr, source };
+    let (server, addrs) = match &config.http.tls {
         Some(tls) => {
             let tls = crate::tls::Tls::load(tls)?;
-            let acceptor = tls.acceptor()?;
+            let acceptor = tls.acceptor()?.build();
             tls.reload_on_sighup()?;
-            server.bind_openssl(addr, acceptor)
+            // Its own pipeline: plain HTTP sent to this port is answered, not reset.
+            crate::listener::https(app, on_connect, addr, acceptor, &settings)
+                .map_err(bind_error)?
         }
-        None => server.bind(addr),
-    }
-    .map_err(|source| ServerError::Bind { addr, source })?;
-    let addrs = server.addrs();
+        None => {
+            let server = HttpServer::new(app)
+                // Signals are handled by `run`: SIGINT drains as SIGTERM does.
+                .disable_signals()
+                .workers(settings.workers)
+                .max_connections(settings.max_connections)
+                .shutdown_timeout(settings.shutdown_timeout_secs)
+                .on_connect(move |conn, data| on_connect(conn, data))
+                .bind(addr)
+                .map_err(bind_error)?;
+            let addrs = server.addrs();
+            (server.run(), addrs)
+        }
+    };
     let (debug, debug_addrs) = match &config.http.debug {
         Some(debug) => {
             let (handle, addrs) = start_debug(debug, &metrics, &health)?;
@@ -430,7 +496,7 @@ pub fn bind(config: &Config, storage: Storage) -> Result<Bound, ServerError> {
         None => (None, Vec::new()),
     };
     Ok(Bound {
-        server: server.run(),
+        server,
         addrs,
         notifier: notifier_handle,
         debug_addrs,
@@ -439,5 +505,6 @@ pub fn bind(config: &Config, storage: Storage) -> Result<Bound, ServerError> {
         health,
         drain: config.http.draintimeout,
         shutdown_hooks,
+        uploads: registry_uploads,
     })
 }

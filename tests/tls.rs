@@ -531,8 +531,24 @@ fn in_process_registry_serves_https_from_the_environment() {
     assert_eq!(r.status(), 202);
     let location = r.headers()["location"].to_str().unwrap();
     assert!(location.starts_with(&reg.url), "Location {location}");
-    // Plain HTTP on the TLS port gets no answer.
+    // Plain HTTP on the TLS port: a 400 in the spec's error format saying why, as distribution
+    // answers (not a reset), for a plain GET and a push's POST alike; TLS still works after.
     let plain = reg.url.replacen("https://", "http://", 1);
-    let r = common::client().get(format!("{plain}/v2/")).send();
-    assert!(r.map(|r| r.status() != 200).unwrap_or(true));
+    for (method, path) in [
+        (reqwest::Method::GET, "/v2/"),
+        (reqwest::Method::POST, "/v2/a/blobs/uploads/"),
+    ] {
+        let r = common::client()
+            .request(method.clone(), format!("{plain}{path}"))
+            .send()
+            .unwrap_or_else(|e| panic!("{method} {path}: no answer: {e}"));
+        assert_eq!(r.status(), 400, "{method} {path}");
+        let body: serde_json::Value = r.json().unwrap();
+        let message = body["errors"][0]["message"].as_str().unwrap();
+        assert!(
+            message.contains("Client sent an HTTP request to an HTTPS server"),
+            "{message}"
+        );
+    }
+    assert_eq!(c.get(reg.url("/v2/")).send().unwrap().status(), 200);
 }

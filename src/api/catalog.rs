@@ -30,7 +30,11 @@ pub async fn get(
         .catalog(n, query.get("last"), visible)
         .await?;
     let mut response = HttpResponse::Ok();
-    if let Some(link) = listing_link("/v2/_catalog", n, page.next_after.as_deref()) {
+    if let Some(link) = listing_link(
+        &state.urls.prefixed("/v2/_catalog"),
+        n,
+        page.next_after.as_deref(),
+    ) {
         response.insert_header(("Link", link));
     }
     Ok(response.json(json!({ "repositories": page.items })))

@@ -89,12 +89,15 @@ pub struct Urls {
     pub host: Option<String>,
     /// `http.relativeurls`: answer paths only.
     pub relative: bool,
+    /// `http.prefix` (`/my/registry`, or empty): the path the API is served under.
+    pub prefix: String,
 }
 
 impl Urls {
     /// The URL a client should use for `path`, as seen from the client: behind a trusted proxy,
     /// the `Forwarded`/`X-Forwarded-Proto`/`X-Forwarded-Host` headers name the public address.
     pub fn location(&self, req: &HttpRequest, path: &str) -> String {
+        let path = &self.prefixed(path);
         if self.relative {
             return path.to_string();
         }
@@ -103,6 +106,21 @@ impl Urls {
         }
         let client = client::client(req);
         format!("{}://{}{path}", client.scheme, client.host)
+    }
+
+    /// `path` (`/v2/…`) under the configured prefix.
+    pub fn prefixed(&self, path: &str) -> String {
+        format!("{}{path}", self.prefix)
+    }
+
+    /// The API path of `path` as requested (`/my/registry/v2/…` → `/v2/…`); `None` when the
+    /// request is outside the prefix.
+    pub fn api_path<'a>(&self, path: &'a str) -> Option<&'a str> {
+        if self.prefix.is_empty() {
+            return Some(path);
+        }
+        path.strip_prefix(self.prefix.as_str())
+            .filter(|rest| rest.starts_with('/'))
     }
 }
 
@@ -163,7 +181,11 @@ async fn dispatch(
             return token::get(auth, &req, &query).await;
         }
     }
-    let endpoint = Endpoint::parse(req.method(), req.path())?.ok_or_else(ApiError::not_found)?;
+    let path = state
+        .urls
+        .api_path(req.path())
+        .ok_or_else(ApiError::not_found)?;
+    let endpoint = Endpoint::parse(req.method(), path)?.ok_or_else(ApiError::not_found)?;
     req.extensions_mut().insert(observe::Route(endpoint.kind()));
     if endpoint == Endpoint::Base && !state.health.healthy() {
         return Err(ApiError::new(
@@ -193,7 +215,7 @@ async fn dispatch(
     match endpoint {
         Endpoint::Base => Ok(base::get()),
         Endpoint::Catalog => catalog::get(&state, &req, &query).await,
-        Endpoint::Tags { repo } => tags::get(reg, &repo, &query).await,
+        Endpoint::Tags { repo } => tags::get(reg, &state.urls, &repo, &query).await,
         Endpoint::Referrers { repo, digest } => referrers::get(reg, &repo, &digest, &query).await,
         Endpoint::Blob { repo, digest } => match method {
             Method::GET => blobs::get(&state, &req, &repo, &digest).await,

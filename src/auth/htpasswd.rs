@@ -349,19 +349,30 @@ impl Drop for SharedCheck<'_> {
     }
 }
 
-/// `berth htpasswd FILE USER`: the password is read from standard input (one line).
+/// `berth htpasswd FILE USER`: the password is read from standard input (one line). Apache's
+/// `htpasswd -Bbn USER PASSWORD` (print the entry, password on the command line) works too.
 #[derive(Debug, clap::Args)]
 pub struct HtpasswdArgs {
-    /// The htpasswd file (created if missing, mode 0600).
-    pub file: PathBuf,
-    /// The user to add, change or (with --delete) remove.
-    pub user: String,
+    /// FILE USER: the htpasswd file (created if missing, mode 0600) and the user to add, change
+    /// or (with --delete) remove; with -n, USER only; with -b, then the PASSWORD.
+    #[arg(value_name = "FILE USER [PASSWORD]", num_args = 1..=3, required = true)]
+    pub args: Vec<String>,
     /// Remove the user instead.
     #[arg(long)]
     pub delete: bool,
     /// bcrypt cost (4–31): each step doubles the time of a check.
     #[arg(long, default_value_t = bcrypt::DEFAULT_COST)]
     pub cost: u32,
+    /// bcrypt, as `htpasswd -B` (berth makes nothing else; accepted for the same command lines).
+    #[arg(short = 'B')]
+    pub bcrypt: bool,
+    /// The password follows USER on the command line (visible to other users of the machine),
+    /// as `htpasswd -b`.
+    #[arg(short = 'b')]
+    pub batch: bool,
+    /// Print `USER:HASH` on standard output instead of editing a file, as `htpasswd -n`.
+    #[arg(short = 'n')]
+    pub print: bool,
 }
 
 /// Returns the new file text with `user` set to `hash` (or removed when `hash` is `None`),
@@ -390,6 +401,10 @@ fn edit_entries(text: &str, user: &str, hash: Option<&str>) -> (String, bool) {
 
 pub fn run(args: HtpasswdArgs) -> ExitCode {
     match edit_file(&args) {
+        Ok(message) if args.print => {
+            println!("{message}");
+            ExitCode::SUCCESS
+        }
         Ok(message) => {
             eprintln!("{message}");
             ExitCode::SUCCESS
@@ -401,58 +416,80 @@ pub fn run(args: HtpasswdArgs) -> ExitCode {
     }
 }
 
+/// Edits the file, or with `-n` answers the entry to print.
 fn edit_file(args: &HtpasswdArgs) -> Result<String, String> {
-    if args.user.is_empty() || args.user.contains(':') || args.user.contains(char::is_whitespace) {
-        return Err(format!(
-            "{:?} cannot be a user name (no ':' or spaces)",
-            args.user
-        ));
+    let usage = "give FILE USER, USER with -n, and the PASSWORD after them with -b";
+    let (file, rest) = match (args.print, args.args.as_slice()) {
+        (true, rest) => (None, rest),
+        (false, [file, rest @ ..]) => (Some(Path::new(file)), rest),
+        (false, []) => return Err(usage.into()),
+    };
+    let (user, password) = match (args.batch, rest) {
+        (false, [user]) => (user.as_str(), None),
+        (true, [user, password]) => (user.as_str(), Some(password.as_str())),
+        _ => return Err(usage.into()),
+    };
+    if user.is_empty() || user.contains(':') || user.contains(char::is_whitespace) {
+        return Err(format!("{user:?} cannot be a user name (no ':' or spaces)"));
     }
-    let text = match std::fs::read_to_string(&args.file) {
+    let Some(file) = file else {
+        if args.delete {
+            return Err("--delete needs the FILE (not -n)".into());
+        }
+        return Ok(format!(
+            "{user}:{}",
+            hash_password(user, password, args.cost)?
+        ));
+    };
+    let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(format!("cannot read {}: {e}", args.file.display())),
+        Err(e) => return Err(format!("cannot read {}: {e}", file.display())),
     };
-    let hash = if args.delete {
-        None
-    } else {
-        if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-            eprint!("password for {}: ", args.user);
-            let _ = std::io::stderr().flush();
-        }
-        let mut password = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut password)
-            .map_err(|e| format!("cannot read the password: {e}"))?;
-        let password = password.trim_end_matches(['\r', '\n']);
-        if password.is_empty() {
-            return Err("empty password (give it on standard input)".into());
-        }
-        if password.len() > MAX_PASSWORD_BYTES {
-            return Err(format!(
-                "the password is {} bytes long; bcrypt ignores everything after byte \
-                 {MAX_PASSWORD_BYTES}, so berth refuses longer ones",
-                password.len()
-            ));
-        }
-        Some(bcrypt::hash(password, args.cost).map_err(|e| format!("bcrypt: {e}"))?)
+    let hash = match args.delete {
+        true => None,
+        false => Some(hash_password(user, password, args.cost)?),
     };
-    let (new_text, found) = edit_entries(&text, &args.user, hash.as_deref());
+    let (new_text, found) = edit_entries(&text, user, hash.as_deref());
     if args.delete && !found {
+        return Err(format!("no user {user:?} in {}", file.display()));
+    }
+    write_private(file, &new_text).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    Ok(match (args.delete, found) {
+        (true, _) => format!("removed {user} from {}", file.display()),
+        (false, true) => format!("changed the password of {user}"),
+        (false, false) => format!("added {user} to {}", file.display()),
+    })
+}
+
+/// The bcrypt hash of `given`, or of a line read from standard input.
+fn hash_password(user: &str, given: Option<&str>, cost: u32) -> Result<String, String> {
+    let mut line = String::new();
+    let password = match given {
+        Some(p) => p,
+        None => {
+            if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                eprint!("password for {user}: ");
+                let _ = std::io::stderr().flush();
+            }
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .map_err(|e| format!("cannot read the password: {e}"))?;
+            line.trim_end_matches(['\r', '\n'])
+        }
+    };
+    if password.is_empty() {
+        return Err("empty password (give it on standard input, or after USER with -b)".into());
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
         return Err(format!(
-            "no user {:?} in {}",
-            args.user,
-            args.file.display()
+            "the password is {} bytes long; bcrypt ignores everything after byte \
+             {MAX_PASSWORD_BYTES}, so berth refuses longer ones",
+            password.len()
         ));
     }
-    write_private(&args.file, &new_text)
-        .map_err(|e| format!("cannot write {}: {e}", args.file.display()))?;
-    Ok(match (args.delete, found) {
-        (true, _) => format!("removed {} from {}", args.user, args.file.display()),
-        (false, true) => format!("changed the password of {}", args.user),
-        (false, false) => format!("added {} to {}", args.user, args.file.display()),
-    })
+    bcrypt::hash(password, cost).map_err(|e| format!("bcrypt: {e}"))
 }
 
 /// Replaces `path` atomically with `text`, readable by its owner only.

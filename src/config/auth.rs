@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::values::duration;
@@ -9,7 +10,7 @@ use super::values::duration;
 /// `auth`: at most one of distribution's methods (`htpasswd`, `token`), or berth's own issuer:
 /// `htpasswd` and `token` together with `token.signingkey`, where berth checks the passwords at
 /// its `/token` endpoint and hands out the tokens its API then accepts.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 pub struct AuthConfig {
     #[serde(default)]
     pub htpasswd: Option<HtpasswdConfig>,
@@ -37,7 +38,7 @@ fn default_token_requests() -> u32 {
     600
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 pub struct HtpasswdConfig {
     #[serde(default = "default_realm")]
     pub realm: String,
@@ -49,7 +50,7 @@ fn default_realm() -> String {
 }
 
 /// `auth.token`: Bearer tokens (JWT) from a token server, per the Docker token specification.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 pub struct TokenConfig {
     /// The token server's URL, sent to clients in the challenge.
     pub realm: String,
@@ -73,6 +74,7 @@ pub struct TokenConfig {
     #[serde(default)]
     pub signingkey: Option<PathBuf>,
     /// Lifetime of the tokens berth issues.
+    #[schemars(with = "String")]
     #[serde(default = "default_token_expiration", with = "duration")]
     pub expiration: std::time::Duration,
 }
@@ -84,7 +86,7 @@ fn default_token_expiration() -> std::time::Duration {
 /// One access rule: `account` (a user name, `*` for any authenticated user, or `anonymous`) may
 /// perform `actions` (`pull`, `push`, `delete`, `catalog`) on repositories matching one of
 /// `repositories` (globs: `*` matches any run of characters, `/` included).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq, Eq)]
 pub struct AccessRule {
     pub account: String,
     #[serde(default)]

@@ -1,35 +1,27 @@
 //! `health`: background checks reported on the debug listener and by `/v2/`.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::values::duration;
 
 /// `health`: background checks reported on the debug listener and by `/v2/`.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 pub struct HealthConfig {
     #[serde(default)]
     pub storagedriver: StorageHealthConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 pub struct StorageHealthConfig {
     #[serde(default)]
     pub enabled: bool,
+    #[schemars(with = "String")]
     #[serde(default = "default_health_interval", with = "duration")]
     pub interval: std::time::Duration,
     /// Consecutive failures before the backend is reported unhealthy.
     #[serde(default = "default_health_threshold")]
     pub threshold: u32,
-}
-
-impl Default for StorageHealthConfig {
-    fn default() -> Self {
-        StorageHealthConfig {
-            enabled: false,
-            interval: default_health_interval(),
-            threshold: default_health_threshold(),
-        }
-    }
 }
 
 fn default_health_interval() -> std::time::Duration {

@@ -3,19 +3,30 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::values::nets;
 use super::values::{duration, yes};
 use super::ConfigError;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 pub struct HttpConfig {
     #[serde(default = "default_addr")]
     pub addr: String,
     /// The externally visible base URL (`https://registry.example.com`) used in `Location`.
     #[serde(default)]
     pub host: Option<String>,
+    /// distribution's `prefix`: the path the API is served under (`/my/registry/` serves
+    /// `/my/registry/v2/`), for a proxy that forwards a path of its own to berth. Normalised
+    /// by [`Config::load`](super::Config::load) to `/my/registry` (no trailing slash), or
+    /// empty for the root.
+    #[serde(default)]
+    pub prefix: String,
+    /// distribution's `headers`: added to every response of the API (`X-Content-Type-Options:
+    /// [nosniff]`); a header the response already has is left as it is.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, Vec<String>>,
     /// Answer `Location` headers as paths rather than absolute URLs.
     #[serde(default)]
     pub relativeurls: bool,
@@ -24,9 +35,11 @@ pub struct HttpConfig {
     pub tls: Option<TlsConfig>,
     /// berth's own key: a request body that sends nothing for this long is cut off (its bytes
     /// so far are kept; the client can resume).
+    #[schemars(with = "String")]
     #[serde(default = "default_body_idle", with = "duration")]
     pub bodyidletimeout: std::time::Duration,
     /// On SIGTERM/SIGINT: how long in-flight requests may take to finish.
+    #[schemars(with = "String")]
     #[serde(default = "default_drain", with = "duration")]
     pub draintimeout: std::time::Duration,
     /// The debug listener (metrics, health).
@@ -35,6 +48,7 @@ pub struct HttpConfig {
     /// berth's own key: the peers whose `X-Forwarded-*`/`Forwarded` headers are believed (a
     /// list, or one comma-separated string in `REGISTRY_HTTP_TRUSTEDPROXIES`); loopback by
     /// default, `[]` for none.
+    #[schemars(with = "Vec<String>")]
     #[serde(
         default = "default_trusted_proxies",
         deserialize_with = "nets::deserialize"
@@ -55,7 +69,7 @@ pub struct HttpConfig {
 }
 
 /// `http.forwardedheader`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ForwardedHeader {
     #[default]
@@ -83,7 +97,7 @@ fn default_drain() -> std::time::Duration {
 }
 
 /// `http.debug`: a second listener for operators.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 pub struct DebugConfig {
     /// `host:port` (`:5001` means every interface).
     pub addr: String,
@@ -91,21 +105,12 @@ pub struct DebugConfig {
     pub prometheus: PrometheusConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 pub struct PrometheusConfig {
     #[serde(default = "yes")]
     pub enabled: bool,
     #[serde(default = "default_metrics_path")]
     pub path: String,
-}
-
-impl Default for PrometheusConfig {
-    fn default() -> Self {
-        PrometheusConfig {
-            enabled: true,
-            path: default_metrics_path(),
-        }
-    }
 }
 
 fn default_metrics_path() -> String {
@@ -116,26 +121,8 @@ fn default_body_idle() -> std::time::Duration {
     std::time::Duration::from_secs(60)
 }
 
-impl Default for HttpConfig {
-    fn default() -> Self {
-        HttpConfig {
-            addr: default_addr(),
-            host: None,
-            relativeurls: false,
-            tls: None,
-            bodyidletimeout: default_body_idle(),
-            draintimeout: default_drain(),
-            debug: None,
-            trustedproxies: default_trusted_proxies(),
-            forwardedheader: ForwardedHeader::default(),
-            maxconnections: default_max_connections(),
-            maxconnectionsperaddress: default_max_connections_per_address(),
-        }
-    }
-}
-
 /// `http.tls`: distribution's keys.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 pub struct TlsConfig {
     /// PEM certificate chain: the server certificate first, then intermediates.
     pub certificate: PathBuf,
@@ -154,11 +141,47 @@ pub struct TlsConfig {
     pub ciphersuites: Vec<String>,
 }
 
+/// Loopback: an unauthenticated registry should not face the network by accident (the image's
+/// configuration says `:5000`).
 fn default_addr() -> String {
-    ":5000".to_string()
+    "127.0.0.1:5000".to_string()
 }
 
 impl HttpConfig {
+    /// Whether berth listens on loopback only.
+    pub fn loopback_only(&self) -> bool {
+        self.socket_addr().is_ok_and(|a| a.ip().is_loopback())
+    }
+
+    /// `http.headers` as header pairs, checked.
+    pub fn extra_headers(
+        &self,
+    ) -> Result<
+        Vec<(
+            actix_web::http::header::HeaderName,
+            actix_web::http::header::HeaderValue,
+        )>,
+        ConfigError,
+    > {
+        let mut pairs = Vec::new();
+        for (name, values) in &self.headers {
+            let invalid = |reason: String| ConfigError::Invalid {
+                key: "http.headers",
+                reason,
+            };
+            let header = actix_web::http::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| invalid(format!("{name:?} is not a valid header name")))?;
+            for value in values {
+                let value =
+                    actix_web::http::header::HeaderValue::from_str(value).map_err(|_| {
+                        invalid(format!("{name}: {value:?} is not a valid header value"))
+                    })?;
+                pairs.push((header.clone(), value));
+            }
+        }
+        Ok(pairs)
+    }
+
     /// The socket address to bind: distribution's `:5000` form means every interface.
     pub fn socket_addr(&self) -> Result<SocketAddr, ConfigError> {
         let addr = if self.addr.starts_with(':') {

@@ -1,8 +1,9 @@
 //! `log`: level, access log, format and extra fields.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     Error,
@@ -28,7 +29,7 @@ impl LogLevel {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 pub struct LogConfig {
     #[serde(default)]
     pub level: LogLevel,
@@ -42,7 +43,7 @@ pub struct LogConfig {
     pub fields: std::collections::BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormatter {
     #[default]
@@ -52,7 +53,7 @@ pub enum LogFormatter {
     Logstash,
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 pub struct AccessLogConfig {
     #[serde(default)]
     pub disabled: bool,

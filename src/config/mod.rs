@@ -8,12 +8,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use config::{Environment, File, FileFormat};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use thiserror::Error;
 
 mod auth;
 mod health;
 mod http;
+pub mod keys;
 mod logs;
 mod notifications;
 mod redis;
@@ -47,7 +49,7 @@ pub enum ConfigError {
     },
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 pub struct Config {
     #[serde(default)]
     pub version: Option<String>,
@@ -71,6 +73,11 @@ pub struct Config {
     /// Resolved after loading: which storage driver is configured.
     #[serde(skip)]
     pub driver: Driver,
+    /// Keys of the file or the `REGISTRY_*` variables that berth does not read (a typo, or
+    /// distribution's key berth does not implement); each is logged as a warning by
+    /// [`Config::load`].
+    #[serde(skip)]
+    pub ignored: Vec<keys::Finding>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -113,6 +120,15 @@ impl Config {
             )
             .build()?;
         let mut cfg: Config = raw.clone().try_deserialize()?;
+        cfg.ignored = keys::check(&raw.cache);
+        for finding in &cfg.ignored {
+            log::warn!("configuration: {finding}");
+        }
+        if cfg.storage.cache.blobdescriptor.is_none() {
+            cfg.storage.cache.blobdescriptor = cfg.storage.cache.layerinfo;
+        }
+        cfg.http.prefix = normalise_prefix(&cfg.http.prefix)?;
+        cfg.http.extra_headers()?;
 
         let present = |key: &str| raw.get::<config::Value>(key).is_ok();
         cfg.driver = match env.get("REGISTRY_STORAGE").map(String::as_str) {
@@ -242,13 +258,6 @@ impl Config {
                 reason: "must be longer than 0s (it would stop counting every session at once)"
                     .into(),
             });
-        }
-        for section in ["proxy", "validation"] {
-            if present(section) {
-                log::warn!(
-                    "configuration section {section:?} is not implemented yet and is ignored"
-                );
-            }
         }
         cfg.http.socket_addr()?;
         Ok(cfg)
@@ -388,9 +397,61 @@ impl Config {
     }
 }
 
+/// distribution's `http.prefix` (`/my/registry/`) as berth keeps it: `/my/registry`, or empty for
+/// the root. The slashes distribution requires are optional.
+fn normalise_prefix(prefix: &str) -> Result<String, ConfigError> {
+    let trimmed = prefix.trim().trim_matches('/');
+    if trimmed.is_empty() {
+        return Ok(String::new());
+    }
+    let invalid = |reason: String| ConfigError::Invalid {
+        key: "http.prefix",
+        reason,
+    };
+    if trimmed
+        .chars()
+        .any(|c| c.is_whitespace() || "?#%\\".contains(c))
+        || trimmed
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..")
+    {
+        return Err(invalid(format!(
+            "{prefix:?} must be a plain path such as /my/registry/"
+        )));
+    }
+    if trimmed.split('/').any(|part| part == "v2") {
+        return Err(invalid(format!(
+            "{prefix:?}: the prefix is the path before /v2/, without it"
+        )));
+    }
+    Ok(format!("/{trimmed}"))
+}
+
 fn is_nil(v: config::Value) -> bool {
     matches!(v.kind, config::ValueKind::Nil)
 }
 
 #[cfg(test)]
 mod tests;
+
+values::default_is_empty_section!(
+    Config,
+    HealthConfig,
+    StorageHealthConfig,
+    AuthConfig,
+    StorageConfig,
+    CacheConfig,
+    RedirectConfig,
+    MaintenanceConfig,
+    ReadOnlyConfig,
+    UploadPurgingConfig,
+    DeleteConfig,
+    NotificationsConfig,
+    IgnoreConfig,
+    UploadsConfig,
+    RedisPoolConfig,
+    PrometheusConfig,
+    HttpConfig,
+    LogConfig,
+    AccessLogConfig,
+);

@@ -2,12 +2,13 @@
 
 use std::path::PathBuf;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::values::duration;
 
 /// `notifications`: webhook endpoints that receive distribution's event envelopes.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 pub struct NotificationsConfig {
     #[serde(default)]
     pub endpoints: Vec<EndpointConfig>,
@@ -18,18 +19,20 @@ pub struct NotificationsConfig {
     pub spooldir: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 pub struct EndpointConfig {
     pub name: String,
     pub url: String,
     /// Extra request headers; values are lists, as in distribution.
     #[serde(default)]
     pub headers: std::collections::BTreeMap<String, Vec<String>>,
+    #[schemars(with = "String")]
     #[serde(default = "default_notify_timeout", with = "duration")]
     pub timeout: std::time::Duration,
     /// Consecutive failures before backing off.
     #[serde(default = "default_notify_threshold")]
     pub threshold: u32,
+    #[schemars(with = "String")]
     #[serde(default = "default_notify_backoff", with = "duration")]
     pub backoff: std::time::Duration,
     #[serde(default)]
@@ -64,7 +67,7 @@ pub fn display_url(url: &str) -> String {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 pub struct IgnoreConfig {
     #[serde(default)]
     pub mediatypes: Vec<String>,

@@ -1,11 +1,12 @@
 //! `redis`: the server of the Redis blob-descriptor cache, distribution's keys.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::values::duration;
 
 /// `redis`: distribution's keys.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, JsonSchema)]
 pub struct RedisConfig {
     /// `host:port`
     pub addr: String,
@@ -13,10 +14,13 @@ pub struct RedisConfig {
     pub password: Option<String>,
     #[serde(default)]
     pub db: i64,
+    #[schemars(with = "String")]
     #[serde(default = "default_redis_timeout", with = "duration")]
     pub dialtimeout: std::time::Duration,
+    #[schemars(with = "String")]
     #[serde(default = "default_redis_timeout", with = "duration")]
     pub readtimeout: std::time::Duration,
+    #[schemars(with = "String")]
     #[serde(default = "default_redis_timeout", with = "duration")]
     pub writetimeout: std::time::Duration,
     #[serde(default)]
@@ -38,24 +42,15 @@ fn default_redis_timeout() -> std::time::Duration {
     std::time::Duration::from_millis(500)
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 pub struct RedisPoolConfig {
     #[serde(default = "default_pool_maxidle")]
     pub maxidle: usize,
     #[serde(default = "default_pool_maxactive")]
     pub maxactive: usize,
+    #[schemars(with = "String")]
     #[serde(default = "default_pool_idletimeout", with = "duration")]
     pub idletimeout: std::time::Duration,
-}
-
-impl Default for RedisPoolConfig {
-    fn default() -> Self {
-        RedisPoolConfig {
-            maxidle: default_pool_maxidle(),
-            maxactive: default_pool_maxactive(),
-            idletimeout: default_pool_idletimeout(),
-        }
-    }
 }
 
 fn default_pool_maxidle() -> usize {

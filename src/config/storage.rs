@@ -3,11 +3,12 @@
 
 use std::path::PathBuf;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::values::{duration, yes};
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 pub struct StorageConfig {
     #[serde(default)]
     pub filesystem: Option<FilesystemConfig>,
@@ -25,11 +26,14 @@ pub struct StorageConfig {
 
 /// `storage.cache`: where blob descriptors (digest → size, media type; which repositories link
 /// a blob) are cached.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 pub struct CacheConfig {
     /// `inmemory` or `redis` (which needs the `redis` section); none when absent.
     #[serde(default)]
     pub blobdescriptor: Option<BlobDescriptorCache>,
+    /// distribution's deprecated name of `blobdescriptor`, read when that is absent.
+    #[serde(default)]
+    pub layerinfo: Option<BlobDescriptorCache>,
     /// Entries kept by the in-memory cache.
     #[serde(default = "default_blobdescriptorsize")]
     pub blobdescriptorsize: usize,
@@ -39,7 +43,7 @@ fn default_blobdescriptorsize() -> usize {
     10_000
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum BlobDescriptorCache {
     Inmemory,
@@ -48,7 +52,7 @@ pub enum BlobDescriptorCache {
 
 /// distribution's `storage.s3` keys. Credentials left out here come from the usual AWS
 /// environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, …).
-#[derive(Clone, Deserialize, Default)]
+#[derive(Clone, Deserialize, JsonSchema, Default)]
 pub struct S3Config {
     #[serde(default)]
     pub accesskey: Option<String>,
@@ -102,13 +106,13 @@ fn default_chunksize() -> u64 {
 }
 
 /// `storage.redirect`: whether blob downloads may be redirected to the backend (presigned URLs).
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 pub struct RedirectConfig {
     #[serde(default)]
     pub disable: bool,
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 pub struct MaintenanceConfig {
     #[serde(default)]
     pub uploadpurging: UploadPurgingConfig,
@@ -117,34 +121,25 @@ pub struct MaintenanceConfig {
 }
 
 /// `storage.maintenance.readonly`: refuse every write (pushes, deletes) with a clear error.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 pub struct ReadOnlyConfig {
     #[serde(default)]
     pub enabled: bool,
 }
 
 /// `storage.maintenance.uploadpurging`: removal of uploads abandoned for longer than `age`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 pub struct UploadPurgingConfig {
     #[serde(default = "yes")]
     pub enabled: bool,
+    #[schemars(with = "String")]
     #[serde(default = "default_purge_age", with = "duration")]
     pub age: std::time::Duration,
+    #[schemars(with = "String")]
     #[serde(default = "default_purge_interval", with = "duration")]
     pub interval: std::time::Duration,
     #[serde(default)]
     pub dryrun: bool,
-}
-
-impl Default for UploadPurgingConfig {
-    fn default() -> Self {
-        UploadPurgingConfig {
-            enabled: true,
-            age: default_purge_age(),
-            interval: default_purge_interval(),
-            dryrun: false,
-        }
-    }
 }
 
 fn default_purge_age() -> std::time::Duration {
@@ -155,7 +150,7 @@ fn default_purge_interval() -> std::time::Duration {
     std::time::Duration::from_secs(24 * 3600)
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 pub struct FilesystemConfig {
     #[serde(default = "default_root")]
     pub rootdirectory: PathBuf,
@@ -164,11 +159,13 @@ pub struct FilesystemConfig {
     pub fsync: bool,
 }
 
+/// Relative to the directory berth starts in (the image's configuration says
+/// `/var/lib/registry`).
 pub(super) fn default_root() -> PathBuf {
-    PathBuf::from("/var/lib/registry")
+    PathBuf::from("./data")
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 pub struct DeleteConfig {
     #[serde(default)]
     pub enabled: bool,

@@ -361,3 +361,89 @@ fn refuses_to_ignore_security_sections() {
     .unwrap_err();
     assert!(err.to_string().contains("exactly one"), "{err}");
 }
+
+/// One set of defaults: the shipped file, an empty one, a minimal hand-written one and no file
+/// at all load the same configuration.
+#[test]
+fn every_way_of_leaving_a_key_out_gets_the_shipped_defaults() {
+    let shipped = format!("{:?}", Config::load(None, &env(&[])).unwrap());
+    for yaml in [
+        "version: 0.1\n",
+        "version: 0.1\nstorage:\n  filesystem: {}\n",
+    ] {
+        let loaded = format!("{:?}", from_yaml(yaml, &[]).unwrap());
+        assert_eq!(loaded, shipped, "file {yaml:?}");
+    }
+    let mut cfg = from_yaml("", &[]).unwrap();
+    cfg.version = Some("0.1".into());
+    assert_eq!(format!("{cfg:?}"), shipped, "an empty file");
+    assert_eq!(cfg.http.addr, "127.0.0.1:5000");
+    assert!(!cfg.storage.delete.enabled);
+    assert!(cfg.ignored.is_empty(), "{:?}", cfg.ignored);
+}
+
+#[test]
+fn misspelled_keys_are_kept_with_their_suggestion() {
+    let cfg = from_yaml(
+        "http:\n  adress: 0.0.0.0:5000\nstorage:\n  filesystem:\n    rootdir: /srv\n",
+        &[
+            ("REGISTRY_HTTP_SECRET", "s3cr3t"),
+            ("REGISTRY_HTTP_DRAINTIMOUT", "5s"),
+        ],
+    )
+    .unwrap();
+    let found: Vec<String> = cfg.ignored.iter().map(|f| f.to_string()).collect();
+    assert_eq!(
+        found,
+        [
+            "`adress`: unknown key under `http`, ignored; did you mean `addr`?",
+            "`draintimout`: unknown key under `http` (from REGISTRY_HTTP_DRAINTIMOUT), ignored; \
+             did you mean `draintimeout`?",
+            "`http.secret` is not implemented by berth and is ignored (not needed: berth keeps \
+             upload state on the server, not in signed URLs)",
+            "`rootdir`: unknown key under `storage.filesystem`, ignored; did you mean \
+             `rootdirectory`?",
+        ]
+    );
+    // The misspelled keys changed nothing: the documented defaults apply.
+    assert_eq!(cfg.http.addr, "127.0.0.1:5000");
+    assert_eq!(
+        cfg.storage.filesystem.unwrap().rootdirectory,
+        PathBuf::from("./data")
+    );
+}
+
+#[test]
+fn the_prefix_is_normalised_and_checked() {
+    for (given, kept) in [
+        ("/my/registry/", "/my/registry"),
+        ("/registry", "/registry"),
+        ("registry/", "/registry"),
+        ("/", ""),
+        ("", ""),
+    ] {
+        let cfg = from_yaml(&format!("http:\n  prefix: '{given}'\n"), &[]).unwrap();
+        assert_eq!(cfg.http.prefix, kept, "{given:?}");
+    }
+    for bad in ["/a//b/", "/a/../b/", "/reg?x/", "/reg/v2/"] {
+        let err = from_yaml(&format!("http:\n  prefix: '{bad}'\n"), &[]).unwrap_err();
+        assert!(err.to_string().contains("http.prefix"), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn headers_are_checked_and_layerinfo_is_blobdescriptor() {
+    let cfg = from_yaml(
+        "http:\n  headers:\n    X-Content-Type-Options: [nosniff]\n    X-Frame-Options: [DENY]\n\
+         storage:\n  cache:\n    layerinfo: inmemory\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(cfg.http.extra_headers().unwrap().len(), 2);
+    assert_eq!(
+        cfg.storage.cache.blobdescriptor,
+        Some(BlobDescriptorCache::Inmemory)
+    );
+    let err = from_yaml("http:\n  headers:\n    'Bad Name': [x]\n", &[]).unwrap_err();
+    assert!(err.to_string().contains("not a valid header name"), "{err}");
+}

@@ -15,6 +15,11 @@ pub mod duration {
         })
     }
 
+    /// Only for the configuration's schema, which shows defaults (`30s`).
+    pub fn serialize<S: serde::Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}s", value.as_secs_f64()))
+    }
+
     pub fn parse(text: &str) -> Option<Duration> {
         let mut total = Duration::ZERO;
         let mut rest = text.trim();
@@ -86,3 +91,18 @@ pub mod nets {
 pub fn yes() -> bool {
     true
 }
+
+/// `Default` for configuration sections is what an empty section deserializes to, so a section
+/// left out and one written empty get the same values: the field defaults are stated once, in
+/// the `#[serde(default = …)]` attributes.
+macro_rules! default_is_empty_section {
+    ($($section:ty),* $(,)?) => {
+        $(impl Default for $section {
+            fn default() -> Self {
+                serde_json::from_value(serde_json::Value::Object(Default::default()))
+                    .expect("every key of the section has a default")
+            }
+        })*
+    };
+}
+pub(super) use default_is_empty_section;

@@ -121,6 +121,8 @@ pub struct UploadManager {
     streaming: Arc<std::sync::atomic::AtomicUsize>,
     sessions: Sessions,
     evict_after: Duration,
+    /// Set at shutdown: bodies still streaming stop being read (see [`Self::stop_reading_bodies`]).
+    stopping: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// A request's hold on an upload: both locks, the record read under them, the cache.
@@ -140,7 +142,16 @@ impl UploadManager {
             streaming: Default::default(),
             sessions: Default::default(),
             evict_after: DEFAULT_EVICT_AFTER,
+            stopping: Arc::new(tokio::sync::watch::channel(false).0),
         }
+    }
+
+    /// Ends every request body still being read, as a broken connection would: what each
+    /// received is written and recorded, so the upload can be resumed. Called when the drain at
+    /// shutdown is nearly over, before the HTTP workers are stopped (which would drop the
+    /// reading tasks with their last bytes unrecorded).
+    pub fn stop_reading_bodies(&self) {
+        self.stopping.send_replace(true);
     }
 
     /// Sets how long an untouched session stays in memory.
@@ -535,7 +546,15 @@ impl UploadManager {
             let Cached {
                 writer, verifier, ..
             } = &mut writing.cached;
-            let outcome = ingest(writer, verifier, &this.streaming, body, length).await;
+            let outcome = ingest(
+                writer,
+                verifier,
+                &this.streaming,
+                this.stopping.subscribe(),
+                body,
+                length,
+            )
+            .await;
             let offset = this.end(&id, writing).await;
             outcome.and(offset)
         });
@@ -575,7 +594,16 @@ impl UploadManager {
                 let Cached {
                     writer, verifier, ..
                 } = &mut writing.cached;
-                if let Err(e) = ingest(writer, verifier, &this.streaming, body, length).await {
+                if let Err(e) = ingest(
+                    writer,
+                    verifier,
+                    &this.streaming,
+                    this.stopping.subscribe(),
+                    body,
+                    length,
+                )
+                .await
+                {
                     let _ = this.end(&id, writing).await;
                     return Err(e);
                 }
@@ -647,6 +675,7 @@ async fn ingest<S, E>(
     writer: &mut BlobWriter,
     verifier: &Addr<DigestVerifier>,
     streaming: &std::sync::atomic::AtomicUsize,
+    mut stop: tokio::sync::watch::Receiver<bool>,
     mut body: S,
     length: Option<u64>,
 ) -> Result<()>
@@ -671,15 +700,21 @@ where
     // most MAX_HASH_IN_FLIGHT batches behind.
     let mut hashing: VecDeque<actix::dev::Request<DigestVerifier, Progress>> = VecDeque::new();
     let mut outcome = Ok(());
+    let stopping = stop.wait_for(|stopping| *stopping);
+    tokio::pin!(stopping);
     loop {
-        let next: Option<Result<Bytes, String>> =
-            match tokio::time::timeout(BODY_IDLE_TIMEOUT, body.next()).await {
+        let next: Option<Result<Bytes, String>> = tokio::select! {
+            // Checked first, so a body that is always ready cannot keep it from being seen.
+            biased;
+            Ok(_) = &mut stopping => Some(Err("the registry is shutting down".into())),
+            next = tokio::time::timeout(BODY_IDLE_TIMEOUT, body.next()) => match next {
                 Ok(next) => next.map(|r| r.map_err(|e| e.to_string())),
                 Err(_) => Some(Err(format!(
                     "no data for {} seconds",
                     BODY_IDLE_TIMEOUT.as_secs()
                 ))),
-            };
+            },
+        };
         let done = match next {
             Some(Ok(bytes)) => {
                 received += bytes.len() as u64;
