@@ -1,7 +1,7 @@
 //! The docker-compose deployments of `examples/`, run on the machine's Docker engine as a user
 //! runs them: the example's files copied unchanged into a folder, the certificate and the
-//! htpasswd file made with the berth image itself as the folder's README says, `docker-compose
-//! up -d`, then `docker login`, push and pull of a small image, the challenge a client without
+//! htpasswd file made with the berth image itself as the README says, `docker-compose up -d`,
+//! then `docker login`, push and pull of a small image, the challenge a client without
 //! credentials gets, and `docker-compose down -v`.
 //!
 //! berth's service is the real image (`make image` builds `berth:latest`). The official nginx and
@@ -15,48 +15,27 @@ mod common;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use common::docker::{docker, docker_ok, require_image, scratch_image, IMAGE};
 use common::tools::{run_failing, unique, DockerImages};
 use common::{free_port, run};
-
-/// The berth image under test; `BERTH_TEST_IMAGE` may name another tag of it.
-fn berth_image() -> String {
-    std::env::var("BERTH_TEST_IMAGE").unwrap_or_else(|_| "berth:latest".to_string())
-}
 
 const USER: &str = "testuser";
 const PASSWORD: &str = "testpassword";
 
-/// Fails the test unless the engine answers, docker-compose is installed and berth's image
-/// exists (nothing can be pulled here).
-fn require_engine_and_image() {
-    let out = Command::new("docker")
-        .args(["version", "--format", "{{.Server.Version}}"])
-        .output();
-    assert!(
-        out.as_ref().is_ok_and(|o| o.status.success()),
-        "the Docker engine does not answer `docker version`: these tests need the machine's \
-         engine ({out:?})"
-    );
+/// Fails the test unless the engine answers, berth's image exists (nothing can be pulled here)
+/// and docker-compose is installed.
+fn require_engine_image_and_compose() {
+    require_image(IMAGE);
     assert!(
         Command::new("docker-compose")
             .arg("version")
             .output()
             .is_ok_and(|o| o.status.success()),
-        "docker-compose is missing (apt-get install docker-compose)"
-    );
-    let image = berth_image();
-    assert!(
-        Command::new("docker")
-            .args(["image", "inspect", &image])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success()),
-        "the image {image} is missing: run `make image`"
+        "docker-compose is missing (apt-get install docker-compose, as `make deps` does)"
     );
 }
 
@@ -71,35 +50,8 @@ fn standins() -> &'static (String, String) {
     })
 }
 
-/// Runs `cmd` with `input` on its standard input; fails the test if it fails.
-fn run_with_input(cmd: &mut Command, input: &str) -> String {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{cmd:?} failed: {}", text(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// A copy of `examples/NAME/` (every file, unchanged) in a fresh folder, with the certificate
-/// and the htpasswd file made as its README says.
+/// and the htpasswd file made by the berth image as the README says.
 fn example_folder(name: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let source = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -111,44 +63,46 @@ fn example_folder(name: &str) -> tempfile::TempDir {
             std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
         }
     }
-    let mount = format!("{}:/certs", dir.path().join("certs").display());
-    run(Command::new("docker").args([
+    let certs = format!("{}:/certs", dir.path().join("certs").display());
+    docker_ok(&[
         "run",
         "--rm",
         "-v",
-        &mount,
+        &certs,
         "--entrypoint",
         "berth",
-        &berth_image(),
+        IMAGE,
         "certs",
         "--domain",
         "registry.example.com",
         "--out",
         "/certs",
-    ]));
+    ]);
+    std::fs::create_dir(dir.path().join("auth")).unwrap();
     add_user(dir.path(), USER, PASSWORD);
     dir
 }
 
-/// `auth/htpasswd` gets `user`, by the berth image as the README says.
+/// `docker run --rm --entrypoint berth berth:latest htpasswd -Bbn USER PASSWORD >>
+/// auth/htpasswd`, as the README says (appending keeps the file's group and mode).
 fn add_user(dir: &Path, user: &str, password: &str) {
-    let mount = format!("{}:/auth", dir.join("auth").display());
-    run_with_input(
-        Command::new("docker").args([
-            "run",
-            "--rm",
-            "-i",
-            "-v",
-            &mount,
-            "--entrypoint",
-            "berth",
-            &berth_image(),
-            "htpasswd",
-            "/auth/htpasswd",
-            user,
-        ]),
-        &format!("{password}\n"),
-    );
+    let entry = docker_ok(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "berth",
+        IMAGE,
+        "htpasswd",
+        "-Bbn",
+        user,
+        password,
+    ]);
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("auth/htpasswd"))
+        .unwrap();
+    writeln!(file, "{entry}").unwrap();
 }
 
 /// One compose project: `docker-compose -p NAME -f FILE…` in the example's folder, published on
@@ -171,9 +125,11 @@ impl Project {
         }
     }
 
+    /// `docker-compose …` under a time limit, like every client command of the tests.
     fn compose(&self) -> Command {
-        let mut cmd = Command::new("docker-compose");
-        cmd.current_dir(&self.dir)
+        let mut cmd = Command::new("timeout");
+        cmd.args(["-k", "5", "300", "docker-compose"])
+            .current_dir(&self.dir)
             .env("BERTH_PUBLISH", &self.publish)
             .args(["--no-ansi", "-p", &self.name]);
         for f in &self.files {
@@ -196,7 +152,12 @@ impl Drop for Project {
     fn drop(&mut self) {
         if std::thread::panicking() {
             if let Ok(out) = self.compose().args(["logs", "--no-color"]).output() {
-                eprintln!("docker-compose logs of {}:\n{}", self.name, text(&out));
+                eprintln!(
+                    "docker-compose logs of {}:\n{}{}",
+                    self.name,
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
         }
         let _ = self
@@ -273,22 +234,13 @@ impl Docker {
     }
 
     fn cmd(&self) -> Command {
-        let mut cmd = Command::new("docker");
+        let mut cmd = docker();
         cmd.env("DOCKER_CONFIG", &self.config);
         cmd
     }
 
-    fn login(&self, registry: &str) {
-        let out = run_with_input(
-            self.cmd()
-                .args(["login", registry, "-u", USER, "--password-stdin"]),
-            &format!("{PASSWORD}\n"),
-        );
-        assert!(out.contains("Login Succeeded"), "{out}");
-    }
-
-    /// `docker login` as `user`; whether it succeeded.
-    fn try_login(&self, registry: &str, user: &str, password: &str) -> bool {
+    /// `docker login REGISTRY -u USER --password-stdin`; whether it succeeded.
+    fn login(&self, registry: &str, user: &str, password: &str) -> bool {
         let mut child = self
             .cmd()
             .args(["login", registry, "-u", user, "--password-stdin"])
@@ -299,29 +251,6 @@ impl Docker {
             .unwrap();
         writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
         child.wait().unwrap().success()
-    }
-
-    /// A small image built here `FROM scratch` (one file, unique content), tagged `reference`;
-    /// answers its image ID.
-    fn build_image(&self, dir: &Path, reference: &str) -> String {
-        let context = dir.join("image");
-        std::fs::create_dir_all(&context).unwrap();
-        std::fs::write(
-            context.join("hello.txt"),
-            format!("hello from {}\n", unique("compose")),
-        )
-        .unwrap();
-        std::fs::write(
-            context.join("Dockerfile"),
-            "FROM scratch\nCOPY hello.txt /\n",
-        )
-        .unwrap();
-        run(self
-            .cmd()
-            .args(["build", "-q", "-t", reference])
-            .arg(&context))
-        .trim()
-        .to_string()
     }
 
     /// `docker push`; answers the manifest digest it reports.
@@ -338,19 +267,24 @@ impl Docker {
     fn pull_again(&self, reference: &str) -> String {
         run(self.cmd().args(["rmi", reference]));
         run(self.cmd().args(["pull", "-q", reference]));
-        run(self
-            .cmd()
-            .args(["image", "inspect", "-f", "{{.Id}}", reference]))
-        .trim()
-        .to_string()
+        docker_ok(&["image", "inspect", "-f", "{{.Id}}", reference])
     }
+}
+
+/// A small image built here `FROM scratch` (one file, unique content), tagged `reference`:
+/// its image ID, and the guard that removes the tag.
+fn small_image(dir: &Path, reference: &str) -> (String, DockerImages) {
+    let content = format!("hello from {}\n", unique("compose"));
+    let images = scratch_image(dir, reference, &[("hello.txt", content.as_bytes())]);
+    let id = docker_ok(&["image", "inspect", "-f", "{{.Id}}", reference]);
+    (id, images)
 }
 
 /// examples/nginx: nginx (TLS, auth_basic) in front of berth, Redis as berth's blob-descriptor
 /// cache.
 #[test]
 fn nginx_redis_compose_example_serves_docker_through_nginx_and_berth_uses_redis() {
-    require_engine_and_image();
+    require_engine_image_and_compose();
     let (nginx, redis) = standins();
     let dir = example_folder("nginx");
     // As the README says: nginx's workers (www-data, gid 33) read the users.
@@ -361,8 +295,7 @@ fn nginx_redis_compose_example_serves_docker_through_nginx_and_berth_uses_redis(
         dir.path().join("override.yml"),
         format!(
             "# The official images cannot be pulled here: stand-ins from Debian's binaries.\n\
-             services:\n  nginx:\n    image: {nginx}\n  redis:\n    image: {redis}\n{}",
-            berth_override("berth")
+             services:\n  nginx:\n    image: {nginx}\n  redis:\n    image: {redis}\n"
         ),
     )
     .unwrap();
@@ -389,13 +322,10 @@ fn nginx_redis_compose_example_serves_docker_through_nginx_and_berth_uses_redis(
 
     let docker = Docker::new(dir.path());
     let reference = format!("{registry}/compose/hello:1");
-    let _images = DockerImages {
-        refs: vec![reference.clone()],
-    };
-    let id = docker.build_image(dir.path(), &reference);
+    let (id, _images) = small_image(dir.path(), &reference);
     let refused = run_failing(docker.cmd().args(["push", &reference]));
     assert!(refused.contains("no basic auth credentials"), "{refused}");
-    docker.login(&registry);
+    assert!(docker.login(&registry, USER, PASSWORD), "docker login");
     let digest = docker.push(&reference);
     assert_eq!(
         docker.pull_again(&reference),
@@ -428,19 +358,10 @@ fn nginx_redis_compose_example_serves_docker_through_nginx_and_berth_uses_redis(
 /// examples/https: berth serving HTTPS and htpasswd logins itself.
 #[test]
 fn https_compose_example_serves_docker_with_logins() {
-    require_engine_and_image();
+    require_engine_image_and_compose();
     let dir = example_folder("https");
-    let mut files = vec!["docker-compose.yml"];
-    let over = berth_override("registry");
-    if !over.is_empty() {
-        std::fs::write(
-            dir.path().join("override.yml"),
-            format!("services:\n{over}"),
-        )
-        .unwrap();
-        files.push("override.yml");
-    }
-    let project = Project::new(dir.path(), &files);
+    // Only berth's own image: no override.
+    let project = Project::new(dir.path(), &["docker-compose.yml"]);
     project.up();
     let registry = project.publish.clone();
     let base = format!("https://{registry}");
@@ -450,13 +371,10 @@ fn https_compose_example_serves_docker_with_logins() {
 
     let docker = Docker::new(dir.path());
     let reference = format!("{registry}/compose/hello:1");
-    let _images = DockerImages {
-        refs: vec![reference.clone()],
-    };
-    let id = docker.build_image(dir.path(), &reference);
+    let (id, _images) = small_image(dir.path(), &reference);
     let refused = run_failing(docker.cmd().args(["push", &reference]));
     assert!(refused.contains("no basic auth credentials"), "{refused}");
-    docker.login(&registry);
+    assert!(docker.login(&registry, USER, PASSWORD), "docker login");
     docker.push(&reference);
     assert_eq!(
         docker.pull_again(&reference),
@@ -470,25 +388,14 @@ fn https_compose_example_serves_docker_with_logins() {
     run_failing(docker.cmd().args(["pull", &reference]));
 
     // A user added while it runs can log in without a restart (berth re-reads the file it
-    // finds through the mounted folder; a mounted file would still be the old one).
+    // finds through the mounted folder).
     add_user(dir.path(), "later", "later-password");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !docker.try_login(&registry, "later", "later-password") {
+    while !docker.login(&registry, "later", "later-password") {
         assert!(
             Instant::now() < deadline,
             "a user added to auth/htpasswd could not log in"
         );
         std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-/// The override lines that name another berth image than the compose file's `berth:latest`
-/// (only when `BERTH_TEST_IMAGE` says so); empty otherwise.
-fn berth_override(service: &str) -> String {
-    let image = berth_image();
-    if image == "berth:latest" {
-        String::new()
-    } else {
-        format!("  {service}:\n    image: {image}\n")
     }
 }
