@@ -28,12 +28,12 @@ test: deps lint image
 ## The real clients and the reference registry the end-to-end tests drive.
 deps:
 	@missing=""; \
-	for tool in skopeo podman docker-registry unshare curl openssl nginx redis-server htpasswd; do \
+	for tool in skopeo podman docker-registry unshare curl openssl nginx redis-server redis-cli htpasswd docker-compose ps; do \
 	  command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq skopeo podman docker-registry util-linux curl openssl nginx-light redis-server apache2-utils >/dev/null; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq skopeo podman docker-registry util-linux curl openssl nginx-light redis-server redis-tools apache2-utils docker-compose procps >/dev/null; \
 	fi
 	@$(PYTHON) -c 'import oras.client' 2>/dev/null || $(PYTHON) -m pip install -q oras
 	@# The S3 server of the S3 tests (newer versions need a newer Rust); ~4 minutes to build.

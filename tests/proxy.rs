@@ -4,10 +4,16 @@
 //! what a user would: the challenge and JSON error for a missing login, `Location` headers
 //! pointing at nginx's `https://` address, a large chunked push streamed through, skopeo and
 //! docker pushing and pulling through it.
+//!
+//! nginx runs from the file as it runs in production: the master started as root (the tests run
+//! as root, as `.ci/run` does), the workers switching to the file's `user` (www-data), the
+//! htpasswd file made readable by that group exactly as the file's comment says (`chgrp
+//! www-data`, `chmod 640`). Only the daemon/pid/error-log plumbing is set on the command line.
 
 mod common;
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -49,7 +55,7 @@ fn nginx_config(dir: &Path, port: u16, berth: &str, certs: &Path, htpasswd: &Pat
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/nginx/nginx.conf");
     let text = std::fs::read_to_string(&example).unwrap();
     let replacements = [
-        ("server 127.0.0.1:5000;", format!("server {berth};")),
+        ("server berth:5000;", format!("server {berth};")),
         ("listen 443 ssl", format!("listen 127.0.0.1:{port} ssl")),
         (
             "/etc/nginx/berth/server.crt",
@@ -59,7 +65,7 @@ fn nginx_config(dir: &Path, port: u16, berth: &str, certs: &Path, htpasswd: &Pat
             "/etc/nginx/berth/server.key",
             certs.join("server.key").display().to_string(),
         ),
-        ("/etc/nginx/berth.htpasswd", htpasswd.display().to_string()),
+        ("/etc/nginx/auth/htpasswd", htpasswd.display().to_string()),
     ];
     let mut text = text;
     for (from, to) in replacements {
@@ -81,7 +87,7 @@ fn start_nginx(dir: &Path, config: &Path, port: u16) -> Nginx {
         .arg(config)
         .arg("-g")
         .arg(format!(
-            "daemon off; user root; pid {}; error_log stderr warn;",
+            "daemon off; pid {}; error_log stderr warn;",
             prefix.join("nginx.pid").display()
         ))
         .stdout(Stdio::null())
@@ -97,6 +103,14 @@ fn start_nginx(dir: &Path, config: &Path, port: u16) -> Nginx {
         child,
         host: format!("localhost:{port}"),
     }
+}
+
+/// The users nginx's worker processes (the master's children) run as, by `ps`.
+fn worker_users(master: u32) -> Vec<String> {
+    run(Command::new("ps").args(["-o", "user=", "--ppid", &master.to_string()]))
+        .lines()
+        .map(|l| l.trim().to_string())
+        .collect()
 }
 
 fn https_client(certs: &Path) -> reqwest::blocking::Client {
@@ -118,12 +132,21 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    assert!(
+        common::tools::is_root(),
+        "these tests start nginx as production does: a root master whose workers switch to \
+         www-data; run them as root, as .ci/run does"
+    );
     let dir = tempfile::tempdir().unwrap();
+    // The workers (www-data) must get through the test's directory to the htpasswd file, as
+    // through /etc/nginx; the directory listing stays private.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
     let certs = dir.path().join("certs");
     run(Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(["certs", "--domain", "registry.test", "--out"])
         .arg(&certs));
-    let htpasswd = dir.path().join("nginx.htpasswd");
+    std::fs::create_dir(dir.path().join("auth")).unwrap();
+    let htpasswd = dir.path().join("auth/htpasswd");
     let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(["htpasswd", "--cost", "5"])
         .arg(&htpasswd)
@@ -134,6 +157,9 @@ fn setup() -> Setup {
         .unwrap();
     writeln!(child.stdin.take().unwrap(), "ci-secret").unwrap();
     assert!(child.wait().unwrap().success());
+    // What the example's comment tells the reader to do.
+    run(Command::new("chgrp").arg("www-data").arg(&htpasswd));
+    run(Command::new("chmod").arg("640").arg(&htpasswd));
 
     let config = dir.path().join("berth.yml");
     std::fs::write(
@@ -162,21 +188,28 @@ fn nginx_in_front_challenges_and_berth_answers_with_its_public_address() {
     let c = https_client(&s.certs);
     let base = format!("https://{}", s.nginx.host);
 
-    // No login: nginx's 401 carries the challenge, the API version and the spec's JSON error.
+    // No login: nginx's 401 carries the challenge (once), the API version and the spec's JSON
+    // error.
     let r = c.get(format!("{base}/v2/")).send().unwrap();
     assert_eq!(r.status(), 401);
-    assert_eq!(r.headers()["www-authenticate"], r#"Basic realm="berth""#);
+    let challenges: Vec<_> = r.headers().get_all("www-authenticate").iter().collect();
+    assert_eq!(challenges, [r#"Basic realm="berth""#], "one challenge");
     assert_eq!(
         r.headers()["docker-distribution-api-version"],
         "registry/2.0"
     );
     assert_eq!(common::error_code(&r.text().unwrap()), "UNAUTHORIZED");
+    // nginx's workers (one of them answered) run as the file's unprivileged user, not as root.
+    let workers = worker_users(s.nginx.child.id());
+    assert!(!workers.is_empty(), "nginx started no workers");
+    assert!(workers.iter().all(|u| u == "www-data"), "{workers:?}");
     let r = c
         .get(format!("{base}/v2/"))
         .basic_auth("ci", Some("wrong"))
         .send()
         .unwrap();
     assert_eq!(r.status(), 401);
+    assert_eq!(r.headers().get_all("www-authenticate").iter().count(), 1);
 
     // Logged in: berth answers, and its Location headers name nginx's https address.
     let r = c
