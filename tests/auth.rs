@@ -647,7 +647,15 @@ fn the_htpasswd_command_adds_changes_and_removes_users_of_a_running_registry() {
     assert!(htpasswd_cli(&file, "alice", Some("second"))
         .status
         .success());
+    // A file shared with nginx (group www-data, 0640) keeps its group and mode when edited.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let www_data = 33;
+    std::os::unix::fs::chown(&file, None, Some(www_data)).unwrap();
     assert!(htpasswd_cli(&file, "bob", Some("builder")).status.success());
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+    assert_eq!(meta.gid(), www_data);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while basic("bob", "builder").get(&reg.url("/v2/")).status() != 200 {
         assert!(std::time::Instant::now() < deadline, "bob was added");

@@ -6,12 +6,13 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::tools::{
-    docker_load_fixture, docker_push, fixture_layout, require, unique, DockerImages, Tools,
+    docker_load_fixture, docker_push, fixture_layout, nginx_binary, require, unique, DockerImages,
+    Tools,
 };
 use common::{free_port, run, TestRegistry};
 
@@ -125,16 +126,6 @@ fn configured_headers_are_on_every_response() {
             "{path}"
         );
     }
-}
-
-fn nginx_binary() -> PathBuf {
-    for candidate in ["/usr/sbin/nginx", "/usr/bin/nginx"] {
-        if Path::new(candidate).exists() {
-            return PathBuf::from(candidate);
-        }
-    }
-    require("nginx");
-    PathBuf::from("nginx")
 }
 
 /// nginx on `port` forwarding clients' `/v2/` to berth's `/registry/v2/`, and `/registry/`

@@ -19,7 +19,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::tools::{
-    docker_load_fixture, docker_push, fixture_layout, require, unique, DockerImages, Tools,
+    docker_load_fixture, docker_push, fixture_layout, nginx_binary, require, unique, DockerImages,
+    Tools,
 };
 use common::{run, sha256, BerthProcess};
 
@@ -38,16 +39,6 @@ impl Drop for Nginx {
         }
         let _ = self.child.wait();
     }
-}
-
-fn nginx_binary() -> PathBuf {
-    for candidate in ["/usr/sbin/nginx", "/usr/bin/nginx"] {
-        if Path::new(candidate).exists() {
-            return PathBuf::from(candidate);
-        }
-    }
-    require("nginx");
-    PathBuf::from("nginx")
 }
 
 /// The example configuration with this test's paths, ports and berth's address put in.

@@ -493,8 +493,10 @@ fn hash_password(user: &str, given: Option<&str>, cost: u32) -> Result<String, S
 }
 
 /// Replaces `path` atomically with `text`, readable by its owner only.
+/// Replaces `path` with `text` through a temporary file and a rename. A new file is mode 0600; an
+/// existing one keeps its mode, owner and group (nginx reads it as group www-data, mode 0640).
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let tmp = path.with_extension("berth-tmp");
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -502,6 +504,10 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
         .truncate(true)
         .mode(0o600)
         .open(&tmp)?;
+    if let Ok(existing) = std::fs::metadata(path) {
+        std::os::unix::fs::fchown(&file, Some(existing.uid()), Some(existing.gid()))?;
+        file.set_permissions(existing.permissions())?;
+    }
     file.write_all(text.as_bytes())?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)

@@ -36,6 +36,17 @@ pub fn require(name: &str) {
     );
 }
 
+/// Debian's nginx (in /usr/sbin, which a non-login PATH may lack).
+pub fn nginx_binary() -> PathBuf {
+    for candidate in ["/usr/sbin/nginx", "/usr/bin/nginx"] {
+        if Path::new(candidate).exists() {
+            return PathBuf::from(candidate);
+        }
+    }
+    require("nginx");
+    PathBuf::from("nginx")
+}
+
 /// Whether this process runs as root.
 pub fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt as _;
