@@ -110,7 +110,7 @@ registry:2 itself (Alpine-based, distribution 2.8) is about 25 MB. Start-to-firs
 \`docker run -d\` to the first 200 of \`/v2/\` on the published port (polled every 10 ms), so it
 includes docker creating and starting the container; runs alternate between the two images.
 
-Of berth's size, the stripped binary is about 20.8 MB and OpenSSL with glibc 8.1 MB. Measured once
+Of berth's size, the stripped binary is about 21.4 MB and OpenSSL with glibc 8.1 MB. Measured once
 by hand (not by this script): \`lto = "fat"\` with \`codegen-units = 1\` in \`[profile.release]\`
 makes the stripped binary 16.3 MB (an image of about 25 MB), at the price of a slower release
 build (11 min cold at low priority beside other builds); it is not adopted because its effect on
