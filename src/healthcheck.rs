@@ -41,10 +41,14 @@ pub fn probe_url(config: &Config) -> Result<String, ConfigError> {
             true => format!("0.0.0.0{}", debug.addr),
             false => debug.addr.clone(),
         };
-        let addr: SocketAddr = text.parse().map_err(|e| ConfigError::Invalid {
-            key: "http.debug.addr",
-            reason: format!("{:?} is not host:port ({e})", debug.addr),
-        })?;
+        // A name (`localhost:5001`) as well as an address: the listener resolves it too.
+        let addr: SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(&text)
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| ConfigError::Invalid {
+                key: "http.debug.addr",
+                reason: format!("{:?} is not host:port", debug.addr),
+            })?;
         return Ok(format!("http://{}/debug/health", loopback(addr)));
     }
     let addr = loopback(config.http.socket_addr()?);
@@ -103,7 +107,7 @@ pub fn run(config_path: Option<&Path>, env: &HashMap<String, String>) -> ExitCod
         .and_then(|config| check(&config));
     match result {
         Ok(status) => {
-            println!("healthy: GET /v2/ answered {status}");
+            println!("healthy: the registry answered {status}");
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -150,6 +154,10 @@ mod tests {
             ("REGISTRY_HTTP_DEBUG_ADDR", ":5001"),
         ]);
         assert_eq!(probe_url(&c).unwrap(), "http://127.0.0.1:5001/debug/health");
+        // A name, as the listener accepts it.
+        let c = config(&[("REGISTRY_HTTP_DEBUG_ADDR", "localhost:5001")]);
+        let url = probe_url(&c).unwrap();
+        assert!(url.ends_with(":5001/debug/health"), "{url}");
     }
 
     #[test]

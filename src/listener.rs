@@ -26,9 +26,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// The first byte of every TLS connection: a handshake record.
 const TLS_HANDSHAKE: u8 = 0x16;
 
-/// How long a connection may send nothing before it is handed to TLS (which has a deadline of
-/// its own).
-const FIRST_BYTE_WAIT: Duration = Duration::from_secs(5);
+/// How long a connection may send nothing at all: TLS's own handshake deadline (3 s), which
+/// starts only after this; a connection silent that long is closed, so that silent sockets hold
+/// a connection slot no longer than `HttpServer`'s handshake timeout would.
+const FIRST_BYTE_WAIT: Duration = Duration::from_secs(3);
 
 /// The body of the answer to a plain-HTTP request on the TLS port (the spec's error format).
 const PLAIN_HTTP_BODY: &str =
@@ -38,6 +39,7 @@ const PLAIN_HTTP_BODY: &str =
 fn plain_http_answer() -> String {
     format!(
         "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\n\
+         Docker-Distribution-API-Version: registry/2.0\r\n\
          Content-Length: {}\r\n\r\n{PLAIN_HTTP_BODY}",
         PLAIN_HTTP_BODY.len()
     )
@@ -75,7 +77,9 @@ where
     let listener = bind(addr)?;
     let local = listener.local_addr()?;
     let host = local.to_string();
-    let server = Server::build()
+    let builder = Server::build();
+    let shutdown = builder.graceful_shutdown_signal();
+    let server = builder
         .workers(settings.workers)
         .max_concurrent_connections(settings.max_connections)
         .shutdown_timeout(settings.shutdown_timeout_secs)
@@ -83,7 +87,12 @@ where
         .listen(format!("berth-https-{local}"), listener, move || {
             let on_connect = on_connect.clone();
             let host = host.clone();
+            let shutdown = shutdown.clone();
             let http = HttpService::build()
+                .graceful_shutdown_signal(move || {
+                    let signal = shutdown.clone();
+                    async move { signal.notified().await }
+                })
                 .client_request_timeout(Duration::from_secs(5))
                 .client_disconnect_timeout(Duration::from_secs(1))
                 .h1_allow_half_closed(true)
@@ -113,7 +122,9 @@ async fn answer_plain_http(
     let mut first = [0u8; 1];
     match tokio::time::timeout(FIRST_BYTE_WAIT, io.peek(&mut first)).await {
         Ok(Ok(1)) if first[0] != TLS_HANDSHAKE && first[0].is_ascii_uppercase() => {}
-        _ => return Ok(io),
+        Ok(Ok(1)) => return Ok(io),
+        // Silent, closed or broken: nothing to hand to TLS.
+        _ => return Err(TlsError::Timeout),
     }
     // Read the request head first: closing with unread bytes would reset the connection, and
     // the client would never see the answer.

@@ -1,6 +1,6 @@
 //! A configuration that never surprises, checked as a user meets it: the `berth` binary started
-//! on a hand-written file reports misspelled keys with a suggestion and keeps the documented
-//! defaults; `http.headers` reach every response; `http.prefix` serves the API under a path,
+//! on a hand-written file refuses misspelt keys, naming each with a suggestion, and otherwise
+//! keeps the documented defaults and reports what it ignores; `http.headers` reach every response; `http.prefix` serves the API under a path,
 //! behind real nginx mapping `/v2/` there, for docker and skopeo.
 
 mod common;
@@ -56,28 +56,56 @@ fn serve_until_listening(dir: &Path, config: &Path) -> (Killed, Vec<String>) {
 }
 
 #[test]
-fn a_hand_written_file_with_typos_is_reported_and_gets_the_documented_defaults() {
+fn a_hand_written_file_with_typos_is_refused_naming_each_with_its_suggestion() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.yml");
-    // The keys a new user gets wrong: berth must not fall back to other defaults than the
-    // README's (127.0.0.1:5000, ./data), and must say which keys it did not read.
+    // The keys a new user gets wrong: berth must neither fall back to other values than the
+    // README's nor serve plain HTTP where `tls` was misspelt.
     std::fs::write(
         &config,
-        "version: 0.1\nhttp:\n  adress: 0.0.0.0:5000\n  secret: not-needed\nstorage:\n  \
-         filesystem:\n    rootdir: /srv/registry\n  delete:\n    enabeld: true\n",
+        "version: 0.1\nhttp:\n  adress: 0.0.0.0:5000\n  tsl:\n    certificate: /c.crt\n    \
+         key: /c.key\nstorage:\n  filesystem:\n    rootdir: /srv/registry\n  delete:\n    \
+         enabeld: true\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("serve")
+        .arg(&config)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    for expected in [
+        "configuration refused (fix or remove these keys):",
+        "`adress`: unknown key under `http`; did you mean `addr`?",
+        "`tsl`: unknown key under `http`; did you mean `tls`?",
+        "`rootdir`: unknown key under `storage.filesystem`; did you mean `rootdirectory`?",
+        "`enabeld`: unknown key under `storage.delete`; did you mean `enabled`?",
+    ] {
+        assert!(text.contains(expected), "{expected:?} not in:\n{text}");
+    }
+}
+
+#[test]
+fn a_hand_written_file_gets_the_documented_defaults_and_hears_of_what_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        "version: 0.1\nhttp:\n  secret: not-needed\n  # addr: 0.0.0.0:5000\nstorage:\n  \
+         delete:\nmycompany:\n  owner: ops\n",
     )
     .unwrap();
     let (_berth, log) = serve_until_listening(dir.path(), &config);
     let text = log.join("\n");
     for expected in [
-        "`adress`: unknown key under `http`, ignored; did you mean `addr`?",
-        "`rootdir`: unknown key under `storage.filesystem`, ignored; did you mean `rootdirectory`?",
-        "`enabeld`: unknown key under `storage.delete`, ignored; did you mean `enabled`?",
         "`http.secret` is not implemented by berth and is ignored",
+        "`mycompany`: unknown key at the top level, ignored",
     ] {
         assert!(text.contains(expected), "{expected:?} not in:\n{text}");
     }
-    // The documented address, not the misspelled one (or the port is taken: the same proof).
+    // The documented address (or the port is taken on a busy machine: the same proof).
     assert!(
         text.contains("listening on http://127.0.0.1:5000")
             || text.contains("cannot listen on 127.0.0.1:5000"),

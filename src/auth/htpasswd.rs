@@ -498,19 +498,38 @@ fn hash_password(user: &str, given: Option<&str>, cost: u32) -> Result<String, S
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let tmp = path.with_extension("berth-tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    if let Ok(existing) = std::fs::metadata(path) {
-        std::os::unix::fs::fchown(&file, Some(existing.uid()), Some(existing.gid()))?;
-        file.set_permissions(existing.permissions())?;
+    // A leftover of an interrupted run would keep its old mode: start afresh.
+    let _ = std::fs::remove_file(&tmp);
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        if let Ok(existing) = std::fs::metadata(path) {
+            let (uid, gid) = (existing.uid(), existing.gid());
+            let mine = file.metadata()?;
+            if (mine.uid(), mine.gid()) != (uid, gid) {
+                std::os::unix::fs::fchown(&file, Some(uid), Some(gid)).map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!(
+                            "cannot keep its owner {uid} and group {gid} ({e}); run as that \
+                             owner or as root"
+                        ),
+                    )
+                })?;
+            }
+            file.set_permissions(existing.permissions())?;
+        }
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
+    written
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use super::values::duration;
 /// `health`: background checks reported on the debug listener and by `/v2/`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 pub struct HealthConfig {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::values::section")]
     pub storagedriver: StorageHealthConfig,
 }
 

@@ -25,7 +25,7 @@ pub struct HttpConfig {
     pub prefix: String,
     /// distribution's `headers`: added to every response of the API (`X-Content-Type-Options:
     /// [nosniff]`); a header the response already has is left as it is.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::values::section")]
     pub headers: std::collections::BTreeMap<String, Vec<String>>,
     /// Answer `Location` headers as paths rather than absolute URLs.
     #[serde(default)]
@@ -101,7 +101,7 @@ fn default_drain() -> std::time::Duration {
 pub struct DebugConfig {
     /// `host:port` (`:5001` means every interface).
     pub addr: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::values::section")]
     pub prometheus: PrometheusConfig,
 }
 

@@ -27,10 +27,6 @@ const NOT_IMPLEMENTED: &[(&str, &str)] = &[
         "http.tls.clientauth",
         "with http.tls.clientcas a verified client certificate is always required",
     ),
-    (
-        "http.tls.letsencrypt",
-        "Let's Encrypt is not supported; give http.tls.certificate and key",
-    ),
     ("http.http2", "HTTP/2 is always offered over TLS"),
     ("http.h2c", "HTTP/2 without TLS is not supported"),
     ("http.net", "berth listens on TCP only"),
@@ -38,11 +34,7 @@ const NOT_IMPLEMENTED: &[(&str, &str)] = &[
     ("storage.s3.accelerate", "not supported"),
     (
         "storage.s3.encrypt",
-        "not supported: use the bucket's default encryption",
-    ),
-    (
-        "storage.s3.keyid",
-        "not supported: use the bucket's default encryption",
+        "berth requests no server-side encryption; the bucket's default applies",
     ),
     (
         "storage.s3.v4auth",
@@ -93,12 +85,41 @@ const NOT_IMPLEMENTED: &[(&str, &str)] = &[
     ("health.file", "only health.storagedriver is implemented"),
     ("health.http", "only health.storagedriver is implemented"),
     ("health.tcp", "only health.storagedriver is implemented"),
-    ("proxy", "pull-through caching is not implemented yet"),
     ("validation", "manifest URL validation is not implemented"),
     ("compatibility", "schema 1 manifests are not supported"),
     (
         "reporting",
         "bugsnag and newrelic reporting are not supported",
+    ),
+];
+
+/// distribution's keys berth does not implement and will not start with: serving without them
+/// would be less safe than what was configured. The second field says why; the third whether
+/// only a true value counts (`encrypt: false` asks for nothing).
+const REFUSED: &[(&str, &str, bool)] = &[
+    (
+        "proxy",
+        "pull-through caching is not implemented yet; berth would serve a writable registry where \
+         a read-only mirror was configured",
+        false,
+    ),
+    (
+        "http.tls.letsencrypt",
+        "Let's Encrypt is not supported; berth would serve plain HTTP: give http.tls.certificate \
+         and key",
+        false,
+    ),
+    (
+        "storage.s3.encrypt",
+        "server-side encryption is not requested by berth; use the bucket's default encryption \
+         and remove the key",
+        true,
+    ),
+    (
+        "storage.s3.keyid",
+        "server-side encryption with a KMS key is not supported; use the bucket's default \
+         encryption and remove the key",
+        false,
     ),
 ];
 
@@ -121,6 +142,8 @@ pub enum Finding {
     },
     /// distribution's key that berth ignores.
     NotImplemented { key: String, why: &'static str },
+    /// distribution's key that berth does not implement and cannot safely ignore.
+    Refused { key: String, why: &'static str },
 }
 
 impl std::fmt::Display for Finding {
@@ -142,7 +165,9 @@ impl std::fmt::Display for Finding {
                 if let Some(variable) = variable {
                     write!(f, " (from {variable})")?;
                 }
-                write!(f, ", ignored")?;
+                if !self.is_fatal() {
+                    write!(f, ", ignored")?;
+                }
                 match suggestion {
                     Some(s) => write!(f, "; did you mean `{s}`?"),
                     None => Ok(()),
@@ -154,6 +179,28 @@ impl std::fmt::Display for Finding {
                     "`{key}` is not implemented by berth and is ignored ({why})"
                 )
             }
+            Finding::Refused { key, why } => {
+                write!(f, "`{key}` is not implemented by berth: {why}")
+            }
+        }
+    }
+}
+
+impl Finding {
+    /// Whether berth must not start with it: a key berth cannot safely ignore, or one that looks
+    /// like a misspelling of a key berth reads (`tsl` for `tls` would serve plain HTTP). An
+    /// unknown key near no known one is only reported, and so is an unknown top-level variable
+    /// (`REGISTRY_PORT`, which Kubernetes sets for a service named `registry`).
+    pub fn is_fatal(&self) -> bool {
+        match self {
+            Finding::Refused { .. } => true,
+            Finding::Unknown {
+                key,
+                suggestion,
+                variable,
+                ..
+            } => suggestion.is_some() && (variable.is_none() || key.contains('.')),
+            Finding::NotImplemented { .. } => false,
         }
     }
 }
@@ -176,7 +223,12 @@ fn walk(root: &Json, node: &Json, value: &Value, path: &str, out: &mut Vec<Findi
             for key in keys {
                 let child_path = join(path, key);
                 let child = &table[key];
-                if let Some(why) = not_implemented(&child_path) {
+                if let Some(why) = refused(&child_path, child) {
+                    out.push(Finding::Refused {
+                        key: child_path,
+                        why,
+                    });
+                } else if let Some(why) = not_implemented(&child_path) {
                     out.push(Finding::NotImplemented {
                         key: child_path,
                         why,
@@ -187,13 +239,12 @@ fn walk(root: &Json, node: &Json, value: &Value, path: &str, out: &mut Vec<Findi
                 } else if let Some(schema) = shape.any_key {
                     walk(root, schema, child, &child_path, out);
                 } else if shape.is_object {
-                    let from_env = child.origin() == Some(ENV_ORIGIN);
+                    let (leaf, origin) = first_leaf(child, &child_path);
                     out.push(Finding::Unknown {
                         suggestion: suggest(key, path, &shape),
                         section: path.to_string(),
-                        variable: from_env.then(|| {
-                            format!("REGISTRY_{}", child_path.replace('.', "_").to_uppercase())
-                        }),
+                        variable: (origin == Some(ENV_ORIGIN))
+                            .then(|| format!("REGISTRY_{}", leaf.replace('.', "_").to_uppercase())),
                         key: child_path,
                     });
                 }
@@ -211,12 +262,35 @@ fn walk(root: &Json, node: &Json, value: &Value, path: &str, out: &mut Vec<Findi
     }
 }
 
+/// The path and origin of `value`; for a table (which the `config` crate makes on the way to a
+/// variable's leaf, without an origin), those of its first leaf.
+fn first_leaf<'a>(value: &'a Value, path: &str) -> (String, Option<&'a str>) {
+    match &value.kind {
+        ValueKind::Table(table) => match table.iter().next() {
+            Some((key, child)) => first_leaf(child, &join(path, key)),
+            None => (path.to_string(), value.origin()),
+        },
+        _ => (path.to_string(), value.origin()),
+    }
+}
+
 fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_string()
     } else {
         format!("{path}.{key}")
     }
+}
+
+/// Why `value` at `path` stops start-up, if it does ([`REFUSED`]).
+fn refused(path: &str, value: &Value) -> Option<&'static str> {
+    let bare = strip_indices(path);
+    REFUSED
+        .iter()
+        .find(|(key, _, only_true)| {
+            bare == *key && (!only_true || value.clone().into_bool().unwrap_or(true))
+        })
+        .map(|(_, why, _)| *why)
 }
 
 /// The entry of [`NOT_IMPLEMENTED`] covering `path` (array indices do not count).
@@ -247,7 +321,11 @@ fn strip_indices(path: &str) -> String {
 fn suggest(key: &str, section: &str, shape: &Shape<'_>) -> Option<String> {
     let mut candidates: BTreeSet<String> = shape.properties.keys().map(|k| k.to_string()).collect();
     let bare_section = strip_indices(section);
-    for (known, _) in NOT_IMPLEMENTED {
+    let distributions = NOT_IMPLEMENTED
+        .iter()
+        .map(|(k, _)| *k)
+        .chain(REFUSED.iter().map(|(k, _, _)| *k));
+    for known in distributions {
         let parent = known.rsplit_once('.').map_or("", |(p, _)| p);
         if parent == bare_section {
             candidates.insert(known.rsplit('.').next().unwrap_or(known).to_string());
@@ -356,18 +434,23 @@ mod tests {
         assert_eq!(
             found,
             [
-                "`adress`: unknown key under `http`, ignored; did you mean `addr`?",
-                "`rootdirctory`: unknown key under `storage.filesystem`, ignored; did you mean `rootdirectory`?",
+                "`adress`: unknown key under `http`; did you mean `addr`?",
+                "`rootdirctory`: unknown key under `storage.filesystem`; did you mean `rootdirectory`?",
             ]
         );
     }
 
     #[test]
     fn distributions_keys_berth_ignores_are_named() {
-        let found = findings("http:\n  secret: s3cr3t\nproxy:\n  remoteurl: https://x\n");
-        assert_eq!(found.len(), 2, "{found:?}");
-        assert!(found[0].starts_with("`http.secret` is not implemented by berth"));
-        assert!(found[1].starts_with("`proxy` is not implemented by berth"));
+        let found = findings(
+            "http:\n  secret: s3cr3t\nproxy:\n  remoteurl: https://x\nstorage:\n  s3:\n    \
+             encrypt: false\n    keyid: k\n",
+        );
+        assert_eq!(found.len(), 4, "{found:?}");
+        assert!(found[0].starts_with("`http.secret` is not implemented by berth and is ignored"));
+        assert!(found[1].starts_with("`proxy` is not implemented by berth: pull-through"));
+        assert!(found[2].starts_with("`storage.s3.encrypt` is not implemented by berth and is"));
+        assert!(found[3].starts_with("`storage.s3.keyid` is not implemented by berth: "));
     }
 
     #[test]
@@ -385,7 +468,7 @@ mod tests {
         );
         assert_eq!(
             found,
-            ["`timout`: unknown key under `notifications.endpoints[0]`, ignored; did you mean `timeout`?"]
+            ["`timout`: unknown key under `notifications.endpoints[0]`; did you mean `timeout`?"]
         );
     }
 

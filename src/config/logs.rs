@@ -33,13 +33,13 @@ impl LogLevel {
 pub struct LogConfig {
     #[serde(default)]
     pub level: LogLevel,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::values::section")]
     pub accesslog: AccessLogConfig,
     /// `text` (the default) or `json`: one JSON object per line.
     #[serde(default)]
     pub formatter: LogFormatter,
     /// Fields added to every log line (`environment: staging`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::values::section")]
     pub fields: std::collections::BTreeMap<String, String>,
 }
 

@@ -42,6 +42,10 @@ pub enum ConfigError {
     Load(#[from] config::ConfigError),
     #[error("configuration key {key}: {reason}")]
     Invalid { key: &'static str, reason: String },
+    /// Keys that look misspelt, or that berth cannot safely ignore: serving anyway could mean
+    /// plain HTTP where TLS was meant, or an open registry where a mirror was.
+    #[error("configuration refused (fix or remove these keys):{}", .0.iter().map(|f| format!("\n  {f}")).collect::<String>())]
+    Refused(Vec<keys::Finding>),
     #[error("cannot read configuration file {path}: {source}")]
     Read {
         path: PathBuf,
@@ -53,22 +57,22 @@ pub enum ConfigError {
 pub struct Config {
     #[serde(default)]
     pub version: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "values::section")]
     pub log: LogConfig,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "values::section")]
     pub storage: StorageConfig,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "values::section")]
     pub http: HttpConfig,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "values::section")]
     pub auth: AuthConfig,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "values::section")]
     pub notifications: NotificationsConfig,
     #[serde(default)]
     pub redis: Option<RedisConfig>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "values::section")]
     pub health: HealthConfig,
     /// berth's own section: caps on open upload sessions.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "values::section")]
     pub uploads: UploadsConfig,
     /// Resolved after loading: which storage driver is configured.
     #[serde(skip)]
@@ -120,7 +124,13 @@ impl Config {
             )
             .build()?;
         let mut cfg: Config = raw.clone().try_deserialize()?;
-        cfg.ignored = keys::check(&raw.cache);
+        let (fatal, ignored): (Vec<_>, Vec<_>) = keys::check(&raw.cache)
+            .into_iter()
+            .partition(keys::Finding::is_fatal);
+        if !fatal.is_empty() {
+            return Err(ConfigError::Refused(fatal));
+        }
+        cfg.ignored = ignored;
         for finding in &cfg.ignored {
             log::warn!("configuration: {finding}");
         }
@@ -408,9 +418,10 @@ fn normalise_prefix(prefix: &str) -> Result<String, ConfigError> {
         key: "http.prefix",
         reason,
     };
+    // Requests' paths arrive percent-encoded: only characters that stay as they are can match.
     if trimmed
         .chars()
-        .any(|c| c.is_whitespace() || "?#%\\".contains(c))
+        .any(|c| !(c.is_ascii_alphanumeric() || "/-._~!$&'()*+,;=:@".contains(c)))
         || trimmed
             .split('/')
             .any(|part| part.is_empty() || part == "." || part == "..")

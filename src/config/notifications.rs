@@ -10,7 +10,7 @@ use super::values::duration;
 /// `notifications`: webhook endpoints that receive distribution's event envelopes.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 pub struct NotificationsConfig {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::values::section")]
     pub endpoints: Vec<EndpointConfig>,
     /// berth's own key: a local directory where events wait until their endpoint accepts them,
     /// across restarts. Default: `<rootdirectory>/_berth/notifications` on local disk,
@@ -24,7 +24,7 @@ pub struct EndpointConfig {
     pub name: String,
     pub url: String,
     /// Extra request headers; values are lists, as in distribution.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::values::section")]
     pub headers: std::collections::BTreeMap<String, Vec<String>>,
     #[schemars(with = "String")]
     #[serde(default = "default_notify_timeout", with = "duration")]
@@ -38,9 +38,9 @@ pub struct EndpointConfig {
     #[serde(default)]
     pub disabled: bool,
     /// distribution's older key for `ignore.mediatypes`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::values::section")]
     pub ignoredmediatypes: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::values::section")]
     pub ignore: IgnoreConfig,
 }
 
@@ -69,9 +69,9 @@ pub fn display_url(url: &str) -> String {
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 pub struct IgnoreConfig {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::values::section")]
     pub mediatypes: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::values::section")]
     pub actions: Vec<String>,
 }
 

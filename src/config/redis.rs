@@ -23,7 +23,7 @@ pub struct RedisConfig {
     #[schemars(with = "String")]
     #[serde(default = "default_redis_timeout", with = "duration")]
     pub writetimeout: std::time::Duration,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::values::section")]
     pub pool: RedisPoolConfig,
 }
 

@@ -14,13 +14,13 @@ pub struct StorageConfig {
     pub filesystem: Option<FilesystemConfig>,
     #[serde(default)]
     pub s3: Option<S3Config>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::values::section")]
     pub delete: DeleteConfig,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::values::section")]
     pub redirect: RedirectConfig,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::values::section")]
     pub maintenance: MaintenanceConfig,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::values::section")]
     pub cache: CacheConfig,
 }
 
@@ -114,9 +114,9 @@ pub struct RedirectConfig {
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 pub struct MaintenanceConfig {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::values::section")]
     pub uploadpurging: UploadPurgingConfig,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::values::section")]
     pub readonly: ReadOnlyConfig,
 }
 

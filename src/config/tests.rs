@@ -383,33 +383,87 @@ fn every_way_of_leaving_a_key_out_gets_the_shipped_defaults() {
 }
 
 #[test]
-fn misspelled_keys_are_kept_with_their_suggestion() {
-    let cfg = from_yaml(
+fn misspelled_keys_stop_start_up_with_their_suggestion() {
+    let err = from_yaml(
         "http:\n  adress: 0.0.0.0:5000\nstorage:\n  filesystem:\n    rootdir: /srv\n",
         &[
             ("REGISTRY_HTTP_SECRET", "s3cr3t"),
             ("REGISTRY_HTTP_DRAINTIMOUT", "5s"),
         ],
     )
+    .unwrap_err()
+    .to_string();
+    for expected in [
+        "`adress`: unknown key under `http`; did you mean `addr`?",
+        "`draintimout`: unknown key under `http` (from REGISTRY_HTTP_DRAINTIMOUT); did you mean \
+         `draintimeout`?",
+        "`rootdir`: unknown key under `storage.filesystem`; did you mean `rootdirectory`?",
+    ] {
+        assert!(err.contains(expected), "{expected:?} not in {err}");
+    }
+    assert!(
+        !err.contains("http.secret"),
+        "only reported, not fatal: {err}"
+    );
+}
+
+/// Keys near no known one, distribution's unimplemented ones and top-level variables that are
+/// not berth's (Kubernetes' `REGISTRY_PORT`) are reported and change nothing.
+#[test]
+fn other_unknown_keys_are_kept_as_warnings() {
+    let cfg = from_yaml(
+        "http:\n  secret: s3cr3t\nmycompany:\n  owner: ops\n",
+        &[("REGISTRY_PORT", "tcp://10.0.0.1:5000")],
+    )
     .unwrap();
     let found: Vec<String> = cfg.ignored.iter().map(|f| f.to_string()).collect();
     assert_eq!(
         found,
         [
-            "`adress`: unknown key under `http`, ignored; did you mean `addr`?",
-            "`draintimout`: unknown key under `http` (from REGISTRY_HTTP_DRAINTIMOUT), ignored; \
-             did you mean `draintimeout`?",
             "`http.secret` is not implemented by berth and is ignored (not needed: berth keeps \
              upload state on the server, not in signed URLs)",
-            "`rootdir`: unknown key under `storage.filesystem`, ignored; did you mean \
-             `rootdirectory`?",
+            "`mycompany`: unknown key at the top level, ignored",
+            "`port`: unknown key at the top level (from REGISTRY_PORT), ignored",
         ]
     );
-    // The misspelled keys changed nothing: the documented defaults apply.
     assert_eq!(cfg.http.addr, "127.0.0.1:5000");
     assert_eq!(
         cfg.storage.filesystem.unwrap().rootdirectory,
         PathBuf::from("./data")
+    );
+}
+
+/// A section whose keys are all commented out is the empty section.
+#[test]
+fn empty_sections_are_their_defaults() {
+    let shipped = format!("{:?}", Config::load(None, &env(&[])).unwrap());
+    let cfg = from_yaml(
+        "version: 0.1\nlog:\nhttp:\n  # addr: :5000\n  headers:\nstorage:\n  delete:\n  cache:\n  \
+         maintenance:\n    uploadpurging:\nnotifications:\n  endpoints:\nhealth:\n  storagedriver:\n\
+         uploads:\nauth:\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(format!("{cfg:?}"), shipped);
+}
+
+/// Every section's default is constructible (it is what an empty section deserializes to).
+#[test]
+fn every_section_default_constructs() {
+    let _ = (
+        Config::default(),
+        HttpConfig::default(),
+        StorageConfig::default(),
+        AuthConfig::default(),
+        LogConfig::default(),
+        NotificationsConfig::default(),
+        HealthConfig::default(),
+        UploadsConfig::default(),
+        RedisPoolConfig::default(),
+        PrometheusConfig::default(),
+        CacheConfig::default(),
+        MaintenanceConfig::default(),
+        UploadPurgingConfig::default(),
     );
 }
 
@@ -425,7 +479,7 @@ fn the_prefix_is_normalised_and_checked() {
         let cfg = from_yaml(&format!("http:\n  prefix: '{given}'\n"), &[]).unwrap();
         assert_eq!(cfg.http.prefix, kept, "{given:?}");
     }
-    for bad in ["/a//b/", "/a/../b/", "/reg?x/", "/reg/v2/"] {
+    for bad in ["/a//b/", "/a/../b/", "/reg?x/", "/reg/v2/", "/é/", "/a b/"] {
         let err = from_yaml(&format!("http:\n  prefix: '{bad}'\n"), &[]).unwrap_err();
         assert!(err.to_string().contains("http.prefix"), "{bad}: {err}");
     }

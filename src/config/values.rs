@@ -128,3 +128,13 @@ macro_rules! keywords {
     };
 }
 pub(super) use keywords;
+
+/// A section (or map, or list) written with nothing under it (`http:` whose keys are all
+/// commented out) is the empty section, as in distribution, not an error.
+pub fn section<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de> + Default,
+{
+    Ok(<Option<T> as serde::Deserialize>::deserialize(d)?.unwrap_or_default())
+}
