@@ -119,7 +119,7 @@ impl Config {
             .add_source(
                 Environment::with_prefix("REGISTRY")
                     .separator("_")
-                    .try_parsing(true)
+                    .try_parsing(false)
                     .source(Some(overrides)),
             )
             .build()?;

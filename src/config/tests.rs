@@ -524,3 +524,25 @@ fn a_bad_keyword_lists_the_words_allowed() {
     let cfg = from_yaml("log:\n  level: DEBUG\n  formatter: json\n", &[]).unwrap();
     assert_eq!(cfg.log.level, LogLevel::Debug);
 }
+
+/// Variables are strings until a key needs a number or a boolean: a realm or password of digits
+/// keeps its leading zeros.
+#[test]
+fn variables_keep_their_text() {
+    let cfg = from_yaml(
+        "",
+        &[
+            ("REGISTRY_AUTH_HTPASSWD_REALM", "007"),
+            ("REGISTRY_AUTH_HTPASSWD_PATH", "/etc/htpasswd"),
+            ("REGISTRY_REDIS_ADDR", "127.0.0.1:6379"),
+            ("REGISTRY_REDIS_PASSWORD", "0123"),
+            ("REGISTRY_HTTP_MAXCONNECTIONS", "10"),
+            ("REGISTRY_STORAGE_DELETE_ENABLED", "true"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(cfg.auth.htpasswd.unwrap().realm, "007");
+    assert_eq!(cfg.redis.unwrap().password.as_deref(), Some("0123"));
+    assert_eq!(cfg.http.maxconnections, 10);
+    assert!(cfg.storage.delete.enabled);
+}
