@@ -461,7 +461,7 @@ fn json_logs_carry_the_fields_and_an_access_log_without_credentials() {
     std::fs::write(
         &config,
         format!(
-            "version: 0.1\nlog:\n  level: info\n  formatter: json\n  fields:\n    environment: staging\n    service: registry\nstorage:\n  inmemory:\nproxy:\n  remoteurl: https://registry.example\nhttp:\n  addr: 127.0.0.1:0\nauth:\n  htpasswd:\n    realm: berth\n    path: {}\n",
+            "version: 0.1\nlog:\n  level: info\n  formatter: json\n  fields:\n    environment: staging\n    service: registry\nstorage:\n  inmemory:\nvalidation:\n  manifests:\n    urls:\n      allow: [x]\nhttp:\n  addr: 127.0.0.1:0\nauth:\n  htpasswd:\n    realm: berth\n    path: {}\n",
             htpasswd.display()
         ),
     )
@@ -518,7 +518,7 @@ fn json_logs_carry_the_fields_and_an_access_log_without_credentials() {
     assert!(
         lines
             .iter()
-            .any(|l| l.contains(r#""level":"warn""#) && l.contains("proxy")),
+            .any(|l| l.contains(r#""level":"warn""#) && l.contains("validation")),
         "{lines:#?}"
     );
     let ok = &access[0];
