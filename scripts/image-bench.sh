@@ -110,13 +110,13 @@ registry:2 itself (Alpine-based, distribution 2.8) is about 25 MB. Start-to-firs
 \`docker run -d\` to the first 200 of \`/v2/\` on the published port (polled every 10 ms), so it
 includes docker creating and starting the container; runs alternate between the two images.
 
-Of berth's size, the stripped binary is about 21.4 MB and OpenSSL with glibc 8.1 MB. Measured once
-by hand (not by this script): \`lto = "fat"\` with \`codegen-units = 1\` in \`[profile.release]\`
-makes the stripped binary 16.3 MB (an image of about 25 MB), at the price of a slower release
-build (11 min cold at low priority beside other builds); it is not adopted because its effect on
-push and pull throughput could not be told apart from noise on the loaded machine (two runs of
-each binary varied by up to 40 %): \`make bench\` with
-\`CARGO_PROFILE_RELEASE_LTO=fat CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1\` on a quiet machine decides.
+Of berth's size, the stripped binary is about 21.4 MB and OpenSSL with glibc 8.1 MB. Measured by
+hand (not by this script): \`lto = "fat"\` with \`codegen-units = 1\` makes the stripped binary 16.3 MB
+(an image of about 25 MB). It is not adopted: side by side on this machine (3 alternating rounds,
+512 MiB blobs, the same client, \`scripts/lto-bench.sh\`), LTO ÷ plain medians were
+push-chunked-8m 1.06×, push-small 0.75×, pull-large 0.81×, pull-large-nohash 0.93×, manifest-get
+1.05×, with per-run ranges overlapping widely (pull-large 580–659 vs 363–805 MB/s): no gain shown,
+and pulls, which matter most, if anything slower.
 MD
 
 python3 - "$ROOT/BENCHMARKS.md" "$ROOT/benches/results/image.md" <<'PY'
