@@ -509,6 +509,53 @@ fn sighup_reloads_the_certificate_and_old_protocols_are_refused() {
     assert_eq!(r.status(), 200);
 }
 
+/// Two findings of the review of the hand-built HTTPS listener, against the real binary: a
+/// connection that sends nothing is closed by berth rather than held, and SIGTERM closes a
+/// kept-alive connection still sending requests instead of serving it until the drain
+/// (`http.draintimeout`, 30 s) ends.
+#[test]
+fn silent_sockets_are_closed_and_sigterm_ends_kept_alive_tls_connections() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    berth_certs(&certs, &["--domain", "registry.test"]);
+    let mut berth = start_tls_berth(dir.path(), &certs, None, "127.0.0.1:0");
+
+    let mut silent = std::net::TcpStream::connect(&berth.host).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    match silent.read(&mut byte) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("a silent connection should be closed by berth: {other:?}"),
+    }
+
+    // One HTTP/1.1 connection, kept alive, a request every 200 ms until it is refused.
+    let client = https_client(&certs, None);
+    let url = format!("{}/v2/", berth.url);
+    assert_eq!(client.get(&url).send().unwrap().status(), 200);
+    let requests = std::thread::spawn(move || {
+        let until = Instant::now() + Duration::from_secs(40);
+        while Instant::now() < until {
+            if client.get(&url).send().is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    unsafe {
+        libc::kill(berth.pid() as libc::pid_t, libc::SIGTERM);
+    }
+    let status = berth
+        .wait_exit(Duration::from_secs(20))
+        .expect("berth exits before the 30 s drain ends: the kept-alive connection was closed");
+    assert!(status.success(), "{status:?}");
+    requests.join().unwrap();
+}
+
 #[test]
 fn in_process_registry_serves_https_from_the_environment() {
     let dir = tempfile::tempdir().unwrap();
