@@ -282,6 +282,24 @@ fn small_image(dir: &Path, reference: &str) -> (String, DockerImages) {
 
 /// examples/nginx: nginx (TLS, auth_basic) in front of berth, Redis as berth's blob-descriptor
 /// cache.
+/// Starts the project of `files` in `dir`, waits until it answers over HTTPS and checks its
+/// 401 carries one challenge of `realm`; answers the project, its published address, the base
+/// URL and a client trusting the example's certificate.
+fn start_answering(
+    dir: &Path,
+    files: &[&str],
+    realm: &str,
+) -> (Project, String, String, reqwest::blocking::Client) {
+    let project = Project::new(dir, files);
+    project.up();
+    let registry = project.publish.clone();
+    let base = format!("https://{registry}");
+    let client = https_client(dir);
+    wait_for_registry(&client, &base);
+    assert_one_challenge(&client, &base, realm);
+    (project, registry, base, client)
+}
+
 #[test]
 fn nginx_redis_compose_example_serves_docker_through_nginx_and_berth_uses_redis() {
     require_engine_image_and_compose();
@@ -299,13 +317,8 @@ fn nginx_redis_compose_example_serves_docker_through_nginx_and_berth_uses_redis(
         ),
     )
     .unwrap();
-    let project = Project::new(dir.path(), &["docker-compose.yml", "override.yml"]);
-    project.up();
-    let registry = project.publish.clone();
-    let base = format!("https://{registry}");
-    let client = https_client(dir.path());
-    wait_for_registry(&client, &base);
-    assert_one_challenge(&client, &base, "berth");
+    let (project, registry, base, client) =
+        start_answering(dir.path(), &["docker-compose.yml", "override.yml"], "berth");
     // berth believes nginx's X-Forwarded-Proto (REGISTRY_HTTP_TRUSTEDPROXIES): its upload
     // locations name nginx's https:// address, which docker then follows.
     let r = client
@@ -361,13 +374,8 @@ fn https_compose_example_serves_docker_with_logins() {
     require_engine_image_and_compose();
     let dir = example_folder("https");
     // Only berth's own image: no override.
-    let project = Project::new(dir.path(), &["docker-compose.yml"]);
-    project.up();
-    let registry = project.publish.clone();
-    let base = format!("https://{registry}");
-    let client = https_client(dir.path());
-    wait_for_registry(&client, &base);
-    assert_one_challenge(&client, &base, "Registry Realm");
+    let (_project, registry, _base, _client) =
+        start_answering(dir.path(), &["docker-compose.yml"], "Registry Realm");
 
     let docker = Docker::new(dir.path());
     let reference = format!("{registry}/compose/hello:1");
