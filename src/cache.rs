@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
-use crate::config::{BlobDescriptorCache, Config, RedisConfig};
+use crate::config::{BlobDescriptorCache, Config};
 use crate::oci::{Digest, RepoName};
 
 /// How long an entry is believed.
@@ -88,7 +88,7 @@ impl DescriptorCache {
                     "storage.cache.blobdescriptor is redis, but there is no redis section",
                 )?;
                 Backend::Redis {
-                    connection: connect(redis)?,
+                    connection: crate::redis_client::connect(redis)?,
                     paused_until: Mutex::new(None),
                     timeout: redis.readtimeout.max(redis.writetimeout),
                 }
@@ -279,33 +279,6 @@ impl DescriptorCache {
     }
 }
 
-/// A lazily connecting, self-reconnecting Redis connection for `config`.
-fn connect(config: &RedisConfig) -> Result<ConnectionManager, String> {
-    let (host, port) = config
-        .addr
-        .rsplit_once(':')
-        .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
-        .ok_or_else(|| format!("redis.addr {:?} is not host:port", config.addr))?;
-    let mut settings = redis::RedisConnectionInfo::default().set_db(config.db);
-    if let Some(password) = config.password.as_deref().filter(|p| !p.is_empty()) {
-        settings = settings.set_password(password);
-    }
-    let info = redis::IntoConnectionInfo::into_connection_info(redis::ConnectionAddr::Tcp(
-        host.to_string(),
-        port,
-    ))
-    .map_err(|e| e.to_string())?
-    .set_redis_settings(settings);
-    let client = redis::Client::open(info).map_err(|e| e.to_string())?;
-    let manager = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(config.dialtimeout))
-        .set_response_timeout(Some(config.readtimeout.max(config.writetimeout)))
-        // Reconnect attempts are cheap to give up on: the caller falls back to storage.
-        .set_number_of_retries(1)
-        .set_max_delay(Duration::from_secs(2));
-    ConnectionManager::new_lazy_with_config(client, manager).map_err(|e| e.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,7 +328,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let config = RedisConfig {
+        let config = crate::config::RedisConfig {
             addr: format!("127.0.0.1:{port}"),
             password: None,
             db: 0,
@@ -366,7 +339,7 @@ mod tests {
         };
         let cache = DescriptorCache {
             backend: Backend::Redis {
-                connection: connect(&config).unwrap(),
+                connection: crate::redis_client::connect(&config).unwrap(),
                 paused_until: Mutex::new(None),
                 timeout: Duration::from_millis(200),
             },

@@ -33,6 +33,7 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod oci;
+pub mod redis_client;
 pub mod registry;
 pub mod server;
 pub mod storage;

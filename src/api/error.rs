@@ -129,6 +129,14 @@ impl From<StorageError> for ApiError {
                 "the storage backend is unavailable; retry later",
             )
             .with_header(actix_web::http::header::RETRY_AFTER, "10".into()),
+            // Redis, which locks uploads across instances on this store, does not answer:
+            // writing without the lock could let two instances write one upload.
+            StorageError::Coordination(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "uploads are locked through Redis, which does not answer; retry later",
+            )
+            .with_header(actix_web::http::header::RETRY_AFTER, "5".into()),
             // The backend answered and refused (a 4xx of its own): the same request would be
             // refused again, so no Retry-After. The registry failed, not the client, which is
             // why this is not one of the spec's 4xx codes (they would blame the request), but

@@ -81,7 +81,29 @@ pub struct S3Config {
     /// Multipart part size in bytes (at least 5 MiB, S3's minimum for all parts but the last).
     #[serde(default = "default_chunksize")]
     pub chunksize: u64,
+    /// berth's own: how uploads are locked across instances sharing the bucket (`auto`: fenced
+    /// leases where the store honours conditional writes, else Redis locks if there is a redis
+    /// section, else none, with a warning). See docs/scaling.md.
+    #[serde(default)]
+    pub uploadlocking: UploadLocking,
 }
+
+/// `storage.s3.uploadlocking`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(try_from = "String")]
+pub enum UploadLocking {
+    /// Probe the store: conditional writes, else Redis, else none.
+    #[default]
+    Auto,
+    /// Fenced lease objects; refused at start-up if the store ignores conditional writes.
+    Conditional,
+    /// Redis locks with fencing tokens (needs the redis section).
+    Redis,
+    /// No lock across instances: a single instance.
+    None,
+}
+
+super::values::keywords!(UploadLocking { "auto" => Auto, "conditional" => Conditional, "redis" => Redis, "none" => None });
 
 /// Secrets are never printed, not even in debug output.
 impl std::fmt::Debug for S3Config {
@@ -94,6 +116,7 @@ impl std::fmt::Debug for S3Config {
             .field("forcepathstyle", &self.forcepathstyle)
             .field("secure", &self.secure)
             .field("chunksize", &self.chunksize)
+            .field("uploadlocking", &self.uploadlocking)
             .finish_non_exhaustive()
     }
 }

@@ -150,14 +150,35 @@ pub fn upload_record(id: &str) -> Path {
     path(format!("{ROOT}/_berth/uploads/{id}/state"))
 }
 
+/// The record written by the holder of fencing token `token` (Redis-locked uploads on stores
+/// without conditional writes: readers take the highest token; see `storage::lock::redis`).
+pub fn upload_record_fenced(id: &str, token: u64) -> Path {
+    path(format!("{ROOT}/_berth/uploads/{id}/state.{token:020}"))
+}
+
+/// The token of a fenced record's file name (`state.<token>`; the plain `state` counts as 0).
+pub fn fenced_record_token(name: &str) -> Option<u64> {
+    match name {
+        "state" => Some(0),
+        _ => name.strip_prefix("state.")?.parse().ok(),
+    }
+}
+
 /// On object stores: who may write the upload now (see `storage::lock`).
 pub fn upload_lease(id: &str) -> Path {
     path(format!("{ROOT}/_berth/uploads/{id}/lease"))
 }
 
-/// On object stores: bytes received but not yet a multipart part, starting at `offset`.
-pub fn upload_staged(id: &str, offset: u64) -> Path {
-    path(format!("{ROOT}/_berth/uploads/{id}/staged/{offset:020}"))
+/// On object stores: bytes received but not yet a multipart part, starting at `offset`, staged
+/// by the lock holder with fencing token `token` (0: none; a stale holder's piece for the same
+/// offset lands under another name).
+pub fn upload_staged(id: &str, offset: u64, token: u64) -> Path {
+    match token {
+        0 => path(format!("{ROOT}/_berth/uploads/{id}/staged/{offset:020}")),
+        _ => path(format!(
+            "{ROOT}/_berth/uploads/{id}/staged/{offset:020}.{token}"
+        )),
+    }
 }
 
 /// The upload directory holding an upload's `data` object.

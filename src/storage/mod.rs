@@ -33,10 +33,12 @@ use thiserror::Error;
 use crate::config::S3Config;
 use crate::oci::Digest;
 pub use gc_lock::{hostname, GcLock, GcLockAttempt, GcLockHolder, GC_LEASE_RENEW, GC_LEASE_TTL};
-pub use lock::{UploadGuard, LOCK_WAIT};
+pub use lock::{
+    Coordination, Fence, RedisLocks, StoreClock, UploadGuard, LOCK_WAIT, MAX_PART_NUMBER,
+};
 pub use uploads::StoredUpload;
 pub use uploads::{HashRecord, UploadRecord};
-pub use writer::BlobWriter;
+pub use writer::{BlobWriter, PartsState, Staged};
 
 /// Reads of blob content from local files use buffers this large: few syscalls, and large
 /// writes to the socket (object_store's own file stream reads 8 KiB at a time).
@@ -64,6 +66,14 @@ pub enum StorageError {
     Config(String),
     #[error("another request holds upload {0}")]
     Locked(String),
+    /// This request's hold on an upload was lost (taken over after it stalled, or not
+    /// renewable): nothing more is written under it.
+    #[error("{0}")]
+    Fenced(String),
+    /// The service that locks uploads across instances (Redis) does not answer: writing
+    /// without it could let two instances write one upload.
+    #[error("upload locks unavailable: {0}")]
+    Coordination(String),
     /// Syncing an upload's bytes to disk failed: some of them may never reach it, and no later
     /// sync can tell (the kernel reports such an error once). The upload cannot be continued.
     #[error("storage write-back error: {0}")]
@@ -126,6 +136,8 @@ impl StorageError {
             StorageError::Corrupt { .. } => "corrupt",
             StorageError::Config(_) => "config",
             StorageError::Locked(_) => "locked",
+            StorageError::Fenced(_) => "fenced",
+            StorageError::Coordination(_) => "coordination",
             StorageError::WriteBack(_) => "write_back",
         }
     }
@@ -177,6 +189,8 @@ pub struct Storage {
     /// On object stores: the last upload record this process wrote or read, with its ETag, so a
     /// request reads it again only if it changed (a conditional GET answered `304`).
     records: uploads::RecordCache,
+    /// How uploads are locked across instances (see [`lock`]).
+    coordination: Arc<Coordination>,
     /// How upload files are made durable on local disk (the kernel's calls, or injected faults).
     file_sync: Arc<dyn filesync::FileSync>,
 }
@@ -204,6 +218,7 @@ impl Storage {
             direct_reads: Some(local.clone()),
             backend: Backend::Filesystem { local, fsync },
             records: Default::default(),
+            coordination: Arc::new(Coordination::Files),
             file_sync: Arc::new(filesync::SystemSync),
         })
     }
@@ -221,6 +236,7 @@ impl Storage {
             },
             direct_reads: None,
             records: Default::default(),
+            coordination: Arc::new(Coordination::Leases(Default::default())),
             file_sync: Arc::new(filesync::SystemSync),
         }
     }
@@ -311,6 +327,8 @@ impl Storage {
             },
             direct_reads: None,
             records: Default::default(),
+            // Until `coordinate` has probed the store.
+            coordination: Arc::new(Coordination::Alone),
             file_sync: Arc::new(filesync::SystemSync),
         })
     }

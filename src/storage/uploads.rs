@@ -12,9 +12,12 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
 use object_store::path::Path;
-use object_store::{GetOptions, ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{
+    GetOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion,
+};
 use serde::{Deserialize, Serialize};
 
+use super::lock::{Coordination, UploadGuard};
 use super::writer::PartsState;
 use super::{layout, Backend, BlobWriter, Result, Storage, StorageError};
 use crate::oci::Digest;
@@ -56,6 +59,14 @@ pub struct HashRecord {
     pub offset: u64,
     /// Hex of the hasher's serialized state.
     pub state: String,
+}
+
+/// A record as loaded: with the ETag a conditional rewrite needs, and on Redis-locked stores the
+/// fencing token it was written under.
+pub(super) struct LoadedRecord {
+    pub record: UploadRecord,
+    pub etag: Option<String>,
+    pub token: u64,
 }
 
 /// Records cached at most (other instances finish uploads this one saw; the cache starts over
@@ -314,19 +325,33 @@ impl Storage {
 
     /// The upload's record, or `None` if there is no such upload.
     pub async fn load_upload(&self, upload_id: &str) -> Result<Option<UploadRecord>> {
+        Ok(self
+            .load_upload_entry(upload_id)
+            .await?
+            .map(|entry| entry.record))
+    }
+
+    /// The upload's record with what a lock holder needs to write the next one.
+    pub(super) async fn load_upload_entry(&self, upload_id: &str) -> Result<Option<LoadedRecord>> {
         let path = layout::upload_record(upload_id);
         if self.local_files().is_none() {
+            if let Coordination::Redis(_) = &*self.coordination {
+                return self.load_fenced_record(upload_id).await;
+            }
             return self.load_object_record(upload_id, &path).await;
         }
         let Some(bytes) = self.read_small(&path).await? else {
             return Ok(None);
         };
-        decode_record_slots(&bytes)
-            .map(Some)
-            .map_err(|reason| StorageError::Corrupt {
-                path: path.to_string(),
-                reason,
-            })
+        let record = decode_record_slots(&bytes).map_err(|reason| StorageError::Corrupt {
+            path: path.to_string(),
+            reason,
+        })?;
+        Ok(Some(LoadedRecord {
+            record,
+            etag: None,
+            token: 0,
+        }))
     }
 
     /// Object stores: the record is fetched only if its ETag changed since this process last saw
@@ -336,12 +361,16 @@ impl Storage {
         &self,
         upload_id: &str,
         path: &Path,
-    ) -> Result<Option<UploadRecord>> {
+    ) -> Result<Option<LoadedRecord>> {
         let known = self.records.lock().unwrap().get(upload_id).cloned();
         if let Some((etag, record)) = known {
             match self.store.head(path).await {
                 Ok(meta) if meta.e_tag.as_deref() == Some(etag.as_str()) => {
-                    return Ok(Some(record))
+                    return Ok(Some(LoadedRecord {
+                        record,
+                        etag: Some(etag),
+                        token: 0,
+                    }))
                 }
                 Ok(_) => {}
                 Err(object_store::Error::NotFound { .. }) => {
@@ -351,6 +380,16 @@ impl Storage {
                 Err(e) => return Err(e.into()),
             }
         }
+        self.fetch_record(upload_id, path, 0).await
+    }
+
+    /// Reads the record at `path` (written under fencing token `token`) and remembers it.
+    async fn fetch_record(
+        &self,
+        upload_id: &str,
+        path: &Path,
+        token: u64,
+    ) -> Result<Option<LoadedRecord>> {
         let result = match self.store.get_opts(path, GetOptions::default()).await {
             Ok(r) => r,
             Err(object_store::Error::NotFound { .. }) => {
@@ -365,10 +404,48 @@ impl Storage {
             path: path.to_string(),
             reason,
         })?;
-        if let Some(etag) = etag {
-            remember(&self.records, upload_id, etag, &record);
+        if let Some(etag) = &etag {
+            remember(&self.records, upload_id, etag.clone(), &record);
         }
-        Ok(Some(record))
+        Ok(Some(LoadedRecord {
+            record,
+            etag,
+            token,
+        }))
+    }
+
+    /// Redis-locked uploads: the record of the highest fencing token (see `storage::lock::redis`):
+    /// one listing of the upload's directory, and a GET only if that record changed since this
+    /// process last saw it.
+    async fn load_fenced_record(&self, upload_id: &str) -> Result<Option<LoadedRecord>> {
+        let listing = self
+            .store
+            .list_with_delimiter(Some(&layout::upload_dir(upload_id)))
+            .await?;
+        let newest = listing
+            .objects
+            .iter()
+            .filter_map(|meta| {
+                let token = layout::fenced_record_token(meta.location.filename()?)?;
+                Some((token, meta))
+            })
+            .max_by_key(|(token, _)| *token);
+        let Some((token, meta)) = newest else {
+            self.forget_record(upload_id);
+            return Ok(None);
+        };
+        let known = self.records.lock().unwrap().get(upload_id).cloned();
+        if let (Some((etag, record)), Some(listed)) = (known, &meta.e_tag) {
+            if &etag == listed {
+                return Ok(Some(LoadedRecord {
+                    record,
+                    etag: Some(etag),
+                    token,
+                }));
+            }
+        }
+        let path = meta.location.clone();
+        self.fetch_record(upload_id, &path, token).await
     }
 
     /// Forgets the cached record of an upload that is gone.
@@ -376,13 +453,37 @@ impl Storage {
         self.records.lock().unwrap().remove(upload_id);
     }
 
-    /// Rewrites the upload's record. On local disk it goes to the other of two slots of the
-    /// record file (see [`record_slot`]), in place: a crash leaves the old record or the new
-    /// one, and no rename (which ext4 turns into a flush when it replaces a file) is paid per
-    /// chunk. It is not fsynced: the bytes it counts are synced when the upload completes, and
-    /// a lost record only makes the client resend a chunk. On local disk the write is done on
-    /// the calling thread, like the lock (see `lock_local_upload`).
+    /// Writes the upload's record outside any lock: the first record of a new upload.
     pub async fn save_upload(&self, upload_id: &str, record: &UploadRecord) -> Result<()> {
+        self.write_record(upload_id, record, None).await
+    }
+
+    /// Rewrites the upload's record under its lock. On object stores honouring conditional
+    /// writes it is written only if it is still the one read under the lock (`If-Match`): a
+    /// holder that stalled past its lease finds another holder's record there and fails. On
+    /// Redis-locked stores it goes under the holder's token (`state.<token>`), where a stale
+    /// holder's record loses to the newer holder's, and the record it replaces is removed.
+    pub async fn save_upload_held(
+        &self,
+        guard: &UploadGuard,
+        upload_id: &str,
+        record: &UploadRecord,
+    ) -> Result<()> {
+        self.write_record(upload_id, record, Some(guard)).await
+    }
+
+    /// On local disk the record goes to the other of two slots of the record file (see
+    /// [`record_slot`]), in place: a crash leaves the old record or the new one, and no rename
+    /// (which ext4 turns into a flush when it replaces a file) is paid per chunk. It is not
+    /// fsynced: the bytes it counts are synced when the upload completes, and a lost record
+    /// only makes the client resend a chunk. On local disk the write is done on the calling
+    /// thread, like the lock (see `lock_local_upload`).
+    async fn write_record(
+        &self,
+        upload_id: &str,
+        record: &UploadRecord,
+        guard: Option<&UploadGuard>,
+    ) -> Result<()> {
         let path = layout::upload_record(upload_id);
         if let Some((local, _)) = self.local_files() {
             use std::os::unix::fs::FileExt;
@@ -395,12 +496,71 @@ impl Storage {
                 .write_all_at(&slot, offset)?;
             return Ok(());
         }
-        let json = serde_json::to_vec(record).expect("a record serializes");
-        let put = self.store.put(&path, PutPayload::from(json)).await?;
-        match put.e_tag {
-            Some(etag) => remember(&self.records, upload_id, etag, record),
+        if let (Coordination::Redis(_), Some(guard)) = (&*self.coordination, guard) {
+            // The store cannot refuse a stale holder's record (it would only lose to the newer
+            // token's), but the holder can find out first and fail its request clearly.
+            guard.check().await?;
+        }
+        let json = PutPayload::from(serde_json::to_vec(record).expect("a record serializes"));
+        let (path, mode, replaces) = match (&*self.coordination, guard) {
+            (Coordination::Redis(_), _) => {
+                let token = guard.map_or(0, |g| g.token());
+                let replaces = guard
+                    .map(|g| g.record_token())
+                    .filter(|&old| old != token)
+                    .map(|old| layout::upload_record_fenced(upload_id, old));
+                let path = layout::upload_record_fenced(upload_id, token);
+                (path, PutMode::Overwrite, replaces)
+            }
+            (Coordination::Leases(_), Some(guard)) => match guard.record_etag() {
+                Some(etag) => (
+                    path,
+                    PutMode::Update(UpdateVersion {
+                        e_tag: Some(etag),
+                        version: None,
+                    }),
+                    None,
+                ),
+                None => (path, PutMode::Overwrite, None),
+            },
+            _ => (path, PutMode::Overwrite, None),
+        };
+        let put = self
+            .store
+            .put_opts(
+                &path,
+                json,
+                PutOptions {
+                    mode,
+                    ..Default::default()
+                },
+            )
+            .await;
+        let put = match put {
+            Ok(put) => put,
+            Err(object_store::Error::Precondition { .. }) => {
+                self.forget_record(upload_id);
+                return Err(StorageError::Fenced(format!(
+                    "the record of upload {upload_id} was rewritten by another holder"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match &put.e_tag {
+            Some(etag) => remember(&self.records, upload_id, etag.clone(), record),
             None => self.forget_record(upload_id),
         };
+        if let Some(guard) = guard {
+            let token = guard.token();
+            guard.note_record(put.e_tag, record, token);
+        }
+        if let Some(old) = replaces {
+            match self.store.delete(&old).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                // Left for purging: the newer record is what readers take.
+                Err(e) => log::warn!("cannot remove the replaced record {old}: {e}"),
+            }
+        }
         Ok(())
     }
 
@@ -546,13 +706,15 @@ impl Storage {
     }
 
     /// When the upload was last written (its newest object other than its lease, which the
-    /// lock itself writes), or `None` if nothing of it is left.
+    /// lock itself writes; the lease's time if nothing else is left, a leftover of a release
+    /// racing a removal), or `None` if nothing of it is left.
     pub async fn upload_last_modified(
         &self,
         upload_id: &str,
     ) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
         let lease = layout::upload_lease(upload_id);
         let mut newest = None;
+        let mut lease_time = None;
         let mut objects = self.store.list(Some(&layout::upload_dir(upload_id)));
         while let Some(meta) = objects.next().await {
             let meta = match meta {
@@ -562,16 +724,24 @@ impl Storage {
             };
             if meta.location != lease {
                 newest = newest.max(Some(meta.last_modified));
+            } else {
+                lease_time = Some(meta.last_modified);
             }
         }
-        Ok(newest)
+        Ok(newest.or(lease_time))
     }
 
     /// Every upload on storage with the time it was last touched.
     pub async fn list_uploads(&self) -> Result<Vec<StoredUpload>> {
         let root = layout::uploads_root();
         let depth = root.parts().count();
-        let mut newest: HashMap<String, chrono::DateTime<chrono::Utc>> = HashMap::new();
+        // Per upload: its newest object other than the lease, and the lease's time (writing
+        // the lease is the lock's activity, not the upload's; see `upload_last_modified`).
+        type Times = (
+            Option<chrono::DateTime<chrono::Utc>>,
+            Option<chrono::DateTime<chrono::Utc>>,
+        );
+        let mut newest: HashMap<String, Times> = HashMap::new();
         let mut objects = self.store.list(Some(&root));
         while let Some(meta) = objects.next().await {
             let meta = match meta {
@@ -582,14 +752,19 @@ impl Storage {
             let Some(id) = meta.location.parts().nth(depth) else {
                 continue;
             };
-            let entry = newest
-                .entry(id.as_ref().to_string())
-                .or_insert(meta.last_modified);
-            *entry = (*entry).max(meta.last_modified);
+            let is_lease = meta.location == layout::upload_lease(id.as_ref());
+            let (content, lease) = newest.entry(id.as_ref().to_string()).or_default();
+            let slot = if is_lease { lease } else { content };
+            *slot = (*slot).max(Some(meta.last_modified));
         }
         let mut uploads: Vec<StoredUpload> = newest
             .into_iter()
-            .map(|(id, last_modified)| StoredUpload { id, last_modified })
+            .filter_map(|(id, (content, lease))| {
+                Some(StoredUpload {
+                    id,
+                    last_modified: content.or(lease)?,
+                })
+            })
             .collect();
         uploads.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(uploads)

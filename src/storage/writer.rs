@@ -17,6 +17,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use super::filesync::{settle, write_all_vectored_at, FileSync};
+use super::lock::Fence;
 use super::{layout, Result, StorageError};
 
 /// With fsync on, write-back of the upload file is started every this many bytes, so the disk
@@ -33,19 +34,123 @@ pub struct PartsState {
     pub multipart_id: String,
     /// The `content_id` (ETag) of each part sent, in order.
     pub parts: Vec<String>,
+    /// The part numbers of `parts`, when they are not simply 1, 2, 3, … (a holder that lost
+    /// its lock may have sent parts under numbers in between: see `storage::lock`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub numbers: Vec<u32>,
     /// Bytes in those parts.
     pub parts_len: u64,
-    /// Staged pieces after the parts, in order: `(offset, length)`.
-    pub staged: Vec<(u64, u64)>,
+    /// Staged pieces after the parts, in order.
+    pub staged: Vec<Staged>,
+}
+
+/// Bytes staged as an object of their own: where they start, how many, and the fencing token
+/// of the holder that staged them (part of the object's name, see `layout::upload_staged`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StagedRepr", into = "StagedRepr")]
+pub struct Staged {
+    pub offset: u64,
+    pub len: u64,
+    pub token: u64,
+}
+
+/// A staged piece as recorded: `[offset, len]` without a token (as earlier versions wrote it),
+/// `[offset, len, token]` with one.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum StagedRepr {
+    Fenced(u64, u64, u64),
+    Plain(u64, u64),
+}
+
+impl From<StagedRepr> for Staged {
+    fn from(r: StagedRepr) -> Self {
+        match r {
+            StagedRepr::Fenced(offset, len, token) => Staged { offset, len, token },
+            StagedRepr::Plain(offset, len) => Staged {
+                offset,
+                len,
+                token: 0,
+            },
+        }
+    }
+}
+
+impl From<Staged> for StagedRepr {
+    fn from(s: Staged) -> Self {
+        match s.token {
+            0 => StagedRepr::Plain(s.offset, s.len),
+            token => StagedRepr::Fenced(s.offset, s.len, token),
+        }
+    }
 }
 
 impl PartsState {
+    /// The number of part `index` (0-based).
+    pub fn part_number(&self, index: usize) -> u32 {
+        self.numbers.get(index).copied().unwrap_or(index as u32 + 1)
+    }
+
+    /// The highest part number recorded (0: none).
+    pub fn last_part_number(&self) -> u32 {
+        match self.parts.len() {
+            0 => 0,
+            n => self.part_number(n - 1),
+        }
+    }
+
+    /// Records a part sent under `number`.
+    fn push_part(&mut self, number: u32, content_id: String) {
+        let positional = number as usize == self.parts.len() + 1;
+        if !positional && self.numbers.is_empty() {
+            self.numbers = (1..=self.parts.len() as u32).collect();
+        }
+        if !self.numbers.is_empty() {
+            self.numbers.push(number);
+        }
+        self.parts.push(content_id);
+    }
+
+    /// The parts as `(number, content id)`, for completing the upload.
+    pub fn numbered(&self) -> Vec<(u32, String)> {
+        (0..self.parts.len())
+            .map(|i| (self.part_number(i), self.parts[i].clone()))
+            .collect()
+    }
+
+    /// Whether the parts are numbered 1, 2, 3, … (what object_store's completion assumes).
+    pub fn is_positional(&self) -> bool {
+        self.numbers.is_empty()
+    }
+    /// Bytes in the staged pieces.
+    fn staged_len(&self) -> u64 {
+        self.staged.iter().map(|piece| piece.len).sum()
+    }
+
     /// Checks that the parts and staged pieces hold exactly the recorded `offset` bytes, the
     /// pieces following each other, with arithmetic that cannot wrap: a record is input too
     /// (another process or version wrote it, or a hand), and its numbers are summed later.
     pub fn check(&self, offset: u64) -> std::result::Result<(), String> {
+        if !self.numbers.is_empty() {
+            if self.numbers.len() != self.parts.len() {
+                return Err(format!(
+                    "{} part numbers for {} parts",
+                    self.numbers.len(),
+                    self.parts.len()
+                ));
+            }
+            if self.numbers.windows(2).any(|w| w[0] >= w[1])
+                || self.numbers.first() == Some(&0)
+                || self.numbers.last() > Some(&super::MAX_PART_NUMBER)
+            {
+                return Err("part numbers are not increasing within 1..=10000".into());
+            }
+        }
         let mut end = self.parts_len;
-        for &(at, len) in &self.staged {
+        for &Staged {
+            offset: at, len, ..
+        } in &self.staged
+        {
             if at != end {
                 return Err(format!("staged piece at {at} where {end} was expected"));
             }
@@ -95,6 +200,9 @@ enum Sink {
         /// Staged objects already copied into a part: removed once the record no longer
         /// names them.
         garbage: Vec<Path>,
+        /// The lock holder's fence while a request writes (see `storage::lock`): part numbers
+        /// and staged names come from it.
+        fence: Option<Arc<dyn Fence>>,
     },
 }
 
@@ -208,6 +316,7 @@ impl BlobWriter {
                 pending: Vec::new(),
                 pending_len: 0,
                 garbage: Vec::new(),
+                fence: None,
             },
         }
     }
@@ -230,8 +339,7 @@ impl BlobWriter {
         {
             // Enough for a part (S3's minimum): send it rather than stage it, which would cost
             // a PUT now and a GET later.
-            let staged: u64 = state.staged.iter().map(|(_, l)| l).sum();
-            if *pending_len > 0 && staged + *pending_len as u64 >= MIN_PART {
+            if *pending_len > 0 && state.staged_len() + *pending_len as u64 >= MIN_PART {
                 return self.flush_part().await;
             }
         }
@@ -241,6 +349,7 @@ impl BlobWriter {
             state,
             pending,
             pending_len,
+            fence,
             ..
         } = &mut self.sink
         {
@@ -248,11 +357,16 @@ impl BlobWriter {
                 return Ok(());
             }
             let offset = self.written - *pending_len as u64;
+            let token = fence.as_ref().map_or(0, |f| f.token());
             let payload: PutPayload = pending.iter().cloned().collect();
             store
-                .put(&layout::upload_staged(upload_id, offset), payload)
+                .put(&layout::upload_staged(upload_id, offset, token), payload)
                 .await?;
-            state.staged.push((offset, *pending_len as u64));
+            state.staged.push(Staged {
+                offset,
+                len: *pending_len as u64,
+                token,
+            });
             pending.clear();
             *pending_len = 0;
         }
@@ -277,10 +391,18 @@ impl BlobWriter {
         }
     }
 
-    /// Lets go of what an idle upload need not hold (the open file).
+    /// Writes under `fence` (the request's lock holder) until the writer is parked.
+    pub fn adopt_fence(&mut self, held: Option<Arc<dyn Fence>>) {
+        if let Sink::Multipart { fence, .. } = &mut self.sink {
+            *fence = held;
+        }
+    }
+
+    /// Lets go of what an idle upload need not hold (the open file, the request's fence).
     pub fn park(&mut self) {
-        if let Sink::File { file, .. } = &mut self.sink {
-            *file = None;
+        match &mut self.sink {
+            Sink::File { file, .. } => *file = None,
+            Sink::Multipart { fence, .. } => *fence = None,
         }
     }
 
@@ -367,8 +489,7 @@ impl BlobWriter {
             } => {
                 pending.extend(batch);
                 *pending_len += len;
-                let staged: u64 = state.staged.iter().map(|(_, l)| l).sum();
-                if staged + *pending_len as u64 >= *part_size as u64 {
+                if state.staged_len() + *pending_len as u64 >= *part_size as u64 {
                     if let Err(e) = self.flush_part().await {
                         self.unstage(len);
                         return Err(e);
@@ -414,8 +535,8 @@ impl BlobWriter {
             unreachable!("only multipart sinks have parts");
         };
         // Fetched together: each GET waits tens of milliseconds for its first byte.
-        let fetches = state.staged.iter().map(|&(offset, len)| {
-            let path = layout::upload_staged(upload_id, offset);
+        let fetches = state.staged.iter().map(|&Staged { offset, len, token }| {
+            let path = layout::upload_staged(upload_id, offset, token);
             async move {
                 let bytes = store.get(&path).await?.bytes().await?;
                 if bytes.len() as u64 != len {
@@ -434,6 +555,25 @@ impl BlobWriter {
 
     /// Sends the staged and pending bytes as the next part.
     async fn flush_part(&mut self) -> Result<()> {
+        let Sink::Multipart {
+            state,
+            pending_len,
+            fence,
+            ..
+        } = &self.sink
+        else {
+            unreachable!("only multipart sinks have parts");
+        };
+        if *pending_len == 0 && state.staged.is_empty() {
+            return Ok(());
+        }
+        // The number first: a holder that lost the upload stops here, before it reads staged
+        // pieces the new holder may already have folded into a part and removed.
+        let after = state.last_part_number();
+        let number = match fence {
+            Some(fence) => fence.next_part(after).await?,
+            None => after + 1,
+        };
         let payload = self.next_part_payload().await?;
         if let Sink::Multipart {
             multipart,
@@ -446,20 +586,17 @@ impl BlobWriter {
         } = &mut self.sink
         {
             let len = payload.content_length() as u64;
-            if len == 0 {
-                return Ok(());
-            }
             let id = state.multipart_id.clone();
             let part = multipart
-                .put_part(&self.location, &id, state.parts.len(), payload)
+                .put_part(&self.location, &id, number as usize - 1, payload)
                 .await?;
-            state.parts.push(part.content_id);
+            state.push_part(number, part.content_id);
             state.parts_len += len;
             garbage.extend(
                 state
                     .staged
                     .drain(..)
-                    .map(|(offset, _)| layout::upload_staged(upload_id, offset)),
+                    .map(|piece| layout::upload_staged(upload_id, piece.offset, piece.token)),
             );
             pending.clear();
             *pending_len = 0;
@@ -515,6 +652,12 @@ impl BlobWriter {
                     let Sink::Multipart { state, .. } = &self.sink else {
                         unreachable!()
                     };
+                    if !state.is_positional() {
+                        return Err(StorageError::Config(format!(
+                            "upload {}: parts numbered with gaps cannot be completed on this store",
+                            self.location
+                        )));
+                    }
                     let parts = state
                         .parts
                         .iter()

@@ -11,7 +11,7 @@ use super::session::Cached;
 use super::verifier::{Current, Progress, Update};
 use super::{Committed, Result, UploadError, UploadManager, BODY_IDLE_TIMEOUT, MAX_HASH_IN_FLIGHT};
 use crate::oci::{Algorithm, Digest};
-use crate::storage::{HashRecord, StorageError, UploadRecord};
+use crate::storage::{HashRecord, StorageError, UploadGuard, UploadRecord};
 
 impl UploadManager {
     /// Verifies and commits a fully received upload. A wrong digest ends the upload; any other
@@ -36,6 +36,7 @@ impl UploadManager {
         cached: Cached,
         algorithm: Algorithm,
         expected: &Digest,
+        guard: &UploadGuard,
     ) -> Result<Committed> {
         let Cached {
             writer,
@@ -66,6 +67,9 @@ impl UploadManager {
                 }
             }
             if !completed {
+                // A holder that lost the upload must not assemble it (its part list is not the
+                // newest); the fence also refuses its later writes.
+                guard.check().await?;
                 match writer.finish().await {
                     Ok(_) => completed = true,
                     // The multipart upload may be gone: a completion whose answer was lost, or
@@ -142,7 +146,7 @@ impl UploadManager {
                     completed: true,
                     ..record.clone()
                 };
-                if let Err(e) = self.storage.save_upload(id, &next).await {
+                if let Err(e) = self.storage.save_upload_held(guard, id, &next).await {
                     log::warn!("upload {id}: cannot record its completion: {e}");
                 }
             }

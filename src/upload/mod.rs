@@ -315,6 +315,7 @@ impl UploadManager {
             },
         };
         cached.writer.adopt_file(guard.file());
+        cached.writer.adopt_fence(guard.fence());
         if let Some(start) = expected_offset.filter(|&s| s != record.offset) {
             log::debug!("upload {id}: chunk at {start}, offset is {}", record.offset);
             guard.release().await;
@@ -411,7 +412,7 @@ impl UploadManager {
             mut cached,
             ..
         } = writing;
-        let saved = self.save(id, &record, &mut cached).await;
+        let saved = self.save(id, &record, &mut cached, &guard).await;
         if matches!(&saved, Err(e) if e.ends_upload()) {
             // A failed sync: the old record may count bytes that never reached the disk. The
             // upload is removed under the lock, before anyone can resume it from that record;
@@ -447,6 +448,7 @@ impl UploadManager {
         id: &str,
         record: &UploadRecord,
         cached: &mut Cached,
+        guard: &UploadGuard,
     ) -> Result<UploadRecord> {
         cached.writer.checkpoint().await?;
         if self.storage.upload_hash_must_be_exact() {
@@ -463,7 +465,7 @@ impl UploadManager {
             parts: cached.writer.parts_state(),
             ..record.clone()
         };
-        self.storage.save_upload(id, &next).await?;
+        self.storage.save_upload_held(guard, id, &next).await?;
         cached.writer.collect_garbage().await;
         Ok(next)
     }
@@ -556,10 +558,28 @@ impl UploadManager {
             )
             .await;
             let offset = this.end(&id, writing).await;
-            outcome.and(offset)
+            match outcome.and(offset) {
+                Err(e) => Err(this.taken_over(&repo, &id, e).await),
+                ok => ok,
+            }
         });
         task.await
             .map_err(|e| UploadError::BodyInterrupted(e.to_string()))?
+    }
+
+    /// A request whose hold on the upload was lost (another instance took it over after this
+    /// one stalled) is answered as one that found it busy: with the offset now recorded, from
+    /// which the client resumes.
+    async fn taken_over(&self, repo: &RepoName, id: &str, e: UploadError) -> UploadError {
+        match e {
+            UploadError::Storage(StorageError::Fenced(why)) => {
+                log::warn!("upload {id}: {why}; this request's bytes are not recorded");
+                UploadError::Busy {
+                    offset: self.status(repo, id).await.unwrap_or(0),
+                }
+            }
+            e => e,
+        }
     }
 
     /// Appends an optional last body, checks the digest and commits the blob (a PUT, or a
@@ -618,13 +638,17 @@ impl UploadManager {
             let finished = addr.send(Finish).await;
             this.forget(&id, &addr);
             let outcome = if matches!(finished, Ok(Ok(()))) {
-                this.finish(&id, &record, cached, algorithm, &digest).await
+                this.finish(&id, &record, cached, algorithm, &digest, &guard)
+                    .await
             } else {
                 this.discard(&id, Some(cached)).await;
                 Err(UploadError::Unknown(id.clone()))
             };
             guard.release().await;
-            outcome
+            match outcome {
+                Err(e) => Err(this.taken_over(&repo, &id, e).await),
+                ok => ok,
+            }
         });
         task.await
             .map_err(|e| UploadError::BodyInterrupted(e.to_string()))?
@@ -922,8 +946,14 @@ mod tests {
             (1, 1)
         );
         let parts = record.parts.as_mut().unwrap();
-        assert_eq!(parts.staged, vec![(0, 1)]);
-        parts.staged = vec![(0, u64::MAX), (u64::MAX, 2)];
+        let staged: Vec<(u64, u64)> = parts.staged.iter().map(|p| (p.offset, p.len)).collect();
+        assert_eq!(staged, vec![(0, 1)]);
+        let piece = |offset, len| crate::storage::Staged {
+            offset,
+            len,
+            token: 0,
+        };
+        parts.staged = vec![piece(0, u64::MAX), piece(u64::MAX, 2)];
         record.generation += 1;
         storage.save_upload(&id, &record).await.unwrap();
         // Another process rebuilds the upload from this record.

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use sha2::Digest as _;
 
 pub mod docker;
+pub mod redis;
 pub mod s3;
 pub mod tools;
 
@@ -125,7 +126,9 @@ impl Builder {
         let thread = std::thread::spawn(move || {
             let system = actix_web::rt::System::new();
             system.block_on(async move {
-                let mut storage = berth::server::open_storage(&config).expect("storage opens");
+                let mut storage = berth::server::open_serving_storage(&config)
+                    .await
+                    .expect("storage opens");
                 if let Some(faults) = faults {
                     storage = storage.with_faults(faults);
                 }
