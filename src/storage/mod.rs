@@ -5,6 +5,7 @@
 //! over that layout: blobs, link files, listings. In-progress uploads live under berth's own
 //! prefix; the upload module writes them through [`Storage::new_upload_writer`].
 
+mod copy;
 pub mod faults;
 pub mod filesync;
 mod gc_lock;
@@ -147,6 +148,8 @@ enum Backend {
         signer: Option<Arc<dyn Signer>>,
         /// Size of a multipart part (all but the last).
         part_size: usize,
+        /// Copies large objects in parts (S3); `None` where a plain copy has no size limit.
+        copier: Option<Arc<copy::BucketCopier>>,
         name: String,
     },
 }
@@ -217,6 +220,7 @@ impl Storage {
                 multipart: mem,
                 signer: None,
                 part_size: IN_MEMORY_PART,
+                copier: None,
                 name: "in-memory".into(),
             },
             direct_reads: None,
@@ -283,9 +287,11 @@ impl Storage {
             retry_timeout: std::time::Duration::from_secs(15),
             ..Default::default()
         };
-        let s3 = builder
+        let builder = builder
             .with_retry(retry)
-            .with_client_options(client)
+            .with_client_options(client.clone());
+        let s3 = builder
+            .clone()
             .build()
             .map_err(|e| StorageError::Config(e.to_string()))?;
         let root = config
@@ -300,6 +306,7 @@ impl Storage {
             if root.is_empty() { "" } else { ", root /" },
             root
         );
+        let copier = copy::BucketCopier::new(config, &builder, &s3, &client, &root)?;
         let store = Arc::new(PrefixStore::new(s3, root.as_str()));
         Ok(Storage {
             store: store.clone(),
@@ -307,6 +314,7 @@ impl Storage {
                 multipart: store.clone(),
                 signer: Some(store),
                 part_size: config.chunksize as usize,
+                copier: Some(Arc::new(copier)),
                 name,
             },
             direct_reads: None,

@@ -471,7 +471,7 @@ impl Storage {
                         existing.size
                     );
                 }
-                self.store.rename(location, &target).await?;
+                self.move_object(location, &target, size).await?;
             }
         }
         // As on local disk: once the blob is in place, leftovers are for purging.
