@@ -55,12 +55,6 @@ const NOT_IMPLEMENTED: &[(&str, &str)] = &[
         "not supported: give regionendpoint",
     ),
     ("storage.s3.loglevel", "use log.level"),
-    ("storage.s3.multipartcopychunksize", "not supported yet"),
-    (
-        "storage.s3.multipartcopymaxconcurrency",
-        "not supported yet",
-    ),
-    ("storage.s3.multipartcopythresholdsize", "not supported yet"),
     ("storage.tag", "not needed"),
     ("auth.token.autoredirect", "not supported"),
     (

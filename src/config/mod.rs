@@ -214,6 +214,7 @@ impl Config {
                     ),
                 });
             }
+            s3.check_multipart_copy()?;
         }
         cfg.select_auth(env.get("REGISTRY_AUTH").map(String::as_str), &raw)?;
         if let Some(tls) = &cfg.http.tls {

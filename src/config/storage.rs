@@ -81,6 +81,16 @@ pub struct S3Config {
     /// Multipart part size in bytes (at least 5 MiB, S3's minimum for all parts but the last).
     #[serde(default = "default_chunksize")]
     pub chunksize: u64,
+    /// Objects larger than this (bytes) are copied in parts rather than with one `CopyObject`,
+    /// which AWS limits to 5 GiB (commits and garbage collection move objects by copying).
+    #[serde(default = "default_multipartcopy")]
+    pub multipartcopythresholdsize: u64,
+    /// The size of a part of such a copy, all but the last (5 MiB to 5 GiB).
+    #[serde(default = "default_multipartcopy")]
+    pub multipartcopychunksize: u64,
+    /// Parts of one copy copied at once.
+    #[serde(default = "default_multipartcopymaxconcurrency")]
+    pub multipartcopymaxconcurrency: usize,
     /// berth's own: how uploads are locked across instances sharing the bucket (`auto`: fenced
     /// leases where the store honours conditional writes, else Redis locks if there is a redis
     /// section, else none, with a warning). See docs/scaling.md.
@@ -116,16 +126,60 @@ impl std::fmt::Debug for S3Config {
             .field("forcepathstyle", &self.forcepathstyle)
             .field("secure", &self.secure)
             .field("chunksize", &self.chunksize)
+            .field(
+                "multipartcopythresholdsize",
+                &self.multipartcopythresholdsize,
+            )
+            .field("multipartcopychunksize", &self.multipartcopychunksize)
+            .field(
+                "multipartcopymaxconcurrency",
+                &self.multipartcopymaxconcurrency,
+            )
             .field("uploadlocking", &self.uploadlocking)
             .finish_non_exhaustive()
+    }
+}
+
+impl S3Config {
+    /// The multipart-copy keys within S3's limits: parts of 5 MiB to 5 GiB, one at least in
+    /// flight (the threshold may be anything: 0 copies every object in parts).
+    pub(super) fn check_multipart_copy(&self) -> Result<(), super::ConfigError> {
+        if !(S3_MIN_PART..=S3_MAX_PART).contains(&self.multipartcopychunksize) {
+            return Err(super::ConfigError::Invalid {
+                key: "storage.s3.multipartcopychunksize",
+                reason: format!(
+                    "{} is outside S3's part sizes ({S3_MIN_PART} to {S3_MAX_PART})",
+                    self.multipartcopychunksize
+                ),
+            });
+        }
+        if self.multipartcopymaxconcurrency == 0 {
+            return Err(super::ConfigError::Invalid {
+                key: "storage.s3.multipartcopymaxconcurrency",
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(())
     }
 }
 
 /// S3's minimum size of a multipart part other than the last.
 pub const S3_MIN_PART: u64 = 5 * 1024 * 1024;
 
+/// S3's maximum size of a part, and of the source of one `CopyObject`.
+pub const S3_MAX_PART: u64 = 5 * 1024 * 1024 * 1024;
+
 fn default_chunksize() -> u64 {
     10 * 1024 * 1024
+}
+
+/// distribution's default multipart-copy threshold and part size, 32 MiB.
+fn default_multipartcopy() -> u64 {
+    32 * 1024 * 1024
+}
+
+fn default_multipartcopymaxconcurrency() -> usize {
+    100
 }
 
 /// `storage.redirect`: whether blob downloads may be redirected to the backend (presigned URLs).

@@ -173,6 +173,85 @@ fn s3_from_distribution_variables() {
 }
 
 #[test]
+fn s3_multipart_copy_keys() {
+    let s3 = |yaml: &str, vars: &[(&str, &str)]| {
+        from_yaml(&format!("storage:\n  s3:\n    bucket: b\n{yaml}"), vars)
+    };
+    // distribution's defaults: 32 MiB threshold and parts, 100 parts at once.
+    let defaults = s3("", &[]).unwrap().storage.s3.unwrap();
+    assert_eq!(defaults.multipartcopythresholdsize, 32 << 20);
+    assert_eq!(defaults.multipartcopychunksize, 32 << 20);
+    assert_eq!(defaults.multipartcopymaxconcurrency, 100);
+    let loaded = s3(
+        "    multipartcopythresholdsize: 0\n    multipartcopychunksize: 5242880\n    \
+         multipartcopymaxconcurrency: 4\n",
+        &[],
+    )
+    .unwrap();
+    // Implemented now: not reported as distribution keys berth ignores.
+    assert!(loaded.ignored.is_empty(), "{:?}", loaded.ignored);
+    let cfg = loaded.storage.s3.unwrap();
+    assert_eq!(cfg.multipartcopythresholdsize, 0);
+    assert_eq!(cfg.multipartcopychunksize, 5 << 20);
+    assert_eq!(cfg.multipartcopymaxconcurrency, 4);
+    // The variables override the file's keys.
+    let cfg = s3(
+        "    multipartcopychunksize: 5242880\n",
+        &[
+            ("REGISTRY_STORAGE_S3_MULTIPARTCOPYCHUNKSIZE", "67108864"),
+            ("REGISTRY_STORAGE_S3_MULTIPARTCOPYMAXCONCURRENCY", "8"),
+            (
+                "REGISTRY_STORAGE_S3_MULTIPARTCOPYTHRESHOLDSIZE",
+                "1073741824",
+            ),
+        ],
+    )
+    .unwrap()
+    .storage
+    .s3
+    .unwrap();
+    assert_eq!(cfg.multipartcopychunksize, 64 << 20);
+    assert_eq!(cfg.multipartcopymaxconcurrency, 8);
+    assert_eq!(cfg.multipartcopythresholdsize, 1 << 30);
+    assert!(format!("{cfg:?}").contains("multipartcopychunksize: 67108864"));
+}
+
+#[test]
+fn s3_multipart_copy_keys_out_of_range_are_refused() {
+    let refused = |vars: &[(&str, &str)], key: &str| {
+        let mut all = vec![
+            ("REGISTRY_STORAGE", "s3"),
+            ("REGISTRY_STORAGE_S3_BUCKET", "b"),
+        ];
+        all.extend_from_slice(vars);
+        let err = Config::load(None, &env(&all)).unwrap_err();
+        assert!(err.to_string().contains(key), "{vars:?}: {err}");
+    };
+    let chunk = "REGISTRY_STORAGE_S3_MULTIPARTCOPYCHUNKSIZE";
+    refused(&[(chunk, "5242879")], "multipartcopychunksize");
+    refused(&[(chunk, "5368709121")], "multipartcopychunksize");
+    refused(&[(chunk, "32MB")], "multipartcopychunksize");
+    let concurrency = "REGISTRY_STORAGE_S3_MULTIPARTCOPYMAXCONCURRENCY";
+    refused(&[(concurrency, "0")], "multipartcopymaxconcurrency");
+    refused(&[(concurrency, "-1")], "multipartcopymaxconcurrency");
+    let threshold = "REGISTRY_STORAGE_S3_MULTIPARTCOPYTHRESHOLDSIZE";
+    refused(&[(threshold, "-1")], "multipartcopythresholdsize");
+    // The limits themselves are fine.
+    for (key, value) in [
+        (chunk, "5242880"),
+        (chunk, "5368709120"),
+        (concurrency, "1"),
+    ] {
+        let mut all = vec![
+            ("REGISTRY_STORAGE", "s3"),
+            ("REGISTRY_STORAGE_S3_BUCKET", "b"),
+        ];
+        all.push((key, value));
+        Config::load(None, &env(&all)).unwrap_or_else(|e| panic!("{key}={value}: {e}"));
+    }
+}
+
+#[test]
 fn upload_purging_durations() {
     let cfg = from_yaml(
         "storage:\n  filesystem:\n    rootdirectory: /x\n  maintenance:\n    uploadpurging:\n      enabled: true\n      age: 1h30m\n      interval: 90s\n      dryrun: false\n",

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{Failures, GcError};
 use super::inventory::{digest, parts_below};
 use crate::oci::Digest;
-use crate::storage::{layout, Result, Storage};
+use crate::storage::{layout, Result, Storage, StorageError};
 
 /// A link file removed by a run, with what it held (to write it back).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +92,13 @@ pub async fn put_back(storage: &Storage, aside: &Path, data: &Path) -> Result<()
     if storage.head(data).await?.is_some() {
         storage.delete(aside).await?;
     } else {
-        storage.rename(aside, data).await?;
+        // Its size decides how it is copied back on S3 (in parts above 5 GiB, say).
+        let size = storage
+            .head(aside)
+            .await?
+            .ok_or_else(|| StorageError::NotFound(aside.to_string()))?
+            .size;
+        storage.move_object(aside, data, size).await?;
     }
     // On local disk a rename leaves the run's directories behind.
     storage

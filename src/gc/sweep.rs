@@ -376,7 +376,7 @@ impl Sweeper<'_> {
             let set_aside = match unlinked {
                 Ok(()) => {
                     let aside = layout::gc_quarantined(&self.run, &blob.digest);
-                    storage.rename(&data, &aside).await
+                    storage.move_object(&data, &aside, blob.size).await
                 }
                 Err(e) => Err(e),
             };

@@ -5,11 +5,13 @@
 //! over that layout: blobs, link files, listings. In-progress uploads live under berth's own
 //! prefix; the upload module writes them through [`Storage::new_upload_writer`].
 
+mod copy;
 pub mod faults;
 pub mod filesync;
 mod gc_lock;
 pub mod layout;
 mod lock;
+mod s3_requests;
 
 pub use lock::try_lock_file;
 mod uploads;
@@ -159,6 +161,10 @@ enum Backend {
         signer: Option<Arc<dyn Signer>>,
         /// Size of a multipart part (all but the last).
         part_size: usize,
+        /// Copies large objects in parts (S3); `None` where a plain copy has no size limit.
+        copier: Option<Arc<copy::BucketCopier>>,
+        /// S3 requests object_store has no call for (`None` in memory).
+        requests: Option<Arc<s3_requests::S3Requests>>,
         name: String,
     },
 }
@@ -232,6 +238,8 @@ impl Storage {
                 multipart: mem,
                 signer: None,
                 part_size: IN_MEMORY_PART,
+                copier: None,
+                requests: None,
                 name: "in-memory".into(),
             },
             direct_reads: None,
@@ -299,9 +307,11 @@ impl Storage {
             retry_timeout: std::time::Duration::from_secs(15),
             ..Default::default()
         };
-        let s3 = builder
+        let builder = builder
             .with_retry(retry)
-            .with_client_options(client)
+            .with_client_options(client.clone());
+        let s3 = builder
+            .clone()
             .build()
             .map_err(|e| StorageError::Config(e.to_string()))?;
         let root = config
@@ -316,6 +326,10 @@ impl Storage {
             if root.is_empty() { "" } else { ", root /" },
             root
         );
+        let requests = Arc::new(s3_requests::S3Requests::new(
+            config, &builder, &s3, &client, &root,
+        )?);
+        let copier = copy::BucketCopier::new(config, requests.clone());
         let store = Arc::new(PrefixStore::new(s3, root.as_str()));
         Ok(Storage {
             store: store.clone(),
@@ -323,6 +337,8 @@ impl Storage {
                 multipart: store.clone(),
                 signer: Some(store),
                 part_size: config.chunksize as usize,
+                copier: Some(Arc::new(copier)),
+                requests: Some(requests),
                 name,
             },
             direct_reads: None,

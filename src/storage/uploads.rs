@@ -251,10 +251,12 @@ impl Storage {
             Backend::Objects {
                 multipart,
                 part_size,
+                requests,
                 ..
             } => {
                 BlobWriter::create_multipart(
                     multipart.clone(),
+                    requests.clone(),
                     self.store.clone(),
                     upload_id,
                     location,
@@ -285,6 +287,7 @@ impl Storage {
             Backend::Objects {
                 multipart,
                 part_size,
+                requests,
                 ..
             } => {
                 let corrupt = |reason: String| StorageError::Corrupt {
@@ -297,6 +300,7 @@ impl Storage {
                 parts.check(record.offset).map_err(corrupt)?;
                 Ok(BlobWriter::resume_multipart(
                     multipart.clone(),
+                    requests.clone(),
                     self.store.clone(),
                     upload_id,
                     location,
@@ -631,7 +635,7 @@ impl Storage {
                         existing.size
                     );
                 }
-                self.store.rename(location, &target).await?;
+                self.move_object(location, &target, size).await?;
             }
         }
         // As on local disk: once the blob is in place, leftovers are for purging.

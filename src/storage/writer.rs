@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::filesync::{settle, write_all_vectored_at, FileSync};
 use super::lock::Fence;
+use super::s3_requests::S3Requests;
 use super::{layout, Result, StorageError};
 
 /// With fsync on, write-back of the upload file is started every this many bytes, so the disk
@@ -190,6 +191,8 @@ enum Sink {
     },
     Multipart {
         multipart: Arc<dyn MultipartStore>,
+        /// Completes uploads whose part numbers have gaps (S3; `None` in memory).
+        requests: Option<Arc<S3Requests>>,
         store: Arc<dyn ObjectStore>,
         upload_id: String,
         part_size: usize,
@@ -280,6 +283,7 @@ impl BlobWriter {
 
     pub(super) async fn create_multipart(
         multipart: Arc<dyn MultipartStore>,
+        requests: Option<Arc<S3Requests>>,
         store: Arc<dyn ObjectStore>,
         upload_id: &str,
         location: Path,
@@ -291,12 +295,14 @@ impl BlobWriter {
             ..Default::default()
         };
         Ok(Self::resume_multipart(
-            multipart, store, upload_id, location, part_size, 0, state,
+            multipart, requests, store, upload_id, location, part_size, 0, state,
         ))
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn resume_multipart(
         multipart: Arc<dyn MultipartStore>,
+        requests: Option<Arc<S3Requests>>,
         store: Arc<dyn ObjectStore>,
         upload_id: &str,
         location: Path,
@@ -309,6 +315,7 @@ impl BlobWriter {
             written: offset,
             sink: Sink::Multipart {
                 multipart,
+                requests,
                 store,
                 upload_id: upload_id.to_string(),
                 part_size,
@@ -636,11 +643,13 @@ impl BlobWriter {
             }
             Sink::Multipart {
                 multipart,
+                requests,
                 store,
                 state,
                 ..
             } => {
                 let (multipart, store) = (multipart.clone(), store.clone());
+                let requests = requests.clone();
                 let id = state.multipart_id.clone();
                 if state.parts.is_empty() {
                     // Smaller than one part: a plain object (S3 wants at least one part).
@@ -653,10 +662,18 @@ impl BlobWriter {
                         unreachable!()
                     };
                     if !state.is_positional() {
-                        return Err(StorageError::Config(format!(
-                            "upload {}: parts numbered with gaps cannot be completed on this store",
-                            self.location
-                        )));
+                        // Numbers with gaps (a holder lost the upload midway): named one by one.
+                        let Some(requests) = requests else {
+                            return Err(StorageError::Config(format!(
+                                "upload {}: parts numbered with gaps cannot be completed on \
+                                 this store",
+                                self.location
+                            )));
+                        };
+                        requests
+                            .complete_numbered(&self.location, &id, &state.numbered())
+                            .await?;
+                        return Ok(self.location);
                     }
                     let parts = state
                         .parts
