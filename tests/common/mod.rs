@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use sha2::Digest as _;
 
 pub mod docker;
+pub mod garage;
 pub mod s3;
 pub mod tools;
 
