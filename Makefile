@@ -39,6 +39,11 @@ deps:
 	@# The S3 server of the S3 tests (newer versions need a newer Rust); ~4 minutes to build.
 	@command -v s3s-fs >/dev/null 2>&1 || [ -x "$$HOME/.cargo/bin/s3s-fs" ] || \
 	  $(CARGO) install s3s-fs --version 0.14.1 --features binary --locked
+	@# The replicated store of tests/garage_cluster.rs (3 nodes in containers, image made by
+	@# scripts/garage-image.sh); only LMDB, C libraries built in. Measured: 51 minutes on 2 cores
+	@# shared with two other builds (expect 20-30 alone).
+	@command -v garage >/dev/null 2>&1 || [ -x "$$HOME/.cargo/bin/garage" ] || \
+	  $(CARGO) install garage --version 2.5.0 --locked --no-default-features --features bundled-libs,lmdb
 	@command -v docker >/dev/null 2>&1 || { echo "docker CLI missing: the end-to-end tests need the machine's Docker engine"; exit 1; }
 
 ## The container image berth:latest and berth:<version>, built from nothing (nothing is pulled):

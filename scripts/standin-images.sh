@@ -20,7 +20,7 @@ set -euo pipefail
 NGINX_TAG=berth-standin-nginx:debian
 REDIS_TAG=berth-standin-redis:debian
 
-die() { echo "standin-images.sh: $*" >&2; exit 1; }
+. "$(dirname "$0")/scratch-rootfs.sh"
 for tool in docker ldd; do
   command -v "$tool" >/dev/null || die "$tool is missing"
 done
@@ -31,31 +31,6 @@ done
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-
-# Copies BINARY to ROOT/DEST with every library ldd names, at the path the loader looks in
-# (ldd prints `name => /path (addr)`, and the loader as `/lib64/ld-linux-x86-64.so.2 (addr)`).
-add_binary() {
-  local root=$1 binary=$2 dest=$3
-  if ldd "$binary" | grep -q 'not found'; then
-    die "$binary needs libraries this machine lacks: $(ldd "$binary" | grep 'not found')"
-  fi
-  mkdir -p "$root$(dirname "$dest")"
-  cp -L "$binary" "$root$dest"
-  ldd "$binary" | awk '/=> \// { print $3; next } /^[ \t]*\// { print $1 }' | sort -u |
-    while read -r lib; do
-      mkdir -p "$root$(dirname "$lib")"
-      cp -L "$lib" "$root$lib"
-    done
-}
-
-# /etc/hosts first (docker writes the other services' names there on some set-ups), then DNS
-# (compose's embedded resolver).
-common_files() {
-  local root=$1
-  mkdir -p "$root"/etc "$root"/tmp
-  chmod 1777 "$root"/tmp
-  echo 'hosts: files dns' > "$root"/etc/nsswitch.conf
-}
 
 # nginx: the master runs as root (binds 443, reads the TLS key), workers as the `user` of
 # nginx.conf. Paths are the ones Debian's nginx was compiled with (`nginx -V`).

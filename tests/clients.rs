@@ -15,8 +15,9 @@ use std::path::Path;
 use serde_json::Value;
 
 use common::tools::{
-    docker_load_fixture, docker_push, fixture_layout, json, layout_blob, layout_ref, require,
-    unique, wait_ready, write_config, Distribution, DockerImages, Tools,
+    assert_has_all_fixture_blobs, docker_load_fixture, docker_push, fixture_layout, json,
+    layout_blob, layout_ref, require, skopeo_copy_to_registry, skopeo_pull_to_layout, unique,
+    wait_ready, write_config, Distribution, DockerImages, Tools,
 };
 use common::{client, run, sha256, BerthProcess};
 
@@ -48,36 +49,6 @@ fn start_berth_on_suite_storage(dir: &Path) -> BerthProcess {
     let berth = BerthProcess::start(&config, &env);
     wait_ready(&berth.host);
     berth
-}
-
-// ---------------------------------------------------------------------------------------------
-// Fixtures and layouts
-
-/// All blob digests of the fixture layout.
-fn fixture_blob_digests() -> Vec<String> {
-    let mut out: Vec<String> = std::fs::read_dir(fixture_layout().join("blobs/sha256"))
-        .unwrap()
-        .map(|e| format!("sha256:{}", e.unwrap().file_name().to_string_lossy()))
-        .collect();
-    out.sort();
-    assert!(out.len() >= 7, "fixture layout looks incomplete: {out:?}");
-    out
-}
-
-/// Every fixture blob is present, byte for byte, in the OCI layout at `out`.
-fn assert_has_all_fixture_blobs(out: &Path) {
-    for digest in fixture_blob_digests() {
-        let want = layout_blob(&fixture_layout(), &digest);
-        assert_eq!(sha256(&want), digest, "fixture blob {digest} is corrupt");
-        let got = layout_blob(out, &digest);
-        assert!(
-            got == want,
-            "blob {digest} in {} differs from the fixture ({} vs {} bytes)",
-            out.display(),
-            got.len(),
-            want.len()
-        );
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -153,29 +124,6 @@ fn tags(host: &str, repo: &str) -> Vec<String> {
 
 // ---------------------------------------------------------------------------------------------
 // skopeo helpers
-
-fn skopeo_copy_to_registry(tools: &Tools, all: bool, src: &str, dest: &str, extra: &[&str]) {
-    let mut cmd = tools.skopeo();
-    cmd.args(["copy", "-q", "--dest-tls-verify=false"]);
-    if all {
-        cmd.arg("--all");
-    }
-    cmd.args(extra).arg(src).arg(dest);
-    run(&mut cmd);
-}
-
-/// Copies `docker://<src>` (all platforms, digests preserved) into a new OCI layout at `out:v1`.
-fn skopeo_pull_to_layout(tools: &Tools, src: &str, out: &Path) {
-    run(tools.skopeo().args([
-        "copy",
-        "-q",
-        "--all",
-        "--preserve-digests",
-        "--src-tls-verify=false",
-        &format!("docker://{src}"),
-        &format!("oci:{}:v1", out.display()),
-    ]));
-}
 
 fn skopeo_inspect_raw(tools: &Tools, reference: &str) -> Vec<u8> {
     let out = tools

@@ -1,6 +1,6 @@
-//! The machine's Docker engine from tests: containers that are always removed (a guard, also
-//! when the test panics), waiting until what runs in them answers, their logs, state and health,
-//! and small images built locally `FROM scratch` (nothing can be pulled here).
+//! The machine's Docker engine from tests: containers and networks that are always removed (a
+//! guard, also when the test panics), waiting until what runs in them answers, their logs, state
+//! and health, and small images built locally `FROM scratch` (nothing can be pulled here).
 //!
 //! A missing engine or image fails the test with what to do: nothing is skipped.
 
@@ -92,6 +92,11 @@ impl Container {
         docker_ok(&["inspect", "-f", format, &self.name])
     }
 
+    /// `docker exec NAME ARGS…`: its output, whether it succeeded or not.
+    pub fn exec(&self, args: &[&str]) -> Output {
+        output(docker().args(["exec", &self.name]).args(args))
+    }
+
     /// Everything it wrote, stdout and stderr.
     pub fn logs(&self) -> String {
         let out = output(docker().args(["logs", &self.name]));
@@ -171,6 +176,92 @@ impl Drop for Container {
     fn drop(&mut self) {
         let _ = Command::new("docker")
             .args(["rm", "-f", "-v", &self.name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A user-defined bridge network of the test's, removed when dropped (after disconnecting
+/// whatever is still attached, so a container that outlives it cannot keep it).
+///
+/// It has a subnet of its own so that containers can be given fixed addresses (`--ip`): a
+/// container then keeps its address across `docker stop`/`start` and network
+/// disconnect/connect, as a server's peers expect.
+pub struct Network {
+    pub name: String,
+    /// `10.A.B.0/24`
+    pub subnet: String,
+}
+
+impl Network {
+    /// A fresh network named `PREFIX-XXXX`, on a /24 of 10.0.0.0/8 no other network uses
+    /// (another is tried when the engine finds the first overlapping).
+    pub fn create(prefix: &str) -> Network {
+        let name = unique(prefix);
+        let mut last = String::new();
+        for attempt in 0..20u32 {
+            let seed = u32::from_str_radix(name.rsplit('-').next().unwrap(), 16).unwrap_or(0);
+            let mixed = seed
+                .wrapping_mul(2_654_435_761)
+                .wrapping_add(attempt * 7919);
+            // 10.100.0.0 to 10.227.255.0: clear of the engine's default pools (172.17+, 192.168).
+            let subnet = format!(
+                "10.{}.{}.0/24",
+                100 + (mixed >> 24) % 128,
+                (mixed >> 8) % 256
+            );
+            let out = output(docker().args([
+                "network",
+                "create",
+                "--driver",
+                "bridge",
+                "--subnet",
+                &subnet,
+                "--label",
+                "berth-test=1",
+                &name,
+            ]));
+            if out.status.success() {
+                return Network { name, subnet };
+            }
+            last = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            if !last.contains("overlap") {
+                break;
+            }
+        }
+        panic!("docker network create {name} failed: {last}")
+    }
+
+    /// The address `10.A.B.HOST` of the subnet.
+    pub fn address(&self, host: u8) -> String {
+        let base = self.subnet.trim_end_matches(".0/24");
+        format!("{base}.{host}")
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        let attached = Command::new("docker")
+            .args([
+                "network",
+                "inspect",
+                "-f",
+                "{{range .Containers}}{{.Name}} {{end}}",
+                &self.name,
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default();
+        for container in attached.split_whitespace() {
+            let _ = Command::new("docker")
+                .args(["network", "disconnect", "-f", &self.name, container])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = Command::new("docker")
+            .args(["network", "rm", &self.name])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();

@@ -13,6 +13,7 @@ use sha2::Digest as _;
 
 pub mod copy_limit;
 pub mod docker;
+pub mod garage;
 pub mod redis;
 pub mod s3;
 pub mod tools;

@@ -214,6 +214,61 @@ pub fn layout_blob(layout: &Path, digest: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
+/// All blob digests of the fixture layout.
+pub fn fixture_blob_digests() -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(fixture_layout().join("blobs/sha256"))
+        .unwrap()
+        .map(|e| format!("sha256:{}", e.unwrap().file_name().to_string_lossy()))
+        .collect();
+    out.sort();
+    assert!(out.len() >= 7, "fixture layout looks incomplete: {out:?}");
+    out
+}
+
+/// Every fixture blob is present, byte for byte, in the OCI layout at `out`.
+pub fn assert_has_all_fixture_blobs(out: &Path) {
+    for digest in fixture_blob_digests() {
+        let want = layout_blob(&fixture_layout(), &digest);
+        assert_eq!(
+            super::sha256(&want),
+            digest,
+            "fixture blob {digest} is corrupt"
+        );
+        let got = layout_blob(out, &digest);
+        assert!(
+            got == want,
+            "blob {digest} in {} differs from the fixture ({} vs {} bytes)",
+            out.display(),
+            got.len(),
+            want.len()
+        );
+    }
+}
+
+/// `skopeo copy` of `src` to `dest` (a registry over plain HTTP), `--all` platforms if `all`.
+pub fn skopeo_copy_to_registry(tools: &Tools, all: bool, src: &str, dest: &str, extra: &[&str]) {
+    let mut cmd = tools.skopeo();
+    cmd.args(["copy", "-q", "--dest-tls-verify=false"]);
+    if all {
+        cmd.arg("--all");
+    }
+    cmd.args(extra).arg(src).arg(dest);
+    super::run(&mut cmd);
+}
+
+/// Copies `docker://<src>` (all platforms, digests preserved) into a new OCI layout at `out:v1`.
+pub fn skopeo_pull_to_layout(tools: &Tools, src: &str, out: &Path) {
+    super::run(tools.skopeo().args([
+        "copy",
+        "-q",
+        "--all",
+        "--preserve-digests",
+        "--src-tls-verify=false",
+        &format!("docker://{src}"),
+        &format!("oci:{}:v1", out.display()),
+    ]));
+}
+
 pub fn json(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
