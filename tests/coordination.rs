@@ -6,25 +6,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use common::redis::Redis;
 use common::s3::S3Server;
-use common::{client, sha256, BerthProcess};
-
-const MIB: usize = 1024 * 1024;
-
-fn content(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| {
-            (i as u32)
-                .wrapping_mul(2_654_435_761)
-                .rotate_left(seed as u32) as u8
-                ^ seed
-        })
-        .collect()
-}
+use common::uploads::{assert_blob, content, patch, signal, start_upload, status, RawPatch, MIB};
+use common::{sha256, BerthProcess};
 
 /// An instance on `bucket` with `extra` variables; its configuration file in `dir`.
 fn instance(
@@ -43,89 +30,6 @@ fn instance(
     let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     env.extend_from_slice(extra);
     BerthProcess::start(&config, &env)
-}
-
-fn start_upload(base: &str, repo: &str) -> String {
-    let location = common::start_upload_at(base, repo);
-    let path = location.splitn(4, '/').nth(3).unwrap();
-    format!("/{path}")
-}
-
-fn status(base: &str, path: &str) -> u64 {
-    let r = client().get(format!("{base}{path}")).send().unwrap();
-    assert_eq!(r.status(), 204, "status of {path}");
-    let range = r.headers()["range"].to_str().unwrap().to_string();
-    let end: u64 = range.strip_prefix("0-").unwrap().parse().unwrap();
-    if end == 0 {
-        0
-    } else {
-        end + 1
-    }
-}
-
-fn patch(base: &str, path: &str, offset: u64, bytes: &[u8]) -> reqwest::blocking::Response {
-    common::patch_chunk(&format!("{base}{path}"), offset, bytes)
-}
-
-fn assert_blob(base: &str, repo: &str, expected: &[u8]) {
-    let digest = sha256(expected);
-    let mut r = client()
-        .get(format!("{base}/v2/{repo}/blobs/{digest}"))
-        .send()
-        .unwrap();
-    if r.status() == 307 {
-        let location = r.headers()["location"].to_str().unwrap().to_string();
-        r = client().get(location).send().unwrap();
-    }
-    assert_eq!(r.status(), 200);
-    let got = r.bytes().unwrap();
-    assert_eq!(got.len(), expected.len());
-    assert_eq!(sha256(&got), digest, "the blob's bytes match its digest");
-}
-
-fn signal(process: &BerthProcess, name: &str) {
-    let status = std::process::Command::new("kill")
-        .args([&format!("-{name}"), &process.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{name}");
-}
-
-/// A PATCH written by hand over TCP, so the test decides when each byte is sent.
-struct RawPatch {
-    stream: std::net::TcpStream,
-}
-
-impl RawPatch {
-    fn start(host: &str, path: &str, offset: u64, len: usize) -> RawPatch {
-        let mut stream = std::net::TcpStream::connect(host).unwrap();
-        let head = format!(
-            "PATCH {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/octet-stream\r\n\
-             Content-Length: {len}\r\nContent-Range: {offset}-{}\r\nConnection: close\r\n\r\n",
-            offset + len as u64 - 1
-        );
-        stream.write_all(head.as_bytes()).unwrap();
-        RawPatch { stream }
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        // The server may answer early and close: later bytes are then refused, not an error here.
-        let _ = self.stream.write_all(bytes);
-    }
-
-    /// The response's status code.
-    fn status(mut self) -> u16 {
-        self.stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        let mut answer = Vec::new();
-        let _ = self.stream.read_to_end(&mut answer);
-        let text = String::from_utf8_lossy(&answer);
-        text.split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"))
-    }
 }
 
 /// The review's scenario: instance A stalls (SIGSTOP) in the middle of a PATCH for longer than

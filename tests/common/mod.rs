@@ -17,6 +17,7 @@ pub mod garage;
 pub mod redis;
 pub mod s3;
 pub mod tools;
+pub mod uploads;
 
 /// The repository's `storage-fixtures/`.
 pub fn fixtures() -> PathBuf {
