@@ -36,6 +36,8 @@ struct State {
     refused_copies: AtomicU64,
     /// The paths (`/bucket/key`) of the multipart uploads created.
     multipart_starts: Mutex<Vec<String>>,
+    /// Every request seen, as its S3 operation's name (for counting what an operation costs).
+    operations: Mutex<Vec<&'static str>>,
 }
 
 impl CopyLimitFront {
@@ -52,6 +54,7 @@ impl CopyLimitFront {
             copies: AtomicU64::new(0),
             refused_copies: AtomicU64::new(0),
             multipart_starts: Mutex::new(Vec::new()),
+            operations: Mutex::new(Vec::new()),
         });
         let shared = state.clone();
         std::thread::spawn(move || {
@@ -97,6 +100,11 @@ impl CopyLimitFront {
         self.state.multipart_starts.lock().unwrap().clone()
     }
 
+    /// The S3 operations seen since the last call, in order.
+    pub fn take_operations(&self) -> Vec<&'static str> {
+        std::mem::take(&mut *self.state.operations.lock().unwrap())
+    }
+
     /// `CopyObject` requests refused for their source's size.
     pub fn refused_copies(&self) -> u64 {
         self.state.refused_copies.load(Ordering::SeqCst)
@@ -137,6 +145,8 @@ impl State {
         let method = request_line.next()?;
         let target = request_line.next()?;
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let operation = operation(method, query, header(head, "x-amz-copy-source").is_some());
+        self.operations.lock().unwrap().push(operation);
         if method == "POST" && query.split('&').any(|p| p == "uploads" || p == "uploads=") {
             let key = percent_decode(path);
             self.multipart_starts.lock().unwrap().push(key);
@@ -260,4 +270,30 @@ pub fn multipart_leftovers(server: &S3Server) -> Vec<String> {
         .collect();
     found.sort();
     found
+}
+
+/// The S3 operation a request is, from its method, query and whether it names a copy source.
+fn operation(method: &str, query: &str, copy: bool) -> &'static str {
+    let has = |name: &str| {
+        query
+            .split('&')
+            .any(|p| p == name || p.starts_with(&format!("{name}=")))
+    };
+    match method {
+        "GET" if has("list-type") || query.contains("delimiter") => "ListObjectsV2",
+        "GET" if has("uploads") => "ListMultipartUploads",
+        "GET" if has("uploadId") => "ListParts",
+        "GET" => "GetObject",
+        "HEAD" => "HeadObject",
+        "PUT" if has("partNumber") && copy => "UploadPartCopy",
+        "PUT" if has("partNumber") => "UploadPart",
+        "PUT" if copy => "CopyObject",
+        "PUT" => "PutObject",
+        "POST" if has("uploads") => "CreateMultipartUpload",
+        "POST" if has("uploadId") => "CompleteMultipartUpload",
+        "POST" if has("delete") => "DeleteObjects",
+        "DELETE" if has("uploadId") => "AbortMultipartUpload",
+        "DELETE" => "DeleteObject",
+        _ => "other",
+    }
 }
