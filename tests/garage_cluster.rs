@@ -367,3 +367,154 @@ fn a_push_succeeds_with_a_node_killed_and_verifies_through_it_once_restarted() {
 fn a_push_succeeds_with_a_node_disconnected_and_verifies_through_it_once_reconnected() {
     pushes_survive_losing_a_node(Outage::Disconnect);
 }
+
+/// berth's own view of the bucket through `node`, under `root`, to list multipart uploads as
+/// upload purging does.
+fn storage_on(cluster: &GarageCluster, node: usize, root: &str) -> berth::storage::Storage {
+    let config: berth::config::S3Config = serde_json::from_value(serde_json::json!({
+        "regionendpoint": cluster.s3_endpoint(node),
+        "bucket": cluster.bucket(),
+        "region": cluster.region(),
+        "forcepathstyle": true,
+        "secure": false,
+        "accesskey": cluster.access_key(),
+        "secretkey": cluster.secret_key(),
+        "rootdirectory": format!("/{root}"),
+    }))
+    .unwrap();
+    berth::storage::Storage::s3(&config).unwrap()
+}
+
+/// The multipart uploads under `prefix` (a store key, without the root) as berth lists them.
+fn multipart_uploads(storage: &berth::storage::Storage, prefix: &str) -> Vec<(String, String)> {
+    let mut listed: Vec<_> = block_on(storage.list_multipart_uploads(&Key::from(prefix)))
+        .unwrap()
+        .expect("Garage lists multipart uploads")
+        .into_iter()
+        .map(|m| (m.key.to_string(), m.upload_id))
+        .collect();
+    listed.sort();
+    listed
+}
+
+/// Upload purging finds, through ListMultipartUploads, the multipart uploads no upload record
+/// names and aborts them once older than its age: one under an upload directory without a
+/// record (a crash between creating it and writing the first record), one under a live
+/// upload's directory that its record does not name, one under garbage collection's set-aside
+/// prefix. The live upload's own multipart upload stays through every pass, and completes.
+/// Under a `rootdirectory`, which the listing's prefix includes and its keys lose again.
+#[test]
+fn purging_aborts_multipart_uploads_that_no_record_names() {
+    use object_store::multipart::MultipartStore;
+    use object_store::PutPayload;
+
+    let cluster = start_cluster();
+    let root = "purge-root";
+    let raw = cluster.store(1);
+    let storage = storage_on(&cluster, 1, root);
+    let uploads = "docker/registry/v2/_berth/uploads";
+    // Created directly, with one part each, and no record.
+    let orphan = |key: &str| -> (String, String) {
+        let bucket_key = Key::from(format!("{root}/{key}"));
+        let id = block_on(raw.create_multipart(&bucket_key)).unwrap();
+        block_on(raw.put_part(&bucket_key, &id, 0, PutPayload::from(vec![7u8; 1024]))).unwrap();
+        (key.to_string(), id)
+    };
+    let crashed = orphan(&format!("{uploads}/{}/data", uuid::Uuid::new_v4()));
+    let set_aside = orphan(&format!(
+        "docker/registry/v2/_berth/gc/{}/sha256/{}",
+        uuid::Uuid::new_v4(),
+        sha256(b"set aside").trim_start_matches("sha256:")
+    ));
+    assert_eq!(multipart_uploads(&storage, uploads), vec![crashed.clone()]);
+    assert_eq!(
+        multipart_uploads(&storage, "docker/registry/v2/_berth/gc"),
+        vec![set_aside.clone()]
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "purging.yml", &dir.path().join("unused"));
+    let mut env = cluster.berth_storage_config(1).env();
+    env.extend(
+        [
+            ("REGISTRY_STORAGE_S3_ROOTDIRECTORY", format!("/{root}")),
+            (
+                "REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_AGE",
+                "3s".into(),
+            ),
+            (
+                "REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_INTERVAL",
+                "1s".into(),
+            ),
+        ]
+        .map(|(k, v)| (k.to_string(), v)),
+    );
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let berth = BerthProcess::start(&config, &env);
+    wait_ready(&berth.host);
+
+    // The live upload's own multipart upload exists from its POST; a second one at its key is
+    // one its record does not name.
+    let live = common::start_upload_at(&berth.url, "purge/live");
+    let live_id = live.rsplit('/').next().unwrap().split('?').next().unwrap();
+    let live_key = format!("{uploads}/{live_id}/data");
+    let listed = multipart_uploads(&storage, uploads);
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let own = listed.iter().find(|(k, _)| *k == live_key).unwrap().clone();
+    let unnamed = orphan(&live_key);
+
+    let chunk = data("live", 1000);
+    let mut offset = 0u64;
+    let started = Instant::now();
+    let mut gone_at = None;
+    // Several purge passes after the orphans went: the live upload stays throughout.
+    while gone_at.is_none_or(|t: Instant| t.elapsed() < std::time::Duration::from_secs(4)) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(40),
+            "the orphans are aborted; still there: {:?}\n{}",
+            multipart_uploads(&storage, uploads),
+            berth.log_lines().join("\n")
+        );
+        let r = common::patch_chunk(&live, offset, &chunk);
+        assert_eq!(r.status(), 202, "the live upload is never purged");
+        offset += chunk.len() as u64;
+        let left = multipart_uploads(&storage, uploads);
+        assert!(left.contains(&own), "the live upload's own stays: {left:?}");
+        if gone_at.is_none()
+            && left == vec![own.clone()]
+            && multipart_uploads(&storage, "docker/registry/v2/_berth/gc").is_empty()
+        {
+            timing("orphans aborted after", started);
+            gone_at = Some(Instant::now());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    // Aborted for the store, not only unlisted: no part can be added any more.
+    for (key, id) in [&crashed, &set_aside, &unnamed] {
+        let bucket_key = Key::from(format!("{root}/{key}"));
+        let added = block_on(raw.put_part(&bucket_key, id, 1, PutPayload::from(vec![1u8; 10])));
+        assert!(added.is_err(), "{key} {id} was aborted");
+    }
+    let log = berth.log_lines().join("\n");
+    for (key, id) in [&crashed, &set_aside, &unnamed] {
+        assert!(
+            log.contains(&format!("aborted multipart upload {id} of {key}")),
+            "{id} logged:\n{log}"
+        );
+    }
+
+    let whole: Vec<u8> = (0..offset / 1000).flat_map(|_| chunk.clone()).collect();
+    let digest = sha256(&whole);
+    let r = common::complete_upload(&live, &digest);
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap_or_default());
+    // Through the redirect to the bucket.
+    let got = reqwest::blocking::get(format!("{}/v2/purge/live/blobs/{digest}", berth.url))
+        .unwrap()
+        .bytes()
+        .unwrap();
+    assert!(
+        got.as_ref() == whole.as_slice(),
+        "the live upload pulls byte-exact"
+    );
+    assert_eq!(multipart_uploads(&storage, uploads), vec![], "completed");
+}

@@ -398,3 +398,29 @@ fn purging_removes_abandoned_uploads_and_spares_live_ones() {
         "multipart uploads aborted"
     );
 }
+
+/// s3s-fs does not implement ListMultipartUploads (it answers `NotImplemented`): the listing
+/// says there is none, rather than failing, so upload purging goes on without it.
+#[test]
+fn a_server_without_multipart_listings_lists_none() {
+    let server = S3Server::start();
+    let config: berth::config::S3Config = serde_json::from_value(serde_json::json!({
+        "regionendpoint": server.endpoint(),
+        "bucket": server.bucket(),
+        "region": "us-east-1",
+        "forcepathstyle": true,
+        "secure": false,
+        "accesskey": common::s3::ACCESS_KEY,
+        "secretkey": common::s3::SECRET_KEY,
+        "rootdirectory": "/root",
+    }))
+    .unwrap();
+    let storage = berth::storage::Storage::s3(&config).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let listed =
+        runtime.block_on(storage.list_multipart_uploads(&berth::storage::layout::uploads_root()));
+    assert!(matches!(listed, Ok(None)), "{listed:?}");
+}

@@ -11,6 +11,7 @@ pub mod filesync;
 mod gc_lock;
 pub mod layout;
 mod lock;
+mod orphans;
 mod s3_requests;
 
 pub use lock::try_lock_file;
@@ -38,6 +39,7 @@ pub use gc_lock::{hostname, GcLock, GcLockAttempt, GcLockHolder, GC_LEASE_RENEW,
 pub use lock::{
     Coordination, Fence, RedisLocks, StoreClock, UploadGuard, LOCK_WAIT, MAX_PART_NUMBER,
 };
+pub use orphans::MultipartUploadInfo;
 pub use uploads::StoredUpload;
 pub use uploads::{HashRecord, UploadRecord};
 pub use writer::{BlobWriter, PartsState, Staged};

@@ -3,7 +3,7 @@
 //! store's own client options, to the bucket URL object_store addresses: `UploadPartCopy`
 //! (multipart copies, see `storage::copy`) and `CompleteMultipartUpload` with explicit part
 //! numbers (object_store numbers parts 1, 2, 3, …; an upload whose holder lost its lock has
-//! gaps, see `storage::lock`).
+//! gaps, see `storage::lock`), and `ListMultipartUploads` (see `storage::orphans`).
 
 use bytes::Bytes;
 use object_store::aws::{
@@ -102,6 +102,27 @@ impl S3Requests {
         )
     }
 
+    /// The bucket-wide key prefix naming everything under `prefix` (with `rootdirectory`, and a
+    /// trailing `/` so that `a/b` does not match `a/bc/…`).
+    pub(super) fn full_prefix(&self, prefix: &Path) -> String {
+        let full = self.full_key(prefix);
+        match full.as_ref() {
+            "" => String::new(),
+            key => format!("{key}/"),
+        }
+    }
+
+    /// The store's key for the bucket's `key`: `rootdirectory` taken off again. `None` for a
+    /// key outside the root, or one the store could not address.
+    pub(super) fn store_key(&self, key: &str) -> Option<Path> {
+        let root = self.root.as_ref();
+        let relative = match root {
+            "" => key,
+            root => key.strip_prefix(root)?.strip_prefix('/')?,
+        };
+        Path::parse(relative).ok()
+    }
+
     /// Sends a signed request for the object `key` with `query` (already encoded), `headers` and
     /// `body`; the answer's status and body.
     pub(super) async fn send(
@@ -117,6 +138,28 @@ impl S3Requests {
             self.bucket_url,
             encode(self.full_key(key).as_ref(), true),
         );
+        self.send_to(method, url, headers, body).await
+    }
+
+    /// Sends a signed request for the bucket itself (`GET /?uploads…`) with `query` (already
+    /// encoded); the answer's status and body.
+    pub(super) async fn send_to_bucket(
+        &self,
+        method: http::Method,
+        query: &str,
+    ) -> std::result::Result<(u16, Bytes), SendFailure> {
+        // Without a `/` after a path-style bucket, as object_store addresses its listings.
+        let url = format!("{}?{query}", self.bucket_url);
+        self.send_to(method, url, &[], Bytes::new()).await
+    }
+
+    async fn send_to(
+        &self,
+        method: http::Method,
+        url: String,
+        headers: &[(&'static str, String)],
+        body: Bytes,
+    ) -> std::result::Result<(u16, Bytes), SendFailure> {
         let mut request = HttpRequest::new(HttpRequestBody::from(body));
         *request.method_mut() = method;
         *request.uri_mut() = url
@@ -169,25 +212,35 @@ impl S3Requests {
         {
             return Ok(());
         }
-        let reason = match quick_xml::de::from_str::<ErrorBody>(&text) {
-            Ok(e) => format!("{}: {}", e.code, e.message),
-            Err(_) => format!("unexpected answer: {text:.200}"),
-        };
-        let message = format!("CompleteMultipartUpload of {key} ({status}): {reason}");
-        if (400..500).contains(&status) && status != 408 && status != 429 {
-            return Err(StorageError::Refused {
-                status,
-                source: object_store::Error::Generic {
-                    store: "S3",
-                    source: message.into(),
-                },
-            });
-        }
-        Err(backend_error(message))
+        Err(failed_answer(
+            &format!("CompleteMultipartUpload of {key}"),
+            status,
+            &text,
+        ))
     }
 }
 
-fn backend_error(message: String) -> StorageError {
+/// The error for an answer `text` (status `status`) to `request` that was not the one hoped
+/// for: refused if asking again unchanged would get the same answer.
+pub(super) fn failed_answer(request: &str, status: u16, text: &str) -> StorageError {
+    let reason = match quick_xml::de::from_str::<ErrorBody>(text) {
+        Ok(e) => format!("{}: {}", e.code, e.message),
+        Err(_) => format!("unexpected answer: {text:.200}"),
+    };
+    let message = format!("{request} ({status}): {reason}");
+    if (400..500).contains(&status) && status != 408 && status != 429 {
+        return StorageError::Refused {
+            status,
+            source: object_store::Error::Generic {
+                store: "S3",
+                source: message.into(),
+            },
+        };
+    }
+    backend_error(message)
+}
+
+pub(super) fn backend_error(message: String) -> StorageError {
     StorageError::Backend(object_store::Error::Generic {
         store: "S3",
         source: message.into(),

@@ -4,21 +4,30 @@
 //! The listing that finds them is only a hint: by the time an upload's lock is taken, a client
 //! may have resumed it. So each one is checked again under its lock (which no writer holds
 //! then), and removed only if still untouched since the cutoff.
+//!
+//! Where the store lists multipart uploads (S3's `ListMultipartUploads`), those under berth's
+//! prefixes that were started before the cutoff and that no upload record names are aborted
+//! too: a process that died between creating an upload's multipart upload and writing its first
+//! record, or a garbage collection's multipart copy whose abort failed, would otherwise leave
+//! parts stored, and billed, that no listing of objects shows.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use object_store::path::Path;
 
 use super::session::Finish;
 use super::{Result, UploadManager};
-use crate::storage::StoredUpload;
+use crate::storage::{layout, MultipartUploadInfo, StoredUpload, UploadRecord};
 
 impl UploadManager {
-    /// Removes uploads untouched for longer than `age`. Answers how many were (or, on a dry
-    /// run, would be) removed.
+    /// Removes uploads untouched for longer than `age`, and aborts multipart uploads older than
+    /// that which no upload record names. Answers how many of both were (or, on a dry run,
+    /// would be) removed.
     pub async fn purge(&self, age: Duration, dry_run: bool) -> Result<usize> {
         let cutoff = Utc::now() - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
         let listed = self.abandoned(cutoff).await?;
+        let mut purged = 0;
         if dry_run {
             for upload in &listed {
                 log::info!(
@@ -26,15 +35,98 @@ impl UploadManager {
                     upload.id
                 );
             }
-            return Ok(listed.len());
-        }
-        let mut purged = 0;
-        for upload in &listed {
-            if self.purge_one(upload, cutoff).await {
-                purged += 1;
+            purged = listed.len();
+        } else {
+            for upload in &listed {
+                if self.purge_one(upload, cutoff).await {
+                    purged += 1;
+                }
             }
         }
-        Ok(purged)
+        // After the uploads: the multipart uploads of those just removed are gone already.
+        Ok(purged + self.abort_unnamed_multiparts(cutoff, dry_run).await)
+    }
+
+    /// Aborts the multipart uploads under berth's prefixes started before `cutoff` that no
+    /// upload record names; how many were (or would be). Failures are logged, and the next
+    /// purge tries again.
+    async fn abort_unnamed_multiparts(&self, cutoff: DateTime<Utc>, dry_run: bool) -> usize {
+        let uploads = layout::uploads_root();
+        // Garbage collection copies blobs aside in parts (`storage::copy`); nothing records
+        // those multipart uploads, each lives only as long as one copy, so one older than the
+        // cutoff is a copy whose abort failed. No lock is needed: a copy older than the age
+        // purging is configured with (hours) is not running.
+        let set_aside = layout::gc_quarantine();
+        let mut aborted = 0;
+        for prefix in [&uploads, &set_aside] {
+            let listed = match self.storage.list_multipart_uploads(prefix).await {
+                Ok(Some(listed)) => listed,
+                // Nothing to list on this store, under either prefix.
+                Ok(None) => return aborted,
+                Err(e) => {
+                    log::warn!(
+                        "upload purging: cannot list the multipart uploads under {prefix}: {e}"
+                    );
+                    continue;
+                }
+            };
+            for multipart in listed.iter().filter(|m| m.initiated < cutoff) {
+                let done = match upload_of(&uploads, &multipart.key) {
+                    Some(id) => self.abort_if_unnamed(&id, multipart, dry_run).await,
+                    None => {
+                        abort_logged(self, multipart, "no upload record names it", dry_run).await
+                    }
+                };
+                if done {
+                    aborted += 1;
+                }
+            }
+        }
+        aborted
+    }
+
+    /// Aborts `multipart`, found under upload `id`'s directory, unless `id`'s record names it
+    /// (then it is the upload's own, left to the upload's purging). Decided under the upload's
+    /// lock, so that no request is writing a record meanwhile; a held lock means the upload is
+    /// in use, and the decision waits for the next purge.
+    async fn abort_if_unnamed(
+        &self,
+        id: &str,
+        multipart: &MultipartUploadInfo,
+        dry_run: bool,
+    ) -> bool {
+        if dry_run {
+            return match self.storage.load_upload(id).await {
+                Ok(record) if names(record.as_ref(), id, multipart) => false,
+                Ok(record) => {
+                    abort_logged(self, multipart, unnamed_reason(record.as_ref()), true).await
+                }
+                Err(e) => {
+                    log::warn!("upload purging (dry run): cannot read upload {id}: {e}");
+                    false
+                }
+            };
+        }
+        let (guard, record) = match self.storage.lock_upload(id).await {
+            Ok(Some((guard, record))) => (Some(guard), Some(record)),
+            // No record: created just before a crash, or its upload was removed since.
+            Ok(None) => (None, None),
+            Err(e) => {
+                log::debug!(
+                    "upload purging: upload {id} not checked for unnamed multipart uploads: {e}"
+                );
+                return false;
+            }
+        };
+        let aborted = if names(record.as_ref(), id, multipart) {
+            false
+        } else {
+            abort_logged(self, multipart, unnamed_reason(record.as_ref()), false).await
+        };
+        if let Some(guard) = guard {
+            guard.release().await;
+        }
+        aborted
     }
 
     /// The uploads that, as listed, nobody touched since `cutoff`.
@@ -91,6 +183,64 @@ impl UploadManager {
                 log::warn!("upload purging: upload {id} is kept, to be removed next time: {e}");
                 false
             }
+        }
+    }
+}
+
+/// The upload whose directory under `uploads` holds `key`.
+fn upload_of(uploads: &Path, key: &Path) -> Option<String> {
+    let rest = key.prefix_match(uploads)?;
+    rest.into_iter().next().map(|id| id.as_ref().to_string())
+}
+
+/// Whether upload `id`'s `record` names `multipart` as the upload's own.
+fn names(record: Option<&UploadRecord>, id: &str, multipart: &MultipartUploadInfo) -> bool {
+    let Some(parts) = record.and_then(|r| r.parts.as_ref()) else {
+        return false;
+    };
+    parts.multipart_id == multipart.upload_id && multipart.key == layout::upload_data(id)
+}
+
+fn unnamed_reason(record: Option<&UploadRecord>) -> &'static str {
+    match record {
+        None => "its upload has no record",
+        Some(_) => "its upload's record names another",
+    }
+}
+
+/// Aborts `multipart` (on a dry run, only says so), logging why; whether it was (or would be).
+async fn abort_logged(
+    manager: &UploadManager,
+    multipart: &MultipartUploadInfo,
+    why: &str,
+    dry_run: bool,
+) -> bool {
+    let MultipartUploadInfo {
+        key,
+        upload_id,
+        initiated,
+    } = multipart;
+    if dry_run {
+        log::info!(
+            "upload purging (dry run): would abort multipart upload {upload_id} of {key} \
+             (started {initiated}; {why})"
+        );
+        return true;
+    }
+    match manager.storage.abort_multipart_upload(key, upload_id).await {
+        Ok(()) => {
+            log::info!(
+                "upload purging: aborted multipart upload {upload_id} of {key} \
+                 (started {initiated}; {why})"
+            );
+            true
+        }
+        Err(e) => {
+            log::warn!(
+                "upload purging: aborting multipart upload {upload_id} of {key} failed, to be \
+                 tried next time: {e}"
+            );
+            false
         }
     }
 }
@@ -223,5 +373,69 @@ mod tests {
             uploads.status(&repo, &id).await,
             Err(UploadError::Unknown(_))
         ));
+    }
+}
+
+#[cfg(test)]
+mod unnamed_multipart_tests {
+    use super::*;
+    use crate::storage::PartsState;
+
+    fn multipart(key: Path, upload_id: &str) -> MultipartUploadInfo {
+        MultipartUploadInfo {
+            key,
+            upload_id: upload_id.into(),
+            initiated: Utc::now(),
+        }
+    }
+
+    fn record_naming(multipart_id: Option<&str>) -> UploadRecord {
+        UploadRecord {
+            repo: "a".into(),
+            algorithm: "sha256".into(),
+            started_at: String::new(),
+            offset: 0,
+            generation: 1,
+            hash: None,
+            parts: multipart_id.map(|id| PartsState {
+                multipart_id: id.into(),
+                ..Default::default()
+            }),
+            completed: false,
+        }
+    }
+
+    #[test]
+    fn keys_under_an_upload_directory_belong_to_that_upload() {
+        let root = layout::uploads_root();
+        assert_eq!(
+            upload_of(&root, &layout::upload_data("u1")).as_deref(),
+            Some("u1")
+        );
+        assert_eq!(
+            upload_of(&root, &layout::upload_staged("u1", 0, 0)).as_deref(),
+            Some("u1")
+        );
+        assert_eq!(upload_of(&root, &layout::gc_run("r").join("x")), None);
+    }
+
+    #[test]
+    fn only_the_record_naming_the_id_at_the_data_key_keeps_a_multipart_upload() {
+        let own = multipart(layout::upload_data("u1"), "m1");
+        assert!(names(Some(&record_naming(Some("m1"))), "u1", &own));
+        assert!(!names(None, "u1", &own), "no record");
+        assert!(
+            !names(Some(&record_naming(Some("m2"))), "u1", &own),
+            "the record names another"
+        );
+        assert!(
+            !names(Some(&record_naming(None)), "u1", &own),
+            "the record names none"
+        );
+        let elsewhere = multipart(layout::upload_dir("u1").join("other"), "m1");
+        assert!(
+            !names(Some(&record_naming(Some("m1"))), "u1", &elsewhere),
+            "the id at another key of the upload is not its own"
+        );
     }
 }
