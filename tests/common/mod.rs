@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use sha2::Digest as _;
 
+pub mod cluster;
 pub mod copy_limit;
 pub mod docker;
 pub mod garage;
