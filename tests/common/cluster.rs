@@ -5,7 +5,7 @@
 //! master as root, workers as `www-data`) round-robin in front, without sticky sessions.
 //!
 //! nginx's configuration is examples/nginx/nginx.conf with only what this deployment changes:
-//! three upstream servers, plain HTTP on port 80, no TLS and no logins (each swap asserts the
+//! three upstream servers, a short connect timeout, plain HTTP on port 80, no TLS and no logins (each swap asserts the
 //! example still has the line, so the test follows the example). nginx and every berth publish
 //! a port on 127.0.0.1: clients go through nginx, a test may also reach one instance directly.
 //!
@@ -56,6 +56,15 @@ pub fn nginx_conf(instances: &[String]) -> String {
         .collect();
     let conf = swap(example, "server berth:5000;", &servers.join("\n        "));
     let conf = swap(conf, "listen 443 ssl http2;", "listen 80;");
+    // An instance that died with its host (a killed container's address answers nothing, not
+    // even a reset) would hold every request sent its way for nginx's default 60 s, the
+    // client's body unread; after a short connect timeout nginx marks it failed and passes the
+    // request to the next instance (allowed for a PATCH too: nothing was sent yet).
+    let conf = swap(
+        conf,
+        "proxy_http_version      1.1;",
+        "proxy_http_version      1.1;\n            proxy_connect_timeout   3s;",
+    );
     // Workers unprivileged, as in production (the stand-in image has www-data).
     assert!(
         conf.lines().any(|l| l == "user www-data;"),
