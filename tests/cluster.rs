@@ -419,3 +419,49 @@ fn redis_stopped_patches_answer_503_and_the_upload_completes_once_it_is_back() {
     patch_accepted(&location, 2 * chunk, &blob[2 * chunk..]);
     complete_and_verify(&d, repo, &location, &blob);
 }
+
+/// Each instance has one Garage node as its S3 endpoint: with that node gone, the instance can
+/// only answer 503 (nginx has no way of telling, and hands the 503 to whichever client lands
+/// there), while the instances on the other nodes go on. Surviving a node behind one address
+/// takes an S3 endpoint that is itself highly available (a load balancer over the nodes).
+#[test]
+fn a_garage_node_killed_mid_push_its_instance_answers_503_the_others_go_on() {
+    let d = deploy();
+    let dir = tempfile::tempdir().unwrap();
+    let tools = Tools::new(dir.path());
+    let direct = |instance: usize| d.instance_url(instance).replace("http://", "");
+    push_fixture(&tools, &d.host, "lb/before");
+
+    let began = Instant::now();
+    let (first, second) = (direct(1), direct(2));
+    std::thread::scope(|s| {
+        s.spawn(|| push_fixture(&tools, &first, "lb/during"));
+        // skopeo takes about this long to start talking to the registry.
+        std::thread::sleep(Duration::from_millis(300));
+        d.garage.kill(3);
+    });
+    timing("push to instance 1 with Garage node 3 killed", began);
+    pull_fixture_and_check(&tools, &second, "lb/during", dir.path());
+    pull_fixture_and_check(&tools, &first, "lb/before", dir.path());
+
+    let began = Instant::now();
+    let r = client()
+        .get(format!("{}/v2/lb/before/manifests/v1", d.instance_url(3)))
+        .header("Accept", "application/vnd.oci.image.index.v1+json")
+        .send()
+        .unwrap();
+    assert!(r.headers().contains_key("retry-after"), "{:?}", r.headers());
+    assert_error(r, 503, "UNAVAILABLE");
+    timing("instance 3 without its node: 503", began);
+
+    let began = Instant::now();
+    d.garage.start_node(3);
+    d.garage.wait_healthy();
+    timing("node 3 back", began);
+    // Every image verifies, through nginx and through instance 3 on node 3.
+    for host in [d.host.clone(), direct(3)] {
+        for repo in ["lb/before", "lb/during"] {
+            pull_fixture_and_check(&tools, &host, repo, dir.path());
+        }
+    }
+}
