@@ -16,10 +16,9 @@ mod common;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::docker::{docker, docker_ok, require_image, scratch_image, IMAGE};
+use common::docker::{docker, docker_ok, require_image, scratch_image, standin_images, IMAGE};
 use common::tools::{run_failing, unique, DockerImages};
 use common::{free_port, run};
 
@@ -37,17 +36,6 @@ fn require_engine_image_and_compose() {
             .is_ok_and(|o| o.status.success()),
         "docker-compose is missing (apt-get install docker-compose, as `make deps` does)"
     );
-}
-
-/// The stand-in nginx and redis images (built once per test run).
-fn standins() -> &'static (String, String) {
-    static TAGS: OnceLock<(String, String)> = OnceLock::new();
-    TAGS.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/standin-images.sh");
-        let out = run(Command::new("bash").arg(&script));
-        let mut tags = out.split_whitespace().map(str::to_string);
-        (tags.next().unwrap(), tags.next().unwrap())
-    })
 }
 
 /// A copy of `examples/NAME/` (every file, unchanged) in a fresh folder, with the certificate
@@ -303,7 +291,7 @@ fn start_answering(
 #[test]
 fn nginx_redis_compose_example_serves_docker_through_nginx_and_berth_uses_redis() {
     require_engine_image_and_compose();
-    let (nginx, redis) = standins();
+    let (nginx, redis) = standin_images();
     let dir = example_folder("nginx");
     // As the README says: nginx's workers (www-data, gid 33) read the users.
     let htpasswd = dir.path().join("auth/htpasswd");

@@ -18,11 +18,8 @@ use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, UpdateVersion};
 
 use common::garage::{block_on, GarageCluster, NODES};
-use common::tools::{
-    assert_has_all_fixture_blobs, fixture_layout, layout_ref, skopeo_copy_to_registry,
-    skopeo_pull_to_layout, wait_ready, write_config, Tools,
-};
-use common::{image_manifest, push_blob_as, sha256, BerthProcess};
+use common::tools::{pull_fixture_and_check, push_fixture, wait_ready, write_config, Tools};
+use common::{image_manifest, push_blob_as, seeded_bytes, sha256, BerthProcess};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 /// Over berth's 10 MiB part size: a multipart upload of two parts through Garage.
@@ -31,22 +28,6 @@ const LARGE_LAYER: usize = 12 * 1024 * 1024 + 321;
 /// A timing line for the report (`cargo test -- --nocapture` shows it).
 fn timing(what: &str, since: Instant) {
     eprintln!("timing: {what}: {:.1?}", since.elapsed());
-}
-
-/// `len` bytes that differ for every `seed`.
-fn data(seed: &str, len: usize) -> Vec<u8> {
-    let mut state = seed.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
-    (0..len)
-        .map(|_| {
-            // xorshift64
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
 }
 
 fn start_cluster() -> GarageCluster {
@@ -105,7 +86,7 @@ struct Pushed {
 fn push_generated_image(base: &str, repo: &str, tag: &str, layer_len: usize) -> Pushed {
     let config =
         format!(r#"{{"architecture":"amd64","os":"linux","comment":"{repo}:{tag}"}}"#).into_bytes();
-    let layer = data(&format!("{repo}:{tag}"), layer_len);
+    let layer = seeded_bytes(&format!("{repo}:{tag}"), layer_len);
     for blob in [&config, &layer] {
         let r = push_blob_as(base, repo, blob, None);
         assert_eq!(
@@ -176,29 +157,6 @@ fn assert_serves(base: &str, image: &Pushed) {
     }
 }
 
-/// skopeo pushes the multi-arch fixture as `host/repo:v1`.
-fn push_fixture(tools: &Tools, host: &str, repo: &str) {
-    skopeo_copy_to_registry(
-        tools,
-        true,
-        &format!("oci:{}:multiarch", fixture_layout().display()),
-        &format!("docker://{host}/{repo}:v1"),
-        &[],
-    );
-}
-
-/// skopeo pulls `host/repo:v1` into a fresh OCI layout: the fixture's index, every blob exact.
-fn pull_fixture_and_check(tools: &Tools, host: &str, repo: &str, dir: &Path) {
-    let out = dir.join(common::tools::unique("pulled"));
-    skopeo_pull_to_layout(tools, &format!("{host}/{repo}:v1"), &out);
-    assert_eq!(
-        layout_ref(&out, "v1"),
-        layout_ref(&fixture_layout(), "multiarch"),
-        "index of {repo} through {host}"
-    );
-    assert_has_all_fixture_blobs(&out);
-}
-
 #[test]
 fn three_nodes_form_a_cluster_and_replicate_what_one_node_is_given() {
     let cluster = start_cluster();
@@ -230,7 +188,7 @@ fn three_nodes_form_a_cluster_and_replicate_what_one_node_is_given() {
 
     // Written through node 1 (several of Garage's 1 MiB blocks), read back through 3 and 2.
     let key = Key::from("replicated/object");
-    let body = data("replicated", 3 * 1024 * 1024 + 5);
+    let body = seeded_bytes("replicated", 3 * 1024 * 1024 + 5);
     let written = Instant::now();
     block_on(cluster.store(1).put(&key, body.clone().into())).unwrap();
     timing("3 MiB put through node 1", written);

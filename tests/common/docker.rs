@@ -6,8 +6,10 @@
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use super::run;
 use super::tools::{require, unique, DockerImages};
 
 /// The image `make image` builds.
@@ -54,6 +56,18 @@ pub fn require_image(image: &str) {
         "the Docker engine has no image {image}: run `make image` first ({})",
         String::from_utf8_lossy(&out.stderr).trim()
     );
+}
+
+/// The stand-in nginx and redis images of `scripts/standin-images.sh` (nothing can be pulled
+/// here), built once per test process: their tags.
+pub fn standin_images() -> &'static (String, String) {
+    static TAGS: OnceLock<(String, String)> = OnceLock::new();
+    TAGS.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/standin-images.sh");
+        let out = run(Command::new("bash").arg(&script));
+        let mut tags = out.split_whitespace().map(str::to_string);
+        (tags.next().unwrap(), tags.next().unwrap())
+    })
 }
 
 /// A container of the test's, removed (with its anonymous volumes) when dropped.

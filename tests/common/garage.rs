@@ -224,6 +224,11 @@ impl GarageCluster {
         &self.network.name
     }
 
+    /// The network's subnet, `10.A.B.0/24` (what berth behind a proxy on it trusts).
+    pub fn network_subnet(&self) -> &str {
+        &self.network.subnet
+    }
+
     /// The node's fixed address on the network.
     pub fn address(&self, node: usize) -> &str {
         &self.node(node).address

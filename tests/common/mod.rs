@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use sha2::Digest as _;
 
+pub mod cluster;
 pub mod copy_limit;
 pub mod docker;
 pub mod garage;
@@ -30,6 +31,22 @@ pub fn sha256(bytes: &[u8]) -> String {
 
 pub fn sha512(bytes: &[u8]) -> String {
     format!("sha512:{}", hex::encode(sha2::Sha512::digest(bytes)))
+}
+
+/// `len` bytes that differ for every `seed` (and are the same on every run).
+pub fn seeded_bytes(seed: &str, len: usize) -> Vec<u8> {
+    let mut state = seed.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    (0..len)
+        .map(|_| {
+            // xorshift64
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
 }
 
 /// Which storage a test registry uses.

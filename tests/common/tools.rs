@@ -269,6 +269,29 @@ pub fn skopeo_pull_to_layout(tools: &Tools, src: &str, out: &Path) {
     ]));
 }
 
+/// skopeo pushes the multi-arch fixture as `host/repo:v1`.
+pub fn push_fixture(tools: &Tools, host: &str, repo: &str) {
+    skopeo_copy_to_registry(
+        tools,
+        true,
+        &format!("oci:{}:multiarch", fixture_layout().display()),
+        &format!("docker://{host}/{repo}:v1"),
+        &[],
+    );
+}
+
+/// skopeo pulls `host/repo:v1` into a fresh OCI layout: the fixture's index, every blob exact.
+pub fn pull_fixture_and_check(tools: &Tools, host: &str, repo: &str, dir: &Path) {
+    let out = dir.join(unique("pulled"));
+    skopeo_pull_to_layout(tools, &format!("{host}/{repo}:v1"), &out);
+    assert_eq!(
+        layout_ref(&out, "v1"),
+        layout_ref(&fixture_layout(), "multiarch"),
+        "index of {repo} through {host}"
+    );
+    assert_has_all_fixture_blobs(&out);
+}
+
 pub fn json(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
