@@ -35,8 +35,30 @@ fn timing(what: &str, since: Instant) {
     eprintln!("timing: {what}: {:.1?}", since.elapsed());
 }
 
+/// A deployment, held by one test at a time: each is 8 containers, and several at once on 2
+/// cores turn timeouts into failures.
+struct Turn {
+    deployment: Deployment,
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+impl std::ops::Deref for Turn {
+    type Target = Deployment;
+    fn deref(&self) -> &Deployment {
+        &self.deployment
+    }
+}
+
+impl std::ops::DerefMut for Turn {
+    fn deref_mut(&mut self) -> &mut Deployment {
+        &mut self.deployment
+    }
+}
+
 /// A deployment whose every instance said at start-up that it locks uploads in Redis.
-fn deploy() -> Deployment {
+fn deploy() -> Turn {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let deployment = Deployment::start();
     eprintln!("timing: deployment start-up: {:.1?}", deployment.startup);
     for instance in 1..=3 {
@@ -47,7 +69,10 @@ fn deploy() -> Deployment {
             "berth{instance} does not say it locks uploads in Redis:\n{log}"
         );
     }
-    deployment
+    Turn {
+        deployment,
+        _turn: turn,
+    }
 }
 
 /// `POST` of an upload through nginx; its `Location` must name nginx's address (berth believes

@@ -421,7 +421,7 @@ fn purging_aborts_multipart_uploads_that_no_record_names() {
     let own = listed.iter().find(|(k, _)| *k == live_key).unwrap().clone();
     let unnamed = orphan(&live_key);
 
-    let chunk = data("live", 1000);
+    let chunk = seeded_bytes("live", 1000);
     let mut offset = 0u64;
     let started = Instant::now();
     let mut gone_at = None;
