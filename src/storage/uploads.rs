@@ -500,9 +500,12 @@ impl Storage {
                 .write_all_at(&slot, offset)?;
             return Ok(());
         }
-        if let (Coordination::Redis(_), Some(guard)) = (&*self.coordination, guard) {
-            // The store cannot refuse a stale holder's record (it would only lose to the newer
-            // token's), but the holder can find out first and fail its request clearly.
+        if let Some(guard) = guard {
+            // Still the holder? On a Redis-locked store nothing else refuses a stale holder's
+            // record (it would only lose to the newer token's). With leases the record is
+            // written `If-Match` on the one read, which refuses a stale holder only once the new
+            // holder rewrote it: one that took over and is still streaming has not, and a stale
+            // write would land and make the new holder's fail (tests/lock_review.rs).
             guard.check().await?;
         }
         let json = PutPayload::from(serde_json::to_vec(record).expect("a record serializes"));

@@ -193,3 +193,26 @@ async fn part_numbers_continue_after_a_clean_release() {
     assert_eq!(b.fence().unwrap().next_part(1).await.unwrap(), 2);
     b.release().await;
 }
+
+#[tokio::test]
+async fn a_holder_that_lost_its_lease_cannot_record_before_the_new_holder_has() {
+    // A read the record; B took over and read the same record, and streams without having
+    // written yet: A's write, conditional on that record, would still match it.
+    let storage = Storage::in_memory();
+    let record = new_upload(&storage, "u1").await;
+    let (a, _) = storage.lock_upload("u1").await.unwrap().unwrap();
+    let later = instance_later(&storage, LEASE_TTL * 2);
+    let (b, _) = later.lock_upload("u1").await.unwrap().unwrap();
+    let mut by_a = record.clone();
+    by_a.generation = 2;
+    by_a.offset = 7;
+    assert!(matches!(
+        storage.save_upload_held(&a, "u1", &by_a).await,
+        Err(StorageError::Fenced(_))
+    ));
+    let mut by_b = record;
+    by_b.generation = 2;
+    by_b.offset = 9;
+    later.save_upload_held(&b, "u1", &by_b).await.unwrap();
+    assert_eq!(storage.load_upload("u1").await.unwrap(), Some(by_b));
+}

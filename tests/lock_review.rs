@@ -1,0 +1,278 @@
+//! An adversary's review of the upload locks, against the real binary: two berth processes on
+//! one s3s-fs bucket, with fenced leases or with a real redis-server. Each test is a case that
+//! broke a guarantee of docs/scaling.md ("locking per store") before its fix: one writer per
+//! upload, a stale writer's bytes never recorded, nothing acknowledged lost, a blob visible only
+//! with the bytes its digest names.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::s3::S3Server;
+use common::uploads::{assert_blob, content, patch, signal, start_upload, status, MIB};
+use common::{sha256, BerthProcess};
+
+/// An instance on `bucket` with `extra` variables; its configuration file in `dir`.
+fn instance(dir: &Path, server: &S3Server, bucket: &str, extra: &[(&str, &str)]) -> BerthProcess {
+    let config = dir.join("berth.yml");
+    std::fs::write(&config, "version: 0.1\nlog:\n  level: info\n").unwrap();
+    let mut env = server.env(bucket);
+    env.push((
+        "REGISTRY_STORAGE_S3_CHUNKSIZE".into(),
+        (5 * MIB).to_string(),
+    ));
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    env.extend_from_slice(extra);
+    BerthProcess::start(&config, &env)
+}
+
+/// The upload id of an upload's path (`/v2/<repo>/blobs/uploads/<id>`).
+fn upload_id(path: &str) -> String {
+    let id = path.rsplit('/').next().unwrap();
+    id.split('?').next().unwrap().to_string()
+}
+
+/// Where s3s-fs keeps the upload's objects (one file per object).
+fn upload_dir(server: &S3Server, bucket: &str, id: &str) -> PathBuf {
+    server
+        .dir
+        .join(bucket)
+        .join("docker/registry/v2/_berth/uploads")
+        .join(id)
+}
+
+/// Waits up to `limit` for `done`, failing with `what`.
+fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let until = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// How many of `process`'s log lines contain `text`.
+fn logged(process: &BerthProcess, text: &str) -> usize {
+    process
+        .log_lines()
+        .iter()
+        .filter(|l| l.contains(text))
+        .count()
+}
+
+/// A PATCH written by hand over TCP: the test decides when each byte goes, and can look whether
+/// the server answered already (it answers 416 before reading a body it cannot take).
+struct Raw {
+    stream: std::net::TcpStream,
+    answer: Vec<u8>,
+}
+
+impl Raw {
+    fn start(host: &str, path: &str, offset: u64, len: usize) -> Raw {
+        let mut stream = std::net::TcpStream::connect(host).unwrap();
+        let head = format!(
+            "PATCH {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/octet-stream\r\n\
+             Content-Length: {len}\r\nContent-Range: {offset}-{}\r\nConnection: close\r\n\r\n",
+            offset + len as u64 - 1
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        Raw {
+            stream,
+            answer: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        // The server may have answered and closed: later bytes are refused, not an error here.
+        let _ = self.stream.write_all(bytes);
+    }
+
+    /// The status code if the server answered within `wait`.
+    fn answered(&mut self, wait: Duration) -> Option<u16> {
+        self.stream.set_read_timeout(Some(wait)).unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    self.answer.extend_from_slice(&buf[..n]);
+                    if self.answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return None
+                }
+                Err(_) => break,
+            }
+        }
+        // Closed or reset without a status line (a server refusing a body it did not read may
+        // reset the connection): 0.
+        let text = String::from_utf8_lossy(&self.answer);
+        Some(
+            text.split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+        )
+    }
+
+    /// The response's status code (waiting up to 60 s; 0: the connection ended without one).
+    fn status(mut self) -> u16 {
+        self.answered(Duration::from_secs(60)).unwrap_or_else(|| {
+            panic!(
+                "no HTTP answer: {:?}",
+                String::from_utf8_lossy(&self.answer)
+            )
+        })
+    }
+}
+
+/// Starts a PATCH of `chunk` at `offset` through `b` and sends all of it but its last byte, once
+/// `b` has taken the upload over (retrying while it answers 416 because another holds it; `before`
+/// runs before each try). The caller sends the last byte.
+fn patch_once_taken_over(
+    b: &BerthProcess,
+    path: &str,
+    offset: u64,
+    chunk: &[u8],
+    mut before: impl FnMut(),
+) -> Raw {
+    let marker = "taking over the expired lease";
+    let seen = logged(b, marker);
+    let started = Instant::now();
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(45),
+            "B never took the upload over"
+        );
+        before();
+        let mut raw = Raw::start(&b.host, path, offset, chunk.len());
+        raw.send(&chunk[..64 * 1024]);
+        // B either takes the upload over (and logs it) or gives up after its lock wait (3 s).
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            if logged(b, marker) > seen {
+                raw.send(&chunk[64 * 1024..chunk.len() - 1]);
+                return raw;
+            }
+            if let Some(code) = raw.answered(Duration::from_millis(50)) {
+                assert!(
+                    code == 416 || code == 0,
+                    "B's PATCH while another holds the upload: {code}"
+                );
+                break;
+            }
+            assert!(Instant::now() < until, "B neither took over nor answered");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Case 1: instance A stalls (SIGSTOP) holding the lease of a small chunk (staged, so no part
+/// number, whose reservation would have noticed the takeover), after it read the record. B takes
+/// the upload over once A's lease expired, and has read the record but not written it yet when A
+/// wakes up. A's record write, conditional only on the record it read (still the current one),
+/// used to succeed: A's stale bytes were recorded and B, the rightful holder, was refused.
+#[test]
+fn a_lease_holder_stalled_before_writing_its_record_records_nothing() {
+    let server = S3Server::shared();
+    let bucket = server.bucket();
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = instance(dirs.0.path(), server, &bucket, &[]);
+    let b = instance(dirs.1.path(), server, &bucket, &[]);
+    let repo = "review/stalled-record";
+    let path = start_upload(&a.url, repo);
+    let lease = upload_dir(server, &bucket, &upload_id(&path)).join("lease");
+    let first = content(MIB, 1);
+    let r = patch(&a.url, &path, 0, &first);
+    assert_eq!(r.status(), 202, "{}", r.text().unwrap());
+
+    // A's second chunk: half of it sent once A holds the lease again, then A stalls.
+    let stale = content(MIB, 2);
+    let mut stalled = Raw::start(&a.host, &path, MIB as u64, stale.len());
+    stalled.send(&stale[..MIB / 2]);
+    wait_for(Duration::from_secs(20), "A to take the lease", || {
+        std::fs::read_to_string(&lease).is_ok_and(|l| l.contains("\"released\":false"))
+    });
+    signal(&a, "STOP");
+
+    // The client retries the chunk through B, other bytes of the same length; B takes over.
+    let retried = content(MIB, 3);
+    let mut by_b = patch_once_taken_over(&b, &path, MIB as u64, &retried, || {});
+    // Give B a moment to read the record after taking the lease (either way A must fail).
+    std::thread::sleep(Duration::from_millis(500));
+
+    // A wakes up with the rest of its body: its request must not be recorded.
+    signal(&a, "CONT");
+    stalled.send(&stale[MIB / 2..]);
+    let late = stalled.status();
+    by_b.send(&retried[retried.len() - 1..]);
+    let rightful = by_b.status();
+    assert_ne!(late, 202, "A's stale chunk was recorded");
+    assert_eq!(rightful, 202, "B, holding the upload, was refused");
+
+    let expected: Vec<u8> = [first.as_slice(), retried.as_slice()].concat();
+    assert_eq!(status(&a.url, &path), expected.len() as u64);
+    let r = common::complete_upload(&format!("{}{path}", a.url), &sha256(&expected));
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    assert_blob(&b.url, repo, &expected);
+}
+
+/// Case 5: the store stamps the lease far in the past (its Last-Modified off by more than the
+/// lease's life, as a store node with a wrong clock would; here the lease file's mtime, which is
+/// s3s-fs's Last-Modified, set an hour back). Expiry is then judged early: B takes over the lease
+/// of a live holder A, mid-request, without any stall. The two overlap; A's record write must
+/// still lose to B's hold.
+#[test]
+fn a_lease_stamped_far_in_the_past_is_taken_over_yet_its_live_holder_records_nothing() {
+    let server = S3Server::shared();
+    let bucket = server.bucket();
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = instance(dirs.0.path(), server, &bucket, &[]);
+    let b = instance(dirs.1.path(), server, &bucket, &[]);
+    let repo = "review/skewed-lease";
+    let path = start_upload(&a.url, repo);
+    let lease = upload_dir(server, &bucket, &upload_id(&path)).join("lease");
+    let first = content(MIB, 4);
+    let r = patch(&a.url, &path, 0, &first);
+    assert_eq!(r.status(), 202, "{}", r.text().unwrap());
+
+    let live = content(MIB, 5);
+    let mut by_a = Raw::start(&a.host, &path, MIB as u64, live.len());
+    by_a.send(&live[..MIB / 2]);
+    wait_for(Duration::from_secs(20), "A to take the lease", || {
+        std::fs::read_to_string(&lease).is_ok_and(|l| l.contains("\"released\":false"))
+    });
+
+    let retried = content(MIB, 6);
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let mut by_b = patch_once_taken_over(&b, &path, MIB as u64, &retried, || {
+        // A renews every 5 s, restamping it: stamp it back again before each try.
+        let file = std::fs::File::options().write(true).open(&lease).unwrap();
+        file.set_modified(an_hour_ago).unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(500));
+
+    by_a.send(&live[MIB / 2..]);
+    let overlapped = by_a.status();
+    by_b.send(&retried[retried.len() - 1..]);
+    let rightful = by_b.status();
+    assert_ne!(
+        overlapped, 202,
+        "A's chunk was recorded after B took the upload over"
+    );
+    assert_eq!(rightful, 202, "B, holding the upload, was refused");
+
+    let expected: Vec<u8> = [first.as_slice(), retried.as_slice()].concat();
+    assert_eq!(status(&b.url, &path), expected.len() as u64);
+    let r = common::complete_upload(&format!("{}{path}", b.url), &sha256(&expected));
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    assert_blob(&a.url, repo, &expected);
+}
