@@ -216,3 +216,35 @@ async fn a_holder_that_lost_its_lease_cannot_record_before_the_new_holder_has() 
     later.save_upload_held(&b, "u1", &by_b).await.unwrap();
     assert_eq!(storage.load_upload("u1").await.unwrap(), Some(by_b));
 }
+
+#[tokio::test]
+async fn a_takeover_whose_answer_was_lost_is_not_held_twice() {
+    // A's takeover reached the store but its answer was lost (the store restarted, a timeout):
+    // object_store sends it again, conditional on the ETag it had read, while B breaks the same
+    // expired lease. Neither the retry nor B may believe it holds: nobody does until the lease
+    // A wrote expires (a lost answer costs the upload one lease life, never a second holder).
+    let storage = Storage::in_memory();
+    new_upload(&storage, "u1").await;
+    let (_stalled, _) = storage.lock_upload("u1").await.unwrap().unwrap();
+    let path = layout::upload_lease("u1");
+    let read = storage.store.get(&path).await.unwrap();
+    let etag = read.meta.e_tag.clone().unwrap();
+    let old: lease::LeaseBody = serde_json::from_slice(&read.bytes().await.unwrap()).unwrap();
+    let Attempt::Taken(_lost_answer) = lease::take_over(&storage.store, &path, &etag, &old)
+        .await
+        .unwrap()
+    else {
+        panic!("the first takeover is written")
+    };
+    let (retry, b) = tokio::join!(
+        lease::take_over(&storage.store, &path, &etag, &old),
+        lease::take_over(&storage.store, &path, &etag, &old)
+    );
+    assert!(matches!(retry.unwrap(), Attempt::Held), "the retry");
+    assert!(matches!(b.unwrap(), Attempt::Held), "B");
+    // The lease A wrote holds until it expires (then the race above decides, one winner).
+    assert!(
+        attempt(&storage, &storage, "u1").await.is_none(),
+        "nobody takes the lease A left unrenewed before it expires"
+    );
+}
