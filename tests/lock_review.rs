@@ -10,6 +10,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::redis::Redis;
 use common::s3::S3Server;
 use common::uploads::{assert_blob, content, patch, signal, start_upload, status, MIB};
 use common::{sha256, BerthProcess};
@@ -269,6 +270,69 @@ fn a_lease_stamped_far_in_the_past_is_taken_over_yet_its_live_holder_records_not
         "A's chunk was recorded after B took the upload over"
     );
     assert_eq!(rightful, 202, "B, holding the upload, was refused");
+
+    let expected: Vec<u8> = [first.as_slice(), retried.as_slice()].concat();
+    assert_eq!(status(&b.url, &path), expected.len() as u64);
+    let r = common::complete_upload(&format!("{}{path}", b.url), &sha256(&expected));
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    assert_blob(&a.url, repo, &expected);
+}
+
+/// Redis-locked instances A and B on a fresh bucket.
+fn redis_pair(
+    server: &S3Server,
+    bucket: &str,
+    redis: &Redis,
+    dirs: &(tempfile::TempDir, tempfile::TempDir),
+) -> (BerthProcess, BerthProcess) {
+    let addr = format!("127.0.0.1:{}", redis.port);
+    let extra = [
+        ("REGISTRY_STORAGE_S3_UPLOADLOCKING", "redis"),
+        ("REGISTRY_REDIS_ADDR", addr.as_str()),
+    ];
+    (
+        instance(dirs.0.path(), server, bucket, &extra),
+        instance(dirs.1.path(), server, bucket, &extra),
+    )
+}
+
+/// Case 3: Redis loses everything (restarted empty, FLUSHALL) while A streams a chunk under
+/// token T. B's next take found no counter and was kept above the records' highest token only,
+/// T - 1: it got T again, A's token. A's late staged piece then landed under the very name B's
+/// record names (`staged/<offset>.<T>`), and the blob was committed with A's bytes under the
+/// digest of B's.
+#[test]
+fn after_redis_loses_its_keys_mid_patch_the_old_holder_cannot_write_under_the_new_token() {
+    let server = S3Server::shared();
+    let bucket = server.bucket();
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(common::free_port(), dir.path());
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = redis_pair(server, &bucket, &redis, &dirs);
+    let repo = "review/flushed";
+    let path = start_upload(&a.url, repo);
+    let lock = format!("berth:{bucket}::upload:{}:lock", upload_id(&path));
+    let first = content(MIB, 7);
+    let r = patch(&a.url, &path, 0, &first);
+    assert_eq!(r.status(), 202, "{}", r.text().unwrap());
+
+    let stale = content(MIB, 8);
+    let mut by_a = Raw::start(&a.host, &path, MIB as u64, stale.len());
+    by_a.send(&stale[..MIB / 2]);
+    wait_for(Duration::from_secs(20), "A to take the lock", || {
+        redis.get(&lock).is_some()
+    });
+    redis.flushall();
+
+    // B takes the upload (nothing holds it in Redis any more) and writes the chunk again, other
+    // bytes of the same length, all of it.
+    let retried = content(MIB, 9);
+    let r = patch(&b.url, &path, MIB as u64, &retried);
+    assert_eq!(r.status(), 202, "{}", r.text().unwrap());
+
+    // A's body ends: it stages its bytes under its token before it finds its lock gone.
+    by_a.send(&stale[MIB / 2..]);
+    assert_ne!(by_a.status(), 202, "A's request lost its lock");
 
     let expected: Vec<u8> = [first.as_slice(), retried.as_slice()].concat();
     assert_eq!(status(&b.url, &path), expected.len() as u64);

@@ -38,6 +38,13 @@ impl Redis {
         redis::cmd("GET").arg(key).query(&mut c).unwrap()
     }
 
+    /// Empties Redis, as a restart without persistence (or a failover to an empty replica) does.
+    pub fn flushall(&self) {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).unwrap();
+        let mut c = client.get_connection().unwrap();
+        redis::cmd("FLUSHALL").query::<()>(&mut c).unwrap();
+    }
+
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

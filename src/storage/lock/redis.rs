@@ -1,6 +1,6 @@
 //! The upload lock on an object store that ignores conditional writes (Garage, Ceph, older
 //! MinIO), kept in Redis: a key with an expiry holding the holder's fencing token, drawn from a
-//! counter per upload that only grows.
+//! counter per upload that only grows and never falls behind Redis's clock (see `TAKE`).
 //!
 //! Such a store cannot refuse a stale writer, so stale writes are made harmless instead: the
 //! holder writes its record as `state.<token>` and its staged pieces under names carrying the
@@ -26,15 +26,25 @@ const LOCK_RENEW: Duration = Duration::from_secs(5);
 const COUNTERS_KEPT: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Takes the lock if free. KEYS: lock, fence. ARGV: owner, lock ttl ms, floor, kept ms.
-/// Answers the new token, or 0 when held.
+/// Answers the new token, 0 when held, -1 when the counter is past what Lua counts exactly.
+///
+/// The token is above the counter and the floor, and at least Redis's clock in microseconds: a
+/// Redis that lost the counter (restarted empty, flushed, failed over to a replica that had not
+/// caught up) still hands out a token above those of holders that may be in flight, which
+/// neither it nor the records know of (a holder's token is recorded only when it writes).
+/// Numbers are Lua doubles, exact up to 2^53, and written with `%d` (Lua's own conversion keeps
+/// 14 digits, which the clock already has).
 const TAKE: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local fence = tonumber(redis.call('GET', KEYS[2]) or '0')
-local floor = tonumber(ARGV[3])
-if fence < floor then fence = floor end
-fence = fence + 1
-redis.call('SET', KEYS[2], fence, 'PX', ARGV[4])
-redis.call('SET', KEYS[1], ARGV[1] .. ':' .. fence, 'PX', ARGV[2])
+local now = redis.call('TIME')
+local fence = math.max(
+  tonumber(redis.call('GET', KEYS[2]) or '0') + 1,
+  tonumber(ARGV[3]) + 1,
+  tonumber(now[1]) * 1000000 + tonumber(now[2]))
+if fence > 9007199254740992 then return -1 end
+local token = string.format('%d', fence)
+redis.call('SET', KEYS[2], token, 'PX', ARGV[4])
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. token, 'PX', ARGV[2])
 return fence
 "#;
 
@@ -143,7 +153,13 @@ impl RedisLocks {
                 ],
             )
             .await?;
-        if token <= 0 {
+        if token < 0 {
+            return Err(StorageError::Coordination(format!(
+                "Redis's fencing counter {} is beyond 2^53; delete it",
+                self.key(upload_id, "fence")
+            )));
+        }
+        if token == 0 {
             return Ok(None);
         }
         Ok(Some(Arc::new(RedisHold {
