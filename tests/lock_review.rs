@@ -340,3 +340,66 @@ fn after_redis_loses_its_keys_mid_patch_the_old_holder_cannot_write_under_the_ne
     assert_eq!(r.status(), 201, "{}", r.text().unwrap());
     assert_blob(&a.url, repo, &expected);
 }
+
+/// The highest `state.<token>` record of the upload in `dir` (names are zero-padded).
+fn newest_record(dir: &Path) -> PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("state."))
+        })
+        .max()
+        .expect("a fenced record")
+}
+
+/// Case 4: a stray record with a huge token (`state.<token>`, written by hand or by another
+/// program) is what readers take. Below 2^52 berth's tokens simply continue above it (on main
+/// one above 10^14 was mangled by Lua's 14-digit number conversion). Tokens beyond 2^53 cannot
+/// be counted by Redis's Lua (doubles): on main, above 2^63 the script's answer overflowed and
+/// every PATCH waited 3 s and got 416 as if the upload were busy, forever, with nothing saying
+/// why, and the counter stayed poisoned in Redis. Now the request fails (500) and the log names
+/// the object; the upload works again once it is removed.
+#[test]
+fn a_stray_record_with_a_token_redis_cannot_count_is_refused_clearly() {
+    let server = S3Server::shared();
+    let bucket = server.bucket();
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(common::free_port(), dir.path());
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, _b) = redis_pair(server, &bucket, &redis, &dirs);
+    let repo = "review/stray";
+    let path = start_upload(&a.url, repo);
+    let chunks = [content(MIB, 10), content(MIB, 11), content(MIB, 12)];
+    let r = patch(&a.url, &path, 0, &chunks[0]);
+    assert_eq!(r.status(), 202, "{}", r.text().unwrap());
+    let dir = upload_dir(server, &bucket, &upload_id(&path));
+
+    // A copy of the current record under a token above Redis's clock, yet countable.
+    std::fs::copy(newest_record(&dir), dir.join("state.00004000000000000000")).unwrap();
+    let r = patch(&a.url, &path, MIB as u64, &chunks[1]);
+    assert_eq!(r.status(), 202, "{}", r.text().unwrap());
+
+    // And one under a token no Redis counter reaches exactly.
+    let stray_name = "state.10000000000000000000";
+    let stray = dir.join(stray_name);
+    std::fs::copy(newest_record(&dir), &stray).unwrap();
+    let r = patch(&a.url, &path, 2 * MIB as u64, &chunks[2]);
+    assert_eq!(r.status(), 500, "refused, not busy");
+    assert!(
+        a.log_lines()
+            .iter()
+            .any(|l| l.contains(stray_name) && l.contains("fencing token")),
+        "the log names the stray record: {:#?}",
+        a.log_lines()
+    );
+    std::fs::remove_file(&stray).unwrap();
+    let r = patch(&a.url, &path, 2 * MIB as u64, &chunks[2]);
+    assert_eq!(r.status(), 202, "{}", r.text().unwrap());
+    let expected = chunks.concat();
+    let r = common::complete_upload(&format!("{}{path}", a.url), &sha256(&expected));
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    assert_blob(&a.url, repo, &expected);
+}

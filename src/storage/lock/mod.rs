@@ -31,6 +31,7 @@ use file::unlock_file;
 pub use lease::StoreClock;
 #[cfg(test)]
 use lease::LEASE_TTL;
+use redis::MAX_TOKEN;
 pub use redis::{RedisLocks, MAX_PART_NUMBER};
 
 use super::{layout, Backend, Result, Storage, StorageError, UploadRecord};
@@ -238,6 +239,18 @@ impl Storage {
             }
         };
         if let Held::Redis { .. } = &guard.held {
+            if loaded.token > MAX_TOKEN {
+                // Not berth's (a stray or forged object): holders above it could not be told
+                // apart, and taking it as the floor would break Redis's count.
+                guard.release().await;
+                return Err(StorageError::Corrupt {
+                    path: layout::upload_record_fenced(upload_id, loaded.token).to_string(),
+                    reason: format!(
+                        "its fencing token is above {MAX_TOKEN}, which berth never hands out; \
+                         remove it (the upload's record is the next highest state.<token>)"
+                    ),
+                });
+            }
             if loaded.token >= guard.token() {
                 // Redis lost its counters (restarted empty): tokens must stay above every one
                 // written, or readers would prefer a stale record. Take it again above it.

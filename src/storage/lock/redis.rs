@@ -48,6 +48,11 @@ redis.call('SET', KEYS[1], ARGV[1] .. ':' .. token, 'PX', ARGV[2])
 return fence
 "#;
 
+/// The highest token a record may carry: tokens are counted exactly up to 2^53 (see `TAKE`);
+/// this leaves room above it, and Redis's clock reaches it in the year 2112. A record above it
+/// was not written by berth.
+pub const MAX_TOKEN: u64 = 1 << 52;
+
 /// Renews the lock if still ours. KEYS: lock. ARGV: holder, ttl ms. Answers 1 or 0.
 const RENEW: &str = r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
