@@ -1,0 +1,179 @@
+//! Tests of the report: the comparison's ratios, medians and ceilings, the markdown's tables
+//! and targets, the SVG chart, the plain table and `--profile`'s argument.
+
+use super::*;
+
+fn r(scenario: &str, registry: &str, mb_s: f64, ops_s: f64) -> ScenarioResult {
+    ScenarioResult {
+        scenario: scenario.into(),
+        registry: registry.into(),
+        mb_s,
+        ops_s,
+        bytes: 1 << 30,
+        p99_ms: 1000.0 / ops_s.max(1.0),
+        server_cpu_s: Some(mb_s / 1000.0),
+        server_peak_rss_mib: Some(mb_s / 10.0),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn ratios_medians_ceilings_and_targets() {
+    let results = vec![
+        r("push-monolithic", "berth", 900.0, 1.0),
+        r("push-monolithic", "berth", 1000.0, 1.0),
+        r("push-monolithic", "berth", 2000.0, 1.0),
+        r("push-monolithic", "distribution", 300.0, 1.0),
+        r("manifest-get", "berth", 0.0, 50_000.0),
+        r("manifest-get", "distribution", 0.0, 4_000.0),
+        r("ceiling-sha256", "machine", 1900.0, 0.0),
+        r("http-put", "nginx", 1500.0, 0.0),
+    ];
+    let cmp = Comparison::new(&results, "berth", "distribution");
+    assert_eq!(
+        cmp.row("push-monolithic").unwrap().ratio(),
+        Some(1000.0 / 300.0)
+    );
+    assert_eq!(cmp.push_ceiling(), Some((1500.0, "http-put")));
+    let md = cmp.markdown();
+    assert!(
+        md.contains("| push-monolithic | MB/s | 1000 | 300 | **3.33×** | 0.00 / 1000 | 0.00 / 1000 | 3/1 | 0 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| manifest-get | ops/s | 50000 | 4000 | **12.50×**"),
+        "{md}"
+    );
+    assert!(
+        md.contains("push-monolithic ≥ 60 % of the tightest ceiling (http-put) | 67 % | yes"),
+        "{md}"
+    );
+    let svg = cmp.svg();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert_eq!(svg.matches("<rect").count(), 3 + 2 * 2);
+    let t = table(&results, true);
+    assert!(t.contains("medians"));
+}
+
+#[test]
+fn ceilings_show_their_spread() {
+    let results = vec![
+        r("http-put", "nginx", 800.0, 0.0),
+        r("http-put", "nginx", 2000.0, 0.0),
+        r("http-put", "nginx", 1000.0, 0.0),
+        r("push-monolithic", "berth", 700.0, 1.0),
+    ];
+    let cmp = Comparison::new(&results, "berth", "distribution");
+    assert_eq!(cmp.push_ceiling(), Some((1000.0, "http-put")));
+    let md = cmp.markdown();
+    assert!(
+        md.contains("| loopback HTTP PUT of the large blob (nginx) | 1000 | 800 – 2000 | 120 % | 3 | nginx |"),
+        "{md}"
+    );
+    assert!(md.contains("| push-monolithic | 700 | 70 % |"), "{md}");
+}
+
+fn resume(label: &str, phase: &str, resume_ms: Option<f64>, error: Option<&str>) -> ScenarioResult {
+    ScenarioResult {
+        scenario: "resume-2g".into(),
+        registry: label.into(),
+        phase: Some(phase.into()),
+        errors: error.is_some() as u64,
+        error: error.map(str::to_string),
+        phases_ms: resume_ms.map(|ms| {
+            [
+                ("resume", ms),
+                ("status", 1.0),
+                ("first_patch", ms - 1.0),
+                ("complete", 9.0),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+        }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn resumes_have_their_own_table_and_failures_are_rows() {
+    let results = vec![
+        resume("berth", "prepare", None, None),
+        resume(
+            "berth",
+            "finish",
+            None,
+            Some("GET upload status: 404 Not Found | x"),
+        ),
+        resume("distribution", "prepare", None, None),
+        resume("distribution", "finish", Some(30.0), None),
+        resume("distribution", "finish", Some(50.0), None),
+    ];
+    let cmp = Comparison::new(&results, "berth", "distribution");
+    assert!(cmp.rows.is_empty());
+    let md = cmp.markdown();
+    assert!(
+        md.contains("| 2G | berth | **failed** | – | – | – | 0/1 | `GET upload status: 404 Not Found \\| x` |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| 2G | distribution | 40.0 | 1.0 | 39.0 | 9.0 | 2/2 |  |"),
+        "{md}"
+    );
+}
+
+#[test]
+fn other_labels_are_informational_rows() {
+    let results = vec![
+        r("push-chunked-8m", "berth", 800.0, 1.0),
+        r("push-chunked-8m", "distribution", 200.0, 1.0),
+        r("push-chunked-8m", "berth-s3", 400.0, 1.0),
+    ];
+    let cmp = Comparison::new(&results, "berth", "distribution");
+    assert_eq!(cmp.rows.len(), 1);
+    let md = cmp.markdown();
+    assert!(
+        md.contains(
+            "| push-chunked-8m | berth-s3 | MB/s | 400 | 1 | 0 | 800 | 200 | 0.50× | 2.00× | 40 |"
+        ),
+        "{md}"
+    );
+}
+
+#[test]
+fn profiles_list_top_functions_and_unmet_targets_link_them() {
+    let results = vec![
+        r("push-small", "berth", 0.0, 100.0),
+        r("push-small", "distribution", 0.0, 50.0),
+    ];
+    let mut cmp = Comparison::new(&results, "berth", "distribution");
+    cmp.add_profile(
+        "push-small",
+        "main;sha256 3000000\nmain;memcpy 1000000\n".into(),
+        Some("benches/results/flame-push-small.svg".into()),
+    );
+    let md = cmp.markdown();
+    assert!(
+        md.contains(
+            "| push-small ≥ 5× distribution | 2.00× | **no** | [push-small](#profile-push-small) |"
+        ),
+        "{md}"
+    );
+    assert!(
+        md.contains("<a id=\"profile-push-small\"></a>push-small (4.0 CPU ms)"),
+        "{md}"
+    );
+    assert!(md.contains("| 1 | `sha256` | 3.0 | 75.0 % |"), "{md}");
+    assert!(
+        md.contains("[benches/results/flame-push-small.svg](benches/results/flame-push-small.svg)")
+    );
+    assert_eq!(
+        parse_profile_arg("push-small=/tmp/f=x.svg"),
+        Some(("push-small", "/tmp/f", Some("x.svg")))
+    );
+    assert_eq!(
+        parse_profile_arg("push-small=/tmp/f"),
+        Some(("push-small", "/tmp/f", None))
+    );
+    assert_eq!(parse_profile_arg("push-small"), None);
+}
