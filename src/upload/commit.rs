@@ -7,9 +7,10 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
+use super::ingest::{BODY_IDLE_TIMEOUT, MAX_HASH_IN_FLIGHT};
 use super::session::Cached;
 use super::verifier::{Current, Progress, Update};
-use super::{Committed, Result, UploadError, UploadManager, BODY_IDLE_TIMEOUT, MAX_HASH_IN_FLIGHT};
+use super::{Committed, Result, UploadError, UploadManager};
 use crate::oci::{Algorithm, Digest};
 use crate::storage::{HashRecord, StorageError, UploadGuard, UploadRecord};
 

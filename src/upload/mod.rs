@@ -12,86 +12,30 @@
 //! under its digest only once the verifier agrees.
 
 mod commit;
+mod error;
+mod ingest;
 mod purge;
 pub mod quota;
 pub mod session;
 pub mod verifier;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use thiserror::Error;
 
 use crate::oci::{Algorithm, Digest, Hasher, RepoName};
-use crate::storage::{BlobWriter, HashRecord, Storage, StorageError, UploadGuard, UploadRecord};
+use crate::storage::{HashRecord, Storage, StorageError, UploadGuard, UploadRecord};
 use commit::body_is_empty;
+pub use error::{Result, UploadError};
+use ingest::{ingest, MAX_HASH_IN_FLIGHT};
 pub use session::UploadSession;
 use session::{Acquire, Cached, Cancel, Check, Closed, Finish, Lease, Release};
 pub use verifier::{DigestVerifier, HashingPool};
 use verifier::{Progress, Update};
-
-/// Body bytes are gathered into batches of about this size before a write and a hash...
-const BATCH_SIZE: usize = 1024 * 1024;
-/// ...unless many bodies stream at once: then the batches of all of them together stay near
-/// this much (a request holds its batch being gathered and a few being hashed).
-const BATCH_BUDGET: usize = 16 * 1024 * 1024;
-/// The smallest batch, however many bodies stream.
-const MIN_BATCH_SIZE: usize = 128 * 1024;
-
-/// The batch size when `streaming` request bodies are being ingested at once.
-fn batch_size(streaming: usize) -> usize {
-    (BATCH_BUDGET / streaming.max(1)).clamp(MIN_BATCH_SIZE, BATCH_SIZE)
-}
-/// Batches handed to the verifier and not yet hashed, per request (bounded memory).
-const MAX_HASH_IN_FLIGHT: usize = 4;
-
-#[derive(Debug, Error)]
-pub enum UploadError {
-    #[error("upload {0} is unknown")]
-    Unknown(String),
-    #[error("another request is writing this upload; {offset} bytes are stored")]
-    Busy { offset: u64 },
-    #[error("chunk does not start at the upload's offset {offset}")]
-    OutOfOrder { offset: u64 },
-    #[error("the upload's {offset} bytes are final; complete it with a PUT without a body")]
-    Completed { offset: u64 },
-    #[error(
-        "the chunk's Content-Range is longer than any upload can be; {offset} bytes are stored"
-    )]
-    RangeTooLong { offset: u64 },
-    #[error("Content-Length {content_length} does not match Content-Range length {range_length}")]
-    LengthMismatch {
-        content_length: u64,
-        range_length: u64,
-    },
-    #[error("the body has {received} bytes or more where {expected} were announced")]
-    BodyLength { received: u64, expected: u64 },
-    #[error("digest {expected} does not match the uploaded content ({actual})")]
-    DigestMismatch { expected: Digest, actual: Digest },
-    #[error("request body ended early: {0}")]
-    BodyInterrupted(String),
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-}
-
-pub type Result<T, E = UploadError> = std::result::Result<T, E>;
-
-impl UploadError {
-    /// Whether the upload cannot go on after this error and is removed: a wrong digest, or a
-    /// failed sync (bytes it counted may never reach the disk, and a retried fsync could
-    /// "succeed" without them).
-    fn ends_upload(&self) -> bool {
-        matches!(
-            self,
-            UploadError::DigestMismatch { .. } | UploadError::Storage(StorageError::WriteBack(_))
-        )
-    }
-}
 
 /// What a finished upload committed.
 #[derive(Debug, Clone)]
@@ -105,13 +49,6 @@ pub type Sessions = Arc<Mutex<HashMap<String, Addr<UploadSession>>>>;
 
 /// A session nobody used for this long leaves memory (its upload stays on storage).
 pub const DEFAULT_EVICT_AFTER: Duration = Duration::from_secs(10 * 60);
-/// A request body that sends nothing for this long is treated as broken, so a stalled client
-/// cannot hold an upload's lease for ever.
-const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Body pieces smaller than this are copied together, so a client sending tiny chunks costs
-/// neither a write nor a buffer handle per chunk.
-const SMALL_PIECE: usize = 64 * 1024;
-
 /// All upload sessions of this process.
 #[derive(Clone)]
 pub struct UploadManager {
@@ -692,326 +629,8 @@ async fn give_back(
     }
 }
 
-/// Streams `body` into `writer`, hashing behind it. `length`, when the request gave one, is how
-/// many bytes the body must have. On a body error, what was written before it stays written
-/// (and hashed), and the error is returned.
-async fn ingest<S, E>(
-    writer: &mut BlobWriter,
-    verifier: &Addr<DigestVerifier>,
-    streaming: &std::sync::atomic::AtomicUsize,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-    mut body: S,
-    length: Option<u64>,
-) -> Result<()>
-where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
-{
-    /// Counts this body among those streaming until it is done, however it ends.
-    struct Streaming<'a>(&'a std::sync::atomic::AtomicUsize);
-    impl Drop for Streaming<'_> {
-        fn drop(&mut self) {
-            self.0.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-    streaming.fetch_add(1, Ordering::Relaxed);
-    let _streaming = Streaming(streaming);
-    let mut batch: Vec<Bytes> = Vec::new();
-    let mut small = BytesMut::new();
-    let mut batch_len = 0usize;
-    let mut received = 0u64;
-    // One `Progress` query per batch sent: awaiting the oldest is waiting until the hasher is at
-    // most MAX_HASH_IN_FLIGHT batches behind.
-    let mut hashing: VecDeque<actix::dev::Request<DigestVerifier, Progress>> = VecDeque::new();
-    let mut outcome = Ok(());
-    let stopping = stop.wait_for(|stopping| *stopping);
-    tokio::pin!(stopping);
-    loop {
-        let next: Option<Result<Bytes, String>> = tokio::select! {
-            // Checked first, so a body that is always ready cannot keep it from being seen.
-            biased;
-            Ok(_) = &mut stopping => Some(Err("the registry is shutting down".into())),
-            next = tokio::time::timeout(BODY_IDLE_TIMEOUT, body.next()) => match next {
-                Ok(next) => next.map(|r| r.map_err(|e| e.to_string())),
-                Err(_) => Some(Err(format!(
-                    "no data for {} seconds",
-                    BODY_IDLE_TIMEOUT.as_secs()
-                ))),
-            },
-        };
-        let done = match next {
-            Some(Ok(bytes)) => {
-                received += bytes.len() as u64;
-                if length.is_some_and(|l| received > l) {
-                    outcome = Err(UploadError::BodyLength {
-                        received,
-                        expected: length.unwrap_or_default(),
-                    });
-                    true
-                } else {
-                    batch_len += bytes.len();
-                    if bytes.len() < SMALL_PIECE {
-                        small.extend_from_slice(&bytes);
-                        if small.len() >= SMALL_PIECE {
-                            batch.push(small.split().freeze());
-                        }
-                    } else {
-                        if !small.is_empty() {
-                            batch.push(small.split().freeze());
-                        }
-                        batch.push(bytes);
-                    }
-                    false
-                }
-            }
-            Some(Err(e)) => {
-                outcome = Err(UploadError::BodyInterrupted(e));
-                true
-            }
-            None => {
-                if let Some(expected) = length.filter(|&l| l != received) {
-                    outcome = Err(UploadError::BodyLength { received, expected });
-                }
-                true
-            }
-        };
-        if batch_len >= batch_size(streaming.load(Ordering::Relaxed)) || (done && batch_len > 0) {
-            if !small.is_empty() {
-                batch.push(small.split().freeze());
-            }
-            let full = std::mem::take(&mut batch);
-            batch_len = 0;
-            if let Err(e) = writer.write(full.clone()).await {
-                outcome = Err(e.into());
-                break;
-            }
-            verifier.do_send(Update(full));
-            hashing.push_back(verifier.send(Progress));
-            if hashing.len() > MAX_HASH_IN_FLIGHT {
-                let _ = hashing.pop_front().expect("non-empty").await;
-            }
-        }
-        if done {
-            break;
-        }
-    }
-    // The last batches are not waited for: the request can be answered while they are hashed.
-    // The verifier handles messages in order, so the digest asked for at completion covers
-    // them, and a later request's first batches queue behind them, which bounds the backlog.
-    // (Dropping an unanswered `Progress` only cancels that query; `Update`s have no answer to
-    // cancel and are always handled.)
-    drop(hashing);
-    outcome
-}
-
 #[cfg(test)]
 mod writeback_tests;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    pub(super) fn body(
-        parts: &[&'static [u8]],
-    ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin {
-        futures_util::stream::iter(
-            parts
-                .iter()
-                .map(|p| Ok(Bytes::from_static(p)))
-                .collect::<Vec<_>>(),
-        )
-    }
-
-    pub(super) fn manager(storage: &Storage) -> UploadManager {
-        UploadManager::new(storage.clone(), HashingPool::start(1))
-    }
-
-    /// Starts a SHA-256 upload to `repo`; answers its id.
-    pub(super) async fn start(uploads: &UploadManager, repo: &RepoName) -> String {
-        uploads
-            .start(repo.clone(), Algorithm::Sha256)
-            .await
-            .unwrap()
-    }
-
-    /// A second manager over the same storage stands for a restarted process or another
-    /// instance: it continues the upload from its record, hash state included.
-    async fn continues_elsewhere(storage: Storage) {
-        let repo: RepoName = "r".parse().unwrap();
-        let first = manager(&storage);
-        let id = first.start(repo.clone(), Algorithm::Sha256).await.unwrap();
-        let chunk = |i: u8| -> &'static [u8] { Box::leak(vec![i; 700_000].into_boxed_slice()) };
-        let mut all = Vec::new();
-        let mut offset = 0;
-        for i in 0..12u8 {
-            let uploads = if i % 3 == 0 {
-                first.clone()
-            } else {
-                manager(&storage)
-            };
-            offset = uploads
-                .append(&repo, &id, Some(offset), None, body(&[chunk(i)]))
-                .await
-                .unwrap();
-            all.extend_from_slice(chunk(i));
-            assert_eq!(manager(&storage).status(&repo, &id).await.unwrap(), offset);
-        }
-        // The first manager's cache is stale: it must notice and rebuild.
-        let err = first
-            .append(&repo, &id, Some(0), None, body(&[b"x"]))
-            .await
-            .unwrap_err();
-        assert!(matches!(err, UploadError::OutOfOrder { offset: o } if o == offset));
-        let digest = Digest::sha256(&all);
-        let committed = first
-            .complete(&repo, &id, Some(offset), None, body(&[]), &digest)
-            .await
-            .unwrap();
-        assert_eq!(committed.size, all.len() as u64);
-        assert_eq!(
-            storage.blob_size(&digest).await.unwrap(),
-            Some(all.len() as u64)
-        );
-        assert!(matches!(
-            first.status(&repo, &id).await,
-            Err(UploadError::Unknown(_))
-        ));
-    }
-
-    #[actix_rt::test]
-    async fn uploads_continue_in_another_process_on_disk() {
-        let dir = tempfile::tempdir().unwrap();
-        continues_elsewhere(Storage::filesystem(dir.path(), true).unwrap()).await;
-    }
-
-    #[actix_rt::test]
-    async fn uploads_continue_in_another_process_on_object_stores() {
-        continues_elsewhere(Storage::in_memory()).await;
-    }
-
-    #[actix_rt::test]
-    async fn a_record_that_outlived_its_data_is_refused_not_published() {
-        // A power loss can keep the record and lose the unsynced tail of the data.
-        let dir = tempfile::tempdir().unwrap();
-        let storage = Storage::filesystem(dir.path(), true).unwrap();
-        let repo: RepoName = "r".parse().unwrap();
-        let first = manager(&storage);
-        let id = first.start(repo.clone(), Algorithm::Sha256).await.unwrap();
-        let data = vec![7u8; 300_000];
-        let bytes: &'static [u8] = Box::leak(data.clone().into_boxed_slice());
-        first
-            .append(&repo, &id, None, None, body(&[bytes]))
-            .await
-            .unwrap();
-        let file = dir
-            .path()
-            .join("docker/registry/v2/_berth/uploads")
-            .join(&id)
-            .join("data");
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&file)
-            .unwrap()
-            .set_len(200_000)
-            .unwrap();
-        let digest = Digest::sha256(&data);
-        // Whether the restarted process re-reads the tail or trusts the hash state, it refuses.
-        let restarted = manager(&storage);
-        assert!(restarted
-            .complete(&repo, &id, None, None, body(&[]), &digest)
-            .await
-            .is_err());
-        assert_eq!(storage.blob_size(&digest).await.unwrap(), None);
-        assert!(first
-            .complete(&repo, &id, None, None, body(&[]), &digest)
-            .await
-            .is_err());
-        assert_eq!(storage.blob_size(&digest).await.unwrap(), None);
-    }
-
-    #[actix_rt::test]
-    async fn a_record_whose_numbers_wrap_is_refused() {
-        // Staged pieces of 2^64 + 1 bytes: summed unchecked, they wrap to the recorded offset.
-        let storage = Storage::in_memory();
-        let repo: RepoName = "a".parse().unwrap();
-        let first = manager(&storage);
-        let id = first.start(repo.clone(), Algorithm::Sha256).await.unwrap();
-        first
-            .append(&repo, &id, Some(0), None, body(&[b"a"]))
-            .await
-            .unwrap();
-        let mut record = storage.load_upload(&id).await.unwrap().unwrap();
-        assert_eq!(
-            (record.offset, record.hash.as_ref().unwrap().offset),
-            (1, 1)
-        );
-        let parts = record.parts.as_mut().unwrap();
-        let staged: Vec<(u64, u64)> = parts.staged.iter().map(|p| (p.offset, p.len)).collect();
-        assert_eq!(staged, vec![(0, 1)]);
-        let piece = |offset, len| crate::storage::Staged {
-            offset,
-            len,
-            token: 0,
-        };
-        parts.staged = vec![piece(0, u64::MAX), piece(u64::MAX, 2)];
-        record.generation += 1;
-        storage.save_upload(&id, &record).await.unwrap();
-        // Another process rebuilds the upload from this record.
-        let err = manager(&storage)
-            .append(&repo, &id, Some(1), None, body(&[b"x"]))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, UploadError::Storage(StorageError::Corrupt { .. })),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn batches_shrink_when_many_bodies_stream() {
-        assert_eq!(batch_size(0), BATCH_SIZE);
-        assert_eq!(batch_size(16), BATCH_SIZE);
-        assert_eq!(batch_size(32), 512 * 1024);
-        assert_eq!(batch_size(1000), MIN_BATCH_SIZE);
-    }
-
-    #[actix_rt::test]
-    async fn tiny_pieces_are_coalesced_and_lengths_enforced() {
-        let storage = Storage::in_memory();
-        let uploads = manager(&storage);
-        let repo: RepoName = "a".parse().unwrap();
-        let id = start(&uploads, &repo).await;
-        let pieces: Vec<&'static [u8]> = vec![b"x"; 5000];
-        let offset = uploads
-            .append(&repo, &id, None, Some(5000), body(&pieces))
-            .await
-            .unwrap();
-        assert_eq!(offset, 5000);
-        // Fewer bytes than announced: refused, what arrived is kept.
-        let err = uploads
-            .append(&repo, &id, Some(5000), Some(10), body(&[b"abc"]))
-            .await
-            .unwrap_err();
-        assert!(matches!(
-            err,
-            UploadError::BodyLength {
-                received: 3,
-                expected: 10
-            }
-        ));
-        assert_eq!(uploads.status(&repo, &id).await.unwrap(), 5003);
-        // More bytes than announced: refused before the excess is written.
-        let err = uploads
-            .append(&repo, &id, Some(5003), Some(2), body(&[b"ab", b"cd"]))
-            .await
-            .unwrap_err();
-        assert!(matches!(err, UploadError::BodyLength { .. }));
-        assert_eq!(uploads.status(&repo, &id).await.unwrap(), 5005);
-        let expected = Digest::sha256(&[vec![b'x'; 5000], b"abcab".to_vec()].concat());
-        let committed = uploads
-            .complete(&repo, &id, None, None, body(&[]), &expected)
-            .await
-            .unwrap();
-        assert_eq!(committed.size, 5005);
-    }
-}
+mod tests;
