@@ -13,108 +13,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::images::{assert_pulls, delete, get, make_image, push, try_push, Image, OCI_MANIFEST};
 use common::tools::{
     fixture_layout, layout_blob, require, wait_ready, write_config, Distribution, Tools,
 };
-use common::{client, push_blob_as, run, sha256, BerthProcess, TestRegistry};
-
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
-    application/vnd.oci.image.index.v1+json, \
-    application/vnd.docker.distribution.manifest.v2+json, \
-    application/vnd.docker.distribution.manifest.list.v2+json";
+use common::{client, run, BerthProcess, TestRegistry};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-/// An image as pushed: its manifest and every blob, to compare pulls with.
-#[derive(Clone, Debug)]
-struct Image {
-    manifest: Vec<u8>,
-    digest: String,
-    blobs: Vec<(String, Vec<u8>)>,
-}
-
-fn make_image(name: &str, shared: &[u8]) -> Image {
-    let config = format!(r#"{{"architecture":"amd64","os":"linux","name":"{name}"}}"#).into_bytes();
-    let own = format!("layer of {name} ").repeat(200).into_bytes();
-    let blobs = vec![
-        (sha256(&config), config.clone()),
-        (sha256(shared), shared.to_vec()),
-        (sha256(&own), own.clone()),
-    ];
-    let manifest = common::image_manifest(
-        (&blobs[0].0, config.len()),
-        &[(&blobs[1].0, shared.len()), (&blobs[2].0, own.len())],
-    )
-    .into_bytes();
-    Image {
-        digest: sha256(&manifest),
-        manifest,
-        blobs,
-    }
-}
-
-/// Pushes `image` as `repo:reference` at `base` as clients do: blobs the repository already
-/// has (`HEAD` answers 200) are not sent again. `false` if the registry refused a part.
-fn try_push(base: &str, repo: &str, reference: &str, image: &Image) -> bool {
-    for (digest, bytes) in &image.blobs {
-        let head = client()
-            .head(format!("{base}/v2/{repo}/blobs/{digest}"))
-            .send()
-            .unwrap();
-        if head.status() == 200 {
-            continue;
-        }
-        if push_blob_as(base, repo, bytes, None).status() != 201 {
-            return false;
-        }
-    }
-    let r = client()
-        .put(format!("{base}/v2/{repo}/manifests/{reference}"))
-        .header("Content-Type", OCI_MANIFEST)
-        .body(image.manifest.clone())
-        .send()
-        .unwrap();
-    r.status() == 201
-}
-
-/// Pushes, once more if a concurrent collection made the first attempt fail (see `berth::gc`).
-fn push(base: &str, repo: &str, reference: &str, image: &Image) -> u32 {
-    for attempt in 0..3 {
-        if try_push(base, repo, reference, image) {
-            return attempt;
-        }
-    }
-    panic!("pushing {repo}:{reference} failed three times");
-}
-
-fn get(url: &str) -> (u16, Vec<u8>) {
-    let r = client().get(url).header("Accept", ACCEPT).send().unwrap();
-    (r.status().as_u16(), r.bytes().unwrap().to_vec())
-}
-
-/// Pulls `repo:reference` and every blob, asserting they are byte-identical to `image`.
-fn assert_pulls(base: &str, repo: &str, reference: &str, image: &Image) {
-    for r in [reference, &image.digest] {
-        let (status, body) = get(&format!("{base}/v2/{repo}/manifests/{r}"));
-        assert_eq!(status, 200, "GET {repo}:{r}");
-        assert!(body == image.manifest, "manifest {repo}:{r} differs");
-    }
-    for (d, bytes) in &image.blobs {
-        let (status, body) = get(&format!("{base}/v2/{repo}/blobs/{d}"));
-        assert_eq!(status, 200, "GET blob {d} of {repo}:{reference}");
-        assert!(&body == bytes, "blob {d} of {repo}:{reference} differs");
-    }
-}
-
-fn delete(base: &str, repo: &str, reference: &str) {
-    let r = client()
-        .delete(format!("{base}/v2/{repo}/manifests/{reference}"))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 202, "DELETE {repo}:{reference}");
-}
 
 /// Digests of every blob whose data is on disk under `root` (distribution's layout).
 fn blobs_on_disk(root: &Path) -> BTreeSet<String> {

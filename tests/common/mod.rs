@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod copy_limit;
 pub mod docker;
 pub mod garage;
+pub mod images;
 pub mod redis;
 pub mod s3;
 pub mod tools;
