@@ -15,8 +15,10 @@ STANDIN=berth-bench/registry-standin:2.8.2
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
+die() { echo "image-bench.sh: $*" >&2; exit 1; }
+
 for tool in docker docker-registry curl python3; do
-  command -v "$tool" >/dev/null || { echo "image-bench.sh: $tool is missing (make deps)" >&2; exit 1; }
+  command -v "$tool" >/dev/null || die "$tool is missing (make deps)"
 done
 docker image inspect berth:latest >/dev/null 2>&1 || { echo "image-bench.sh: no berth:latest: run make image" >&2; exit 1; }
 
@@ -56,7 +58,8 @@ DOCKERFILE
 docker build -q -t "$STANDIN" "$work/ctx" >/dev/null 2>"$work/build.err" || { cat "$work/build.err" >&2; exit 1; }
 
 size_mb() { docker image inspect -f '{{.Size}}' "$1" | awk '{ printf "%.1f", $1 / 1e6 }'; }
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
 
 # Milliseconds from `docker run -d` to the first 200 of /v2/.
 start_ms() {
@@ -119,17 +122,5 @@ push-chunked-8m 1.06×, push-small 0.75×, pull-large 0.81×, pull-large-nohash 
 and pulls, which matter most, if anything slower.
 MD
 
-python3 - "$ROOT/BENCHMARKS.md" "$ROOT/benches/results/image.md" <<'PY'
-import sys
-path, table = sys.argv[1], open(sys.argv[2]).read()
-text = open(path).read()
-begin, end = "<!-- image-bench -->\n", "<!-- /image-bench -->\n"
-block = begin + table + end
-if begin in text and end in text:
-    text = text[: text.index(begin)] + block + text[text.index(end) + len(end):]
-else:
-    at = text.find("\n## How this was measured")
-    text = text + "\n" + block if at < 0 else text[:at + 1] + block + text[at:]
-open(path, "w").write(text)
-PY
+splice_section "$ROOT/BENCHMARKS.md" image-bench "$ROOT/benches/results/image.md"
 cat "$ROOT/benches/results/image.md"
