@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use common::redis::Redis;
 use common::s3::S3Server;
-use common::uploads::{assert_blob, content, patch, signal, start_upload, status, RawPatch, MIB};
+use common::uploads::{
+    assert_blob, content, patch, signal, start_instance, start_upload, status, RawPatch, MIB,
+};
 use common::{sha256, BerthProcess};
 
 /// An instance on `bucket` with `extra` variables; its configuration file in `dir`.
@@ -20,16 +22,7 @@ fn instance(
     bucket: &str,
     extra: &[(&str, &str)],
 ) -> BerthProcess {
-    let config = dir.join("berth.yml");
-    std::fs::write(&config, "version: 0.1\nlog:\n  level: info\n").unwrap();
-    let mut env = server.env(bucket);
-    env.push((
-        "REGISTRY_STORAGE_S3_CHUNKSIZE".into(),
-        (5 * MIB).to_string(),
-    ));
-    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    env.extend_from_slice(extra);
-    BerthProcess::start(&config, &env)
+    start_instance(dir, "berth.yml", server.env(bucket), extra)
 }
 
 /// The review's scenario: instance A stalls (SIGSTOP) in the middle of a PATCH for longer than

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use common::garage::GarageCluster;
 use common::redis::Redis;
-use common::uploads::{assert_blob, content, patch, signal, start_upload, status, RawPatch, MIB};
+use common::uploads::{
+    assert_blob, content, patch, signal, start_instance, start_upload, status, RawPatch, MIB,
+};
 use common::{sha256, BerthProcess};
 
 /// berth on the cluster through `node`, with `extra` variables.
@@ -21,16 +23,8 @@ fn berth_on(
     dir: &std::path::Path,
     extra: &[(&str, &str)],
 ) -> BerthProcess {
-    let config = dir.join(format!("berth-{node}.yml"));
-    std::fs::write(&config, "version: 0.1\nlog:\n  level: info\n").unwrap();
-    let mut env = cluster.berth_storage_config(node).env();
-    env.push((
-        "REGISTRY_STORAGE_S3_CHUNKSIZE".into(),
-        (5 * MIB).to_string(),
-    ));
-    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    env.extend_from_slice(extra);
-    BerthProcess::start(&config, &env)
+    let storage = cluster.berth_storage_config(node).env();
+    start_instance(dir, &format!("berth-{node}.yml"), storage, extra)
 }
 
 fn logged(process: &BerthProcess, text: &str) -> bool {

@@ -6,27 +6,19 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::redis::Redis;
 use common::s3::S3Server;
-use common::uploads::{assert_blob, content, patch, signal, start_upload, status, MIB};
+use common::uploads::{
+    assert_blob, content, patch, signal, start_instance, start_upload, status, RawPatch, MIB,
+};
 use common::{sha256, BerthProcess};
 
 /// An instance on `bucket` with `extra` variables; its configuration file in `dir`.
 fn instance(dir: &Path, server: &S3Server, bucket: &str, extra: &[(&str, &str)]) -> BerthProcess {
-    let config = dir.join("berth.yml");
-    std::fs::write(&config, "version: 0.1\nlog:\n  level: info\n").unwrap();
-    let mut env = server.env(bucket);
-    env.push((
-        "REGISTRY_STORAGE_S3_CHUNKSIZE".into(),
-        (5 * MIB).to_string(),
-    ));
-    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    env.extend_from_slice(extra);
-    BerthProcess::start(&config, &env)
+    start_instance(dir, "berth.yml", server.env(bucket), extra)
 }
 
 /// The upload id of an upload's path (`/v2/<repo>/blobs/uploads/<id>`).
@@ -62,79 +54,6 @@ fn logged(process: &BerthProcess, text: &str) -> usize {
         .count()
 }
 
-/// A PATCH written by hand over TCP: the test decides when each byte goes, and can look whether
-/// the server answered already (it answers 416 before reading a body it cannot take).
-struct Raw {
-    stream: std::net::TcpStream,
-    answer: Vec<u8>,
-}
-
-impl Raw {
-    fn start(host: &str, path: &str, offset: u64, len: usize) -> Raw {
-        let mut stream = std::net::TcpStream::connect(host).unwrap();
-        let head = format!(
-            "PATCH {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/octet-stream\r\n\
-             Content-Length: {len}\r\nContent-Range: {offset}-{}\r\nConnection: close\r\n\r\n",
-            offset + len as u64 - 1
-        );
-        stream.write_all(head.as_bytes()).unwrap();
-        Raw {
-            stream,
-            answer: Vec::new(),
-        }
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        // The server may have answered and closed: later bytes are refused, not an error here.
-        let _ = self.stream.write_all(bytes);
-    }
-
-    /// The status code if the server answered within `wait`.
-    fn answered(&mut self, wait: Duration) -> Option<u16> {
-        self.stream.set_read_timeout(Some(wait)).unwrap();
-        let mut buf = [0u8; 4096];
-        loop {
-            match self.stream.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    self.answer.extend_from_slice(&buf[..n]);
-                    if self.answer.windows(4).any(|w| w == b"\r\n\r\n") {
-                        break;
-                    }
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return None
-                }
-                Err(_) => break,
-            }
-        }
-        // Closed or reset without a status line (a server refusing a body it did not read may
-        // reset the connection): 0.
-        let text = String::from_utf8_lossy(&self.answer);
-        Some(
-            text.split_whitespace()
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0),
-        )
-    }
-
-    /// The response's status code (waiting up to 60 s; 0: the connection ended without one).
-    fn status(mut self) -> u16 {
-        self.answered(Duration::from_secs(60)).unwrap_or_else(|| {
-            panic!(
-                "no HTTP answer: {:?}",
-                String::from_utf8_lossy(&self.answer)
-            )
-        })
-    }
-}
-
 /// Starts a PATCH of `chunk` at `offset` through `b` and sends all of it but its last byte, once
 /// `b` has taken the upload over (retrying while it answers 416 because another holds it; `before`
 /// runs before each try). The caller sends the last byte.
@@ -144,7 +63,7 @@ fn patch_once_taken_over(
     offset: u64,
     chunk: &[u8],
     mut before: impl FnMut(),
-) -> Raw {
+) -> RawPatch {
     let marker = "taking over the expired lease";
     let seen = logged(b, marker);
     let started = Instant::now();
@@ -154,7 +73,7 @@ fn patch_once_taken_over(
             "B never took the upload over"
         );
         before();
-        let mut raw = Raw::start(&b.host, path, offset, chunk.len());
+        let mut raw = RawPatch::start(&b.host, path, offset, chunk.len());
         raw.send(&chunk[..64 * 1024]);
         // B either takes the upload over (and logs it) or gives up after its lock wait (3 s).
         let until = Instant::now() + Duration::from_secs(10);
@@ -197,7 +116,7 @@ fn a_lease_holder_stalled_before_writing_its_record_records_nothing() {
 
     // A's second chunk: half of it sent once A holds the lease again, then A stalls.
     let stale = content(MIB, 2);
-    let mut stalled = Raw::start(&a.host, &path, MIB as u64, stale.len());
+    let mut stalled = RawPatch::start(&a.host, &path, MIB as u64, stale.len());
     stalled.send(&stale[..MIB / 2]);
     wait_for(Duration::from_secs(20), "A to take the lease", || {
         std::fs::read_to_string(&lease).is_ok_and(|l| l.contains("\"released\":false"))
@@ -246,7 +165,7 @@ fn a_lease_stamped_far_in_the_past_is_taken_over_yet_its_live_holder_records_not
     assert_eq!(r.status(), 202, "{}", r.text().unwrap());
 
     let live = content(MIB, 5);
-    let mut by_a = Raw::start(&a.host, &path, MIB as u64, live.len());
+    let mut by_a = RawPatch::start(&a.host, &path, MIB as u64, live.len());
     by_a.send(&live[..MIB / 2]);
     wait_for(Duration::from_secs(20), "A to take the lease", || {
         std::fs::read_to_string(&lease).is_ok_and(|l| l.contains("\"released\":false"))
@@ -317,7 +236,7 @@ fn after_redis_loses_its_keys_mid_patch_the_old_holder_cannot_write_under_the_ne
     assert_eq!(r.status(), 202, "{}", r.text().unwrap());
 
     let stale = content(MIB, 8);
-    let mut by_a = Raw::start(&a.host, &path, MIB as u64, stale.len());
+    let mut by_a = RawPatch::start(&a.host, &path, MIB as u64, stale.len());
     by_a.send(&stale[..MIB / 2]);
     wait_for(Duration::from_secs(20), "A to take the lock", || {
         redis.get(&lock).is_some()

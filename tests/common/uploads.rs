@@ -2,6 +2,7 @@
 //! chunks, status, a PATCH written byte by byte over TCP, signals to a registry process.
 
 use std::io::{Read, Write};
+use std::path::Path;
 use std::time::Duration;
 
 use super::{client, sha256, BerthProcess};
@@ -65,9 +66,32 @@ pub fn signal(process: &BerthProcess, name: &str) {
     assert!(status.success(), "kill -{name}");
 }
 
-/// A PATCH written by hand over TCP, so the test decides when each byte is sent.
+/// A berth process on the storage of `storage_env` (`REGISTRY_STORAGE_*` variables) with 5 MiB
+/// parts (S3's minimum, so a test's chunks are parts) and `extra` variables; its configuration
+/// file `name` in `dir`.
+pub fn start_instance(
+    dir: &Path,
+    name: &str,
+    storage_env: Vec<(String, String)>,
+    extra: &[(&str, &str)],
+) -> BerthProcess {
+    let config = dir.join(name);
+    std::fs::write(&config, "version: 0.1\nlog:\n  level: info\n").unwrap();
+    let mut env = storage_env;
+    env.push((
+        "REGISTRY_STORAGE_S3_CHUNKSIZE".into(),
+        (5 * MIB).to_string(),
+    ));
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    env.extend_from_slice(extra);
+    BerthProcess::start(&config, &env)
+}
+
+/// A PATCH written by hand over TCP: the test decides when each byte goes, and can look whether
+/// the server answered already (it answers 416 before reading a body it cannot take).
 pub struct RawPatch {
     stream: std::net::TcpStream,
+    answer: Vec<u8>,
 }
 
 impl RawPatch {
@@ -79,7 +103,10 @@ impl RawPatch {
             offset + len as u64 - 1
         );
         stream.write_all(head.as_bytes()).unwrap();
-        RawPatch { stream }
+        RawPatch {
+            stream,
+            answer: Vec::new(),
+        }
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
@@ -87,17 +114,47 @@ impl RawPatch {
         let _ = self.stream.write_all(bytes);
     }
 
-    /// The response's status code.
+    /// The status code if the server answered within `wait` (0: the connection ended without a
+    /// status line, as when a server refusing a body it did not read resets it).
+    pub fn answered(&mut self, wait: Duration) -> Option<u16> {
+        self.stream.set_read_timeout(Some(wait)).unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    self.answer.extend_from_slice(&buf[..n]);
+                    if self.answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return None
+                }
+                Err(_) => break,
+            }
+        }
+        let text = String::from_utf8_lossy(&self.answer);
+        Some(
+            text.split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+        )
+    }
+
+    /// The response's status code (waiting up to 60 s; 0: the connection ended without one).
     pub fn status(mut self) -> u16 {
-        self.stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        let mut answer = Vec::new();
-        let _ = self.stream.read_to_end(&mut answer);
-        let text = String::from_utf8_lossy(&answer);
-        text.split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"))
+        self.answered(Duration::from_secs(60)).unwrap_or_else(|| {
+            panic!(
+                "no HTTP answer: {:?}",
+                String::from_utf8_lossy(&self.answer)
+            )
+        })
     }
 }
