@@ -48,6 +48,18 @@ fn instance_later(storage: &Storage, ahead: std::time::Duration) -> Storage {
     later
 }
 
+/// The upload's lease object as another instance reads it: its path, ETag and body.
+async fn lease_as_stored(
+    storage: &Storage,
+    id: &str,
+) -> (object_store::path::Path, String, lease::LeaseBody) {
+    let path = layout::upload_lease(id);
+    let read = storage.store.get(&path).await.unwrap();
+    let etag = read.meta.e_tag.clone().unwrap();
+    let body = serde_json::from_slice(&read.bytes().await.unwrap()).unwrap();
+    (path, etag, body)
+}
+
 async fn attempt(storage: &Storage, clock_of: &Storage, id: &str) -> Option<Arc<lease::LeaseHold>> {
     let Coordination::Leases(clock) = &*clock_of.coordination else {
         panic!("leases expected")
@@ -85,10 +97,7 @@ async fn of_two_instances_breaking_an_expired_lease_one_wins() {
     new_upload(&storage, "u1").await;
     let (_stalled, _) = storage.lock_upload("u1").await.unwrap().unwrap();
     // Both read the expired lease, then both try to take it over.
-    let path = layout::upload_lease("u1");
-    let read = storage.store.get(&path).await.unwrap();
-    let etag = read.meta.e_tag.clone().unwrap();
-    let old: lease::LeaseBody = serde_json::from_slice(&read.bytes().await.unwrap()).unwrap();
+    let (path, etag, old) = lease_as_stored(&storage, "u1").await;
     let (a, b) = tokio::join!(
         lease::take_over(&storage.store, &path, &etag, &old),
         lease::take_over(&storage.store, &path, &etag, &old)
@@ -226,10 +235,7 @@ async fn a_takeover_whose_answer_was_lost_is_not_held_twice() {
     let storage = Storage::in_memory();
     new_upload(&storage, "u1").await;
     let (_stalled, _) = storage.lock_upload("u1").await.unwrap().unwrap();
-    let path = layout::upload_lease("u1");
-    let read = storage.store.get(&path).await.unwrap();
-    let etag = read.meta.e_tag.clone().unwrap();
-    let old: lease::LeaseBody = serde_json::from_slice(&read.bytes().await.unwrap()).unwrap();
+    let (path, etag, old) = lease_as_stored(&storage, "u1").await;
     let Attempt::Taken(_lost_answer) = lease::take_over(&storage.store, &path, &etag, &old)
         .await
         .unwrap()
