@@ -485,7 +485,13 @@ fn gc_output(config: &Path, args: &[&str], env: &[(String, String)]) -> (i32, St
 
 /// Storage for the two lock tests: the registry, the collectors' configuration file and the
 /// variables they need.
-fn concurrent_collections(reg: &TestRegistry, config: &Path, env: &[(String, String)]) {
+/// `while_held` runs while the first collection holds the lock, given its pid.
+fn concurrent_collections(
+    reg: &TestRegistry,
+    config: &Path,
+    env: &[(String, String)],
+    while_held: &dyn Fn(u32),
+) {
     let base = reg.url.clone();
     let shared = b"shared by the images of the lock test ".repeat(40);
     let kept = make_image("kept", &shared);
@@ -511,6 +517,7 @@ fn concurrent_collections(reg: &TestRegistry, config: &Path, env: &[(String, Str
         "the refusal does not name the holder and its expiry: {err}"
     );
     assert!(!out.contains("removed"), "the refused run swept: {out}");
+    while_held(first.child.id());
     // Pushed while the first one has the garbage image's blobs set aside.
     push(&base, "app", "fresh", &fresh);
     push(&base, "app", "again", &garbage);
@@ -535,7 +542,7 @@ fn a_second_collection_is_refused_while_one_runs() {
     let root = dir.path().join("storage");
     let config = write_config(dir.path(), "berth.yml", &root);
     let reg = TestRegistry::builder().filesystem(&root).start();
-    concurrent_collections(&reg, &config, &[]);
+    concurrent_collections(&reg, &config, &[], &|_| {});
 }
 
 #[test]
@@ -548,7 +555,48 @@ fn a_second_collection_is_refused_while_one_runs_on_s3() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.yml");
     std::fs::write(&config, "version: 0.1\n").unwrap();
-    concurrent_collections(&reg, &config, &env);
+    concurrent_collections(&reg, &config, &env, &|_| {});
+}
+
+/// With Redis locks (what a store ignoring conditional writes gets, forced here on s3s-fs) the
+/// collector's lock is a key in Redis, exact whatever the store does with conditional writes;
+/// nothing of it is in the bucket.
+#[test]
+fn a_second_collection_is_refused_while_one_runs_on_s3_with_redis_locks() {
+    let server = common::s3::S3Server::shared();
+    let bucket = server.bucket();
+    let dir = tempfile::tempdir().unwrap();
+    let redis = common::redis::Redis::start(common::free_port(), dir.path());
+    let mut env = server.env(&bucket);
+    env.push(("REGISTRY_STORAGE_S3_UPLOADLOCKING".into(), "redis".into()));
+    env.push((
+        "REGISTRY_REDIS_ADDR".into(),
+        format!("127.0.0.1:{}", redis.port),
+    ));
+    let reg = TestRegistry::builder()
+        .store(common::Store::S3(env.clone()))
+        .start();
+    let config = dir.path().join("config.yml");
+    std::fs::write(&config, "version: 0.1\n").unwrap();
+    let in_bucket = server
+        .dir
+        .join(&bucket)
+        .join("docker/registry/v2/_berth/locks/gc");
+    concurrent_collections(&reg, &config, &env, &|pid| {
+        let record = redis
+            .get(&format!("berth:{bucket}::gc"))
+            .expect("no collector's lock in Redis");
+        assert!(
+            record.contains(&format!("\"pid\":{pid}")),
+            "the lock in Redis is not the first collection's: {record}"
+        );
+        assert!(!in_bucket.exists(), "the collector's lock is in the bucket");
+    });
+    assert_eq!(
+        redis.get(&format!("berth:{bucket}::gc")),
+        None,
+        "the last collection left its lock in Redis"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -331,7 +331,9 @@ pub fn run(args: GcArgs) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let storage = crate::server::open_storage(&config).map_err(GcError::from)?;
+        let storage = crate::server::open_serving_storage(&config)
+            .await
+            .map_err(GcError::from)?;
         eprintln!(
             "garbage-collect: {}{}{}, grace {:?}",
             storage.describe(),

@@ -19,6 +19,13 @@
 //!   reads within the settle time and the collectors' clocks agree to well within the TTL (the
 //!   expiry is compared with the reader's clock). A renewal that finds another holder's record
 //!   marks the lock lost; the collection checks before every destructive phase and stops.
+//! - **Object stores with Redis locks** (the upload locks' Redis, `Coordination::Redis`): a key
+//!   `<namespace>:gc` holding the holder's record, set only if absent and renewed only while it
+//!   is still ours, each in one script, so exact whatever the store does with conditional
+//!   writes. Redis keeps the expiry ([`GC_LEASE_TTL`]), on its own clock.
+//!
+//! Everywhere but local disk, a holder that could not renew for longer than the lock lives
+//! (store or Redis unreachable) counts its lock as lost: another collection may have it by then.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,6 +35,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
+use super::lock::{Coordination, RedisLocks};
 use super::{layout, Backend, Result, Storage, StorageError};
 
 /// How long a lease lives after its last renewal.
@@ -151,12 +159,39 @@ struct Lost {
     to: Mutex<Option<GcLockHolder>>,
 }
 
+impl Lost {
+    /// The lock is another's now (`to`, when its record could be read).
+    fn mark(&self, to: Option<GcLockHolder>) {
+        *self.to.lock().unwrap() = to;
+        self.flag.store(true, Ordering::SeqCst);
+    }
+
+    /// After a failed renewal: past the lock's life since the last renewal that reached the
+    /// store, another collection may have taken it, so it counts as lost (and `true`).
+    fn unrenewed_too_long(&self, renewed_at: std::time::Instant) -> bool {
+        if renewed_at.elapsed() + GC_LEASE_RENEW < GC_LEASE_TTL {
+            return false;
+        }
+        log::error!(
+            "the garbage-collection lock could not be renewed for {} s: taken for lost",
+            renewed_at.elapsed().as_secs()
+        );
+        self.mark(None);
+        true
+    }
+}
+
 #[derive(Debug)]
 enum Kind {
     File(Arc<std::fs::File>),
     Lease {
         store: Arc<dyn ObjectStore>,
         path: Path,
+    },
+    Redis {
+        locks: RedisLocks,
+        /// The record the key holds while ours (each renewal replaces it).
+        record: Arc<Mutex<String>>,
     },
 }
 
@@ -182,6 +217,12 @@ impl GcLock {
     /// Lets the next collection run.
     pub async fn release(self) {
         self.renewal.abort();
+        if let Kind::Redis { locks, record } = &self.kind {
+            let record = record.lock().unwrap().clone();
+            if let Err(e) = locks.release_gc(&record).await {
+                log::warn!("cannot release the garbage-collection lock in Redis: {e}");
+            }
+        }
         if let Kind::Lease { store, path } = &self.kind {
             // Only our own lease: one that replaced ours stays.
             let ours = match store.get(path).await {
@@ -218,6 +259,9 @@ impl Storage {
             return tokio::task::spawn_blocking(move || lock_gc_file(&file))
                 .await
                 .map_err(|e| StorageError::Io(std::io::Error::other(e)))?;
+        }
+        if let Coordination::Redis(locks) = &*self.coordination {
+            return lock_gc_redis(locks).await;
         }
         let settle = match &self.backend {
             // S3 (the only store with a signer) may be a server ignoring `If-None-Match`.
@@ -299,7 +343,65 @@ impl Storage {
     }
 }
 
+/// Object stores with Redis locks: the key is set with our record unless a collection holds it.
+async fn lock_gc_redis(locks: &RedisLocks) -> Result<GcLockAttempt> {
+    let me = GcLockHolder::new();
+    let record = serde_json::to_string(&me).expect("a lock record serializes");
+    if let Some(held) = locks.take_gc(&record, GC_LEASE_TTL).await? {
+        return Ok(GcLockAttempt::Busy(GcLockHolder::parse(held.as_bytes())));
+    }
+    let record = Arc::new(Mutex::new(record));
+    let lost = Arc::new(Lost::default());
+    let renewal = tokio::spawn(renew_redis(
+        locks.clone(),
+        record.clone(),
+        me.clone(),
+        lost.clone(),
+    ));
+    Ok(GcLockAttempt::Held(GcLock {
+        holder: me,
+        kind: Kind::Redis {
+            locks: locks.clone(),
+            record,
+        },
+        renewal,
+        lost,
+    }))
+}
+
+async fn renew_redis(
+    locks: RedisLocks,
+    record: Arc<Mutex<String>>,
+    me: GcLockHolder,
+    lost: Arc<Lost>,
+) {
+    let mut renewed_at = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(GC_LEASE_RENEW).await;
+        let current = record.lock().unwrap().clone();
+        let next = serde_json::to_string(&me.renewed()).expect("a lock record serializes");
+        match locks.renew_gc(&current, &next, GC_LEASE_TTL).await {
+            Ok(None) => {
+                *record.lock().unwrap() = next;
+                renewed_at = std::time::Instant::now();
+            }
+            Ok(Some(there)) => {
+                log::error!("the garbage-collection lock in Redis was taken over");
+                lost.mark(GcLockHolder::parse(there.as_bytes()));
+                return;
+            }
+            Err(e) => {
+                log::warn!("cannot renew the garbage-collection lock in Redis: {e}");
+                if lost.unrenewed_too_long(renewed_at) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
 async fn renew_lease(store: Arc<dyn ObjectStore>, path: Path, me: GcLockHolder, lost: Arc<Lost>) {
+    let mut renewed_at = std::time::Instant::now();
     loop {
         tokio::time::sleep(GC_LEASE_RENEW).await;
         let current = match store.get(&path).await {
@@ -307,6 +409,9 @@ async fn renew_lease(store: Arc<dyn ObjectStore>, path: Path, me: GcLockHolder, 
             Err(object_store::Error::NotFound { .. }) => None,
             Err(e) => {
                 log::warn!("cannot read the garbage-collection lease {path}: {e}");
+                if lost.unrenewed_too_long(renewed_at) {
+                    return;
+                }
                 continue;
             }
         };
@@ -314,13 +419,18 @@ async fn renew_lease(store: Arc<dyn ObjectStore>, path: Path, me: GcLockHolder, 
             Some(h) if h.owner == me.owner => {}
             other => {
                 log::error!("the garbage-collection lease {path} was taken over");
-                *lost.to.lock().unwrap() = other;
-                lost.flag.store(true, Ordering::SeqCst);
+                lost.mark(other);
                 return;
             }
         }
-        if let Err(e) = store.put(&path, me.renewed().payload()).await {
-            log::warn!("cannot renew the garbage-collection lease {path}: {e}");
+        match store.put(&path, me.renewed().payload()).await {
+            Ok(_) => renewed_at = std::time::Instant::now(),
+            Err(e) => {
+                log::warn!("cannot renew the garbage-collection lease {path}: {e}");
+                if lost.unrenewed_too_long(renewed_at) {
+                    return;
+                }
+            }
         }
     }
 }
@@ -434,5 +544,18 @@ mod tests {
         assert!(lock.check().is_ok());
         lock.release().await;
         assert!(!storage.exists(&path).await.unwrap());
+    }
+
+    #[test]
+    fn a_lock_unrenewed_for_its_life_counts_as_lost() {
+        let lost = Lost::default();
+        // Failed once, just after a renewal: still ours.
+        assert!(!lost.unrenewed_too_long(std::time::Instant::now()));
+        assert!(!lost.flag.load(Ordering::SeqCst));
+        // By the next renewal it would have expired: another collection may hold it now.
+        let renewed_at = std::time::Instant::now() - (GC_LEASE_TTL - GC_LEASE_RENEW);
+        assert!(lost.unrenewed_too_long(renewed_at));
+        assert!(lost.flag.load(Ordering::SeqCst));
+        assert_eq!(*lost.to.lock().unwrap(), None);
     }
 }

@@ -81,6 +81,31 @@ redis.call('SET', KEYS[2], given, 'PX', ARGV[3])
 return given
 "#;
 
+/// The collector's lock (see `storage::gc_lock`), taken if free. KEYS: lock. ARGV: record, ttl
+/// ms. Answers "" when taken, else the holder's record.
+const TAKE_GC: &str = r#"
+local held = redis.call('GET', KEYS[1])
+if held then return held end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return ''
+"#;
+
+/// Replaces the collector's record with its renewal if it is still ours. KEYS: lock. ARGV:
+/// record, renewed record, ttl ms. Answers "" when renewed, else "lost:" and the record there.
+const RENEW_GC: &str = r#"
+local held = redis.call('GET', KEYS[1])
+if held ~= ARGV[1] then return 'lost:' .. (held or '') end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return ''
+"#;
+
+/// Deletes the collector's lock if it is still ours. KEYS: lock. ARGV: record.
+const RELEASE_GC: &str = r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+"#;
+
 /// The Redis side of upload locks: a connection and the namespace of this storage's keys.
 #[derive(Clone)]
 pub struct RedisLocks {
@@ -110,7 +135,12 @@ impl RedisLocks {
         format!("{}:upload:{upload_id}:{what}", self.namespace)
     }
 
-    async fn run(&self, script: &str, keys: &[String], args: &[String]) -> Result<i64> {
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        script: &str,
+        keys: &[String],
+        args: &[String],
+    ) -> Result<T> {
         let script = redis::Script::new(script);
         let mut invocation = script.prepare_invoke();
         for key in keys {
@@ -120,11 +150,8 @@ impl RedisLocks {
             invocation.arg(arg);
         }
         let mut connection = self.connection.clone();
-        match tokio::time::timeout(
-            self.timeout,
-            invocation.invoke_async::<i64>(&mut connection),
-        )
-        .await
+        match tokio::time::timeout(self.timeout, invocation.invoke_async::<T>(&mut connection))
+            .await
         {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(e)) => Err(StorageError::Coordination(format!("Redis: {e}"))),
@@ -135,9 +162,56 @@ impl RedisLocks {
         }
     }
 
+    /// The key of the collector's lock: `<namespace>:gc`.
+    pub(crate) fn gc_key(&self) -> String {
+        format!("{}:gc", self.namespace)
+    }
+
+    /// Takes the collector's lock with `record` for `ttl`: `None` when taken, else the record
+    /// of the collection holding it.
+    pub(crate) async fn take_gc(&self, record: &str, ttl: Duration) -> Result<Option<String>> {
+        let held: String = self
+            .run(
+                TAKE_GC,
+                &[self.gc_key()],
+                &[record.to_string(), ttl.as_millis().to_string()],
+            )
+            .await?;
+        Ok(Some(held).filter(|h| !h.is_empty()))
+    }
+
+    /// Renews the collector's lock held with `record` as `renewed`: `Ok(None)` when renewed,
+    /// `Ok(Some(record))` when another collection's record (or none, "") is there instead.
+    pub(crate) async fn renew_gc(
+        &self,
+        record: &str,
+        renewed: &str,
+        ttl: Duration,
+    ) -> Result<Option<String>> {
+        let answer: String = self
+            .run(
+                RENEW_GC,
+                &[self.gc_key()],
+                &[
+                    record.to_string(),
+                    renewed.to_string(),
+                    ttl.as_millis().to_string(),
+                ],
+            )
+            .await?;
+        Ok(answer.strip_prefix("lost:").map(str::to_string))
+    }
+
+    /// Releases the collector's lock if it is still held with `record`.
+    pub(crate) async fn release_gc(&self, record: &str) -> Result<()> {
+        self.run::<i64>(RELEASE_GC, &[self.gc_key()], &[record.to_string()])
+            .await
+            .map(|_| ())
+    }
+
     /// Checks that Redis answers (start-up).
     pub async fn ping(&self) -> Result<()> {
-        self.run("return 1", &[], &[]).await.map(|_| ())
+        self.run::<i64>("return 1", &[], &[]).await.map(|_| ())
     }
 
     /// Tries once to take the lock of `upload_id` with a token above `floor`.
@@ -147,7 +221,7 @@ impl RedisLocks {
         floor: u64,
     ) -> Result<Option<Arc<RedisHold>>> {
         let token = self
-            .run(
+            .run::<i64>(
                 TAKE,
                 &[self.key(upload_id, "lock"), self.key(upload_id, "fence")],
                 &[
@@ -204,7 +278,7 @@ impl RedisHold {
         self.refuse_if_lost()?;
         let renewed = self
             .locks
-            .run(
+            .run::<i64>(
                 RENEW,
                 &[self.locks.key(&self.upload_id, "lock")],
                 &[self.holder.clone(), LOCK_TTL.as_millis().to_string()],
@@ -241,7 +315,7 @@ impl RedisHold {
         }
         let released = self
             .locks
-            .run(
+            .run::<i64>(
                 RELEASE,
                 &[
                     self.locks.key(&self.upload_id, "lock"),
@@ -271,7 +345,7 @@ impl Fence for RedisHold {
         self.refuse_if_lost()?;
         let number = self
             .locks
-            .run(
+            .run::<i64>(
                 NEXT_PART,
                 &[
                     self.locks.key(&self.upload_id, "lock"),
