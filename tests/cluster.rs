@@ -11,12 +11,14 @@
 
 mod common;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use common::cluster::{Deployment, REDIS_LOCKS_LINE};
+use common::images::{assert_pulls, delete, make_image, push, Image};
 use common::tools::{
     docker_load_fixture, docker_push, fixture_layout, json, layout_blob, layout_ref,
     pull_fixture_and_check, push_fixture, skopeo_copy_to_registry, unique, DockerImages, Tools,
@@ -445,12 +447,32 @@ fn redis_stopped_patches_answer_503_and_the_upload_completes_once_it_is_back() {
     complete_and_verify(&d, repo, &location, &blob);
 }
 
+/// How a Garage node is lost in the middle of a push.
+#[derive(Clone, Copy, Debug)]
+enum Outage {
+    /// `docker kill`: the node crashes.
+    Killed,
+    /// `docker network disconnect`: the node runs on, cut off from its peers and berth.
+    CutOff,
+}
+
 /// Each instance has one Garage node as its S3 endpoint: with that node gone, the instance can
 /// only answer 503 (nginx has no way of telling, and hands the 503 to whichever client lands
 /// there), while the instances on the other nodes go on. Surviving a node behind one address
 /// takes an S3 endpoint that is itself highly available (a load balancer over the nodes).
 #[test]
 fn a_garage_node_killed_mid_push_its_instance_answers_503_the_others_go_on() {
+    pushes_go_on_without_a_garage_node(Outage::Killed);
+}
+
+/// The same with the node cut off from the network instead (a partition: it still runs, and
+/// comes back with what it missed to catch up on).
+#[test]
+fn a_garage_node_cut_off_mid_push_its_instance_answers_503_the_others_go_on() {
+    pushes_go_on_without_a_garage_node(Outage::CutOff);
+}
+
+fn pushes_go_on_without_a_garage_node(outage: Outage) {
     let d = deploy();
     let dir = tempfile::tempdir().unwrap();
     let tools = Tools::new(dir.path());
@@ -463,9 +485,15 @@ fn a_garage_node_killed_mid_push_its_instance_answers_503_the_others_go_on() {
         s.spawn(|| push_fixture(&tools, &first, "lb/during"));
         // skopeo takes about this long to start talking to the registry.
         std::thread::sleep(Duration::from_millis(300));
-        d.garage.kill(3);
+        match outage {
+            Outage::Killed => d.garage.kill(3),
+            Outage::CutOff => d.garage.disconnect(3),
+        }
     });
-    timing("push to instance 1 with Garage node 3 killed", began);
+    timing(
+        &format!("push to instance 1 with Garage node 3 {outage:?}"),
+        began,
+    );
     pull_fixture_and_check(&tools, &second, "lb/during", dir.path());
     pull_fixture_and_check(&tools, &first, "lb/before", dir.path());
 
@@ -480,13 +508,153 @@ fn a_garage_node_killed_mid_push_its_instance_answers_503_the_others_go_on() {
     timing("instance 3 without its node: 503", began);
 
     let began = Instant::now();
-    d.garage.start_node(3);
+    match outage {
+        Outage::Killed => d.garage.start_node(3),
+        Outage::CutOff => d.garage.connect(3),
+    }
     d.garage.wait_healthy();
     timing("node 3 back", began);
+    // An outage longer than 3 storage checks (`health.storagedriver` of the image's
+    // configuration: every 10 s, threshold 3) left instance 3 unhealthy (`GET /v2/` 503); its
+    // next check, at most an interval after the node returned, makes it healthy again.
+    let began = Instant::now();
+    loop {
+        let r = client().get(format!("{}/v2/", d.instance_url(3))).send();
+        if r.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(25),
+            "instance 3 is still unhealthy 25 s after its node returned"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    timing("instance 3 healthy again", began);
     // Every image verifies, through nginx and through instance 3 on node 3.
     for host in [d.host.clone(), direct(3)] {
         for repo in ["lb/before", "lb/during"] {
             pull_fixture_and_check(&tools, &host, repo, dir.path());
         }
     }
+}
+
+/// Garbage collection beside live pushes on the cluster: `berth garbage-collect
+/// --delete-untagged` runs back to back in instance 2's container, as an operator runs it
+/// there, while images are pushed, untagged and re-pushed through nginx (so through every
+/// instance). Every tagged image pulls byte-exact after each change, whatever the collector
+/// is doing; a last collection with nothing going on leaves in the bucket exactly the blobs
+/// the tags reach.
+#[test]
+fn garbage_collection_runs_beside_live_pushes_through_nginx() {
+    let d = deploy();
+    let base = d.url("");
+    let shared = b"a base layer shared by every image of the cluster ".repeat(300);
+    let images: Vec<Image> = (0..6)
+        .map(|i| make_image(&format!("gc{i}"), &shared))
+        .collect();
+    // What is tagged now: (repo, tag) -> image.
+    let mut tagged: BTreeMap<(String, String), Image> = BTreeMap::new();
+    let mut retries = 0;
+    for (i, image) in images.iter().enumerate().take(4) {
+        let repo = format!("gc/r{}", i % 2);
+        retries += push(&base, &repo, &format!("v{i}"), image);
+        tagged.insert((repo, format!("v{i}")), image.clone());
+    }
+
+    let stop = AtomicBool::new(false);
+    let began = Instant::now();
+    let (runs, removed) = std::thread::scope(|s| {
+        let collector = s.spawn(|| {
+            let (mut runs, mut removed) = (0u32, 0usize);
+            while runs < 2 || !stop.load(Ordering::SeqCst) {
+                let out = d.berth_command(
+                    2,
+                    &["garbage-collect", "--delete-untagged", "--grace", "2s"],
+                );
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                assert!(
+                    out.status.success(),
+                    "garbage-collect in instance 2 failed ({}): {stdout}{}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                // "blobs: 3 removed, 2809 bytes"
+                removed += stdout
+                    .lines()
+                    .filter_map(|l| {
+                        l.strip_prefix("blobs: ")?
+                            .split(' ')
+                            .next()?
+                            .parse::<usize>()
+                            .ok()
+                    })
+                    .sum::<usize>();
+                runs += 1;
+            }
+            (runs, removed)
+        });
+        let mut round = 0usize;
+        while began.elapsed() < Duration::from_secs(20) {
+            round += 1;
+            let i = round % images.len();
+            let repo = format!("gc/r{}", i % 2);
+            let tag = format!("v{i}");
+            if round % 3 == 0 {
+                // Untagged: the image becomes an untagged revision, for --delete-untagged.
+                if tagged.remove(&(repo.clone(), tag.clone())).is_some() {
+                    delete(&base, &repo, &tag);
+                }
+            } else {
+                // (Re-)pushed: its blobs may be unreferenced by now, and being collected.
+                retries += push(&base, &repo, &tag, &images[i]);
+                tagged.insert((repo, tag), images[i].clone());
+            }
+            for ((repo, tag), image) in &tagged {
+                assert_pulls(&base, repo, tag, image);
+            }
+        }
+        stop.store(true, Ordering::SeqCst);
+        collector.join().unwrap()
+    });
+    timing(&format!("{runs} collections beside pushes"), began);
+    eprintln!("{removed} blobs collected, {retries} pushes retried");
+    assert!(runs >= 2, "only {runs} collections ran");
+    assert!(
+        removed > 0,
+        "the collections beside the pushes removed nothing"
+    );
+
+    let out = d.berth_command(
+        2,
+        &["garbage-collect", "--delete-untagged", "--grace", "0s"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    for ((repo, tag), image) in &tagged {
+        assert_pulls(&base, repo, tag, image);
+    }
+    let mut want = BTreeSet::new();
+    for image in tagged.values() {
+        want.insert(image.digest.clone());
+        want.extend(image.blobs.iter().map(|(d, _)| d.clone()));
+    }
+    assert_eq!(blobs_in_bucket(&d), want, "blobs left in the bucket");
+}
+
+/// The digests of every blob whose `data` object is in the bucket (distribution's layout).
+fn blobs_in_bucket(d: &Deployment) -> BTreeSet<String> {
+    use futures_util::StreamExt as _;
+    let store = d.garage.store(1);
+    let prefix = object_store::path::Path::from("docker/registry/v2/blobs/sha256");
+    common::garage::block_on(async {
+        let mut listing = object_store::ObjectStore::list(&store, Some(&prefix));
+        let mut out = BTreeSet::new();
+        while let Some(meta) = listing.next().await {
+            let location = meta.unwrap().location.to_string();
+            let parts: Vec<&str> = location.split('/').collect();
+            if parts.last() == Some(&"data") && parts.len() >= 3 {
+                out.insert(format!("sha256:{}", parts[parts.len() - 2]));
+            }
+        }
+        out
+    })
 }
