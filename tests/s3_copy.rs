@@ -1,7 +1,8 @@
 //! Moves of objects larger than S3's copy limit: a commit and garbage collection's set-aside
 //! copy the object, and AWS refuses a `CopyObject` of more than 5 GiB. These tests put berth on
 //! a real S3 server (s3s-fs) behind a front that enforces such a limit, lowered to 8 MiB
-//! (`common::copy_limit`), so that 20 MiB blobs need the multipart copy (5 MiB parts).
+//! (`common::copy_limit`), so that 20 MiB blobs need the multipart copy (5 MiB parts); the last
+//! test does the same on a 3-node Garage cluster (tests/common/garage.rs).
 
 mod common;
 
@@ -70,9 +71,7 @@ impl Setup {
 
     /// The registry's storage, opened here as `berth garbage-collect` opens it.
     fn storage(&self) -> berth::storage::Storage {
-        let env = self.env.iter().cloned().collect();
-        let config = berth::config::Config::load(None, &env).unwrap();
-        berth::server::open_storage(&config).unwrap()
+        reg_storage(&self.env)
     }
 }
 
@@ -290,4 +289,115 @@ fn garbage_collection_sets_a_large_blob_aside_by_a_multipart_copy() {
         .filter(|name| name.contains(".part-"))
         .collect();
     assert_eq!(parts, Vec::<String>::new());
+}
+
+/// The same moves on a real replicated store, Garage (3 nodes, which copies parts with
+/// `UploadPartCopy` as AWS does), behind the front: a 20 MiB layer of an image commits by a
+/// multipart copy, and a collection sets an unreferenced 20 MiB blob aside the multipart way
+/// and deletes it — all the way through here (s3s-fs cannot hold the set-aside key). The image
+/// pulls byte-exact afterwards, and no multipart upload is left behind.
+#[test]
+fn on_garage_a_commit_and_a_collection_above_the_copy_limit_go_the_multipart_way() {
+    use common::garage::{block_on, GarageCluster};
+    use object_store::ObjectStoreExt as _;
+
+    let cluster = GarageCluster::start();
+    let store = cluster.store(1);
+    let bucket = format!("/{}/", cluster.bucket());
+    let size_of: common::copy_limit::SizeOf = Box::new(move |path| {
+        let key = Path::from(path.strip_prefix(bucket.as_str())?);
+        block_on(store.head(&key)).ok().map(|meta| meta.size)
+    });
+    let node_port: u16 = cluster
+        .s3_endpoint(1)
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let front = CopyLimitFront::start_before(node_port, COPY_LIMIT, size_of);
+    let mut env = cluster.berth_storage_config(1).env();
+    for (key, value) in &mut env {
+        if key == "REGISTRY_STORAGE_S3_REGIONENDPOINT" {
+            *value = format!("http://127.0.0.1:{}", front.port);
+        }
+    }
+    env.extend(
+        [
+            ("REGISTRY_STORAGE_S3_MULTIPARTCOPYTHRESHOLDSIZE", 6 * MIB),
+            ("REGISTRY_STORAGE_S3_MULTIPARTCOPYCHUNKSIZE", 5 * MIB),
+            ("REGISTRY_STORAGE_S3_MULTIPARTCOPYMAXCONCURRENCY", 2),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let reg = TestRegistry::builder()
+        .store(Store::S3(env.clone()))
+        .start();
+
+    // An image whose layer is above the limit.
+    let layer = data(BLOB, 5);
+    let layer_digest = sha256(&layer);
+    let location = upload_in_chunks(&reg, "big/image", &layer);
+    assert_eq!(complete_upload(&location, &layer_digest).status(), 201);
+    assert_eq!(front.refused_copies(), 0);
+    assert_eq!(front.part_copies(), 4, "20 MiB in parts of 5 MiB");
+    let config = br#"{"architecture":"amd64","os":"linux"}"#;
+    let config_digest = common::push_blob(&reg, "big/image", config);
+    let manifest = common::image_manifest(
+        (&config_digest, config.len()),
+        &[(&layer_digest, layer.len())],
+    );
+    let r = client()
+        .put(reg.url("/v2/big/image/manifests/v1"))
+        .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    // Garbage above the limit.
+    let garbage = data(BLOB, 6);
+    let garbage_digest = sha256(&garbage);
+    let location = upload_in_chunks(&reg, "big/garbage", &garbage);
+    assert_eq!(complete_upload(&location, &garbage_digest).status(), 201);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config_file = dir.path().join("config.yml");
+    std::fs::write(&config_file, "version: 0.1\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["garbage-collect", "--grace", "0s"])
+        .arg(&config_file)
+        .envs(env.iter().cloned())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the collection completes: {stderr}");
+    assert!(stderr.contains("removing 0 manifests, 1 blobs"), "{stderr}");
+    let hex = garbage_digest.strip_prefix("sha256:").unwrap();
+    let aside: Vec<String> = front
+        .multipart_starts()
+        .into_iter()
+        .filter(|path| path.contains("/_berth/gc/"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert!(aside[0].ends_with(&format!("/sha256/{hex}")), "{aside:?}");
+    assert_eq!(front.refused_copies(), 0, "no CopyObject above the limit");
+
+    assert_eq!(blob_status(&reg, "big/garbage", &garbage_digest), 404);
+    assert!(
+        pull(&reg, "big/image", &layer_digest) == layer,
+        "byte-exact"
+    );
+    let storage = reg_storage(&env);
+    let left = block_on(storage.list_multipart_uploads(&Path::from("docker/registry/v2")))
+        .unwrap()
+        .expect("Garage lists multipart uploads");
+    assert!(left.is_empty(), "multipart uploads left: {left:?}");
+}
+
+/// The storage of the registry configured by `env`, as `berth garbage-collect` opens it.
+fn reg_storage(env: &[(String, String)]) -> berth::storage::Storage {
+    let env = env.iter().cloned().collect();
+    let config = berth::config::Config::load(None, &env).unwrap();
+    berth::server::open_storage(&config).unwrap()
 }

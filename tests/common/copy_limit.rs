@@ -5,11 +5,11 @@
 //! part copies (`UploadPartCopy`) fail from the n-th on, and counts what it saw.
 //!
 //! The sizes of copy sources are read from s3s-fs's directory, where an object is the file
-//! `<dir>/<bucket>/<key>`: asking s3s-fs would need a signed request.
+//! `<dir>/<bucket>/<key>`: asking s3s-fs would need a signed request. Before another store
+//! (Garage), the test says how to learn a source's size ([`CopyLimitFront::start_before`]).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -24,9 +24,12 @@ pub struct CopyLimitFront {
     state: Arc<State>,
 }
 
+/// The size of the object at `/bucket/key` (percent-decoded), if it exists.
+pub type SizeOf = Box<dyn Fn(&str) -> Option<u64> + Send + Sync>;
+
 struct State {
     upstream: u16,
-    data_dir: PathBuf,
+    size_of: SizeOf,
     /// Copy sources larger than this are refused.
     limit: u64,
     /// Part copies from this one on (1-based; 0: none) are answered with an error.
@@ -43,11 +46,25 @@ struct State {
 impl CopyLimitFront {
     /// A front for `server` refusing copies of sources larger than `limit` bytes.
     pub fn start(server: &S3Server, limit: u64) -> CopyLimitFront {
+        let dir = server.dir.clone();
+        let size_of: SizeOf = Box::new(move |path| {
+            Some(
+                std::fs::metadata(dir.join(path.trim_start_matches('/')))
+                    .ok()?
+                    .len(),
+            )
+        });
+        CopyLimitFront::start_before(server.port, limit, size_of)
+    }
+
+    /// A front for the S3 API on 127.0.0.1:`upstream`, learning the sizes of copy sources
+    /// from `size_of`.
+    pub fn start_before(upstream: u16, limit: u64, size_of: SizeOf) -> CopyLimitFront {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let state = Arc::new(State {
-            upstream: server.port,
-            data_dir: server.dir.clone(),
+            upstream,
+            size_of,
             limit,
             fail_part_copies_from: AtomicU64::new(0),
             part_copies: AtomicU64::new(0),
@@ -169,8 +186,7 @@ impl State {
         }
         self.copies.fetch_add(1, Ordering::SeqCst);
         let decoded = percent_decode(source.split('?').next().unwrap_or(""));
-        let file = self.data_dir.join(decoded.trim_start_matches('/'));
-        let size = std::fs::metadata(&file).ok()?.len();
+        let size = (self.size_of)(&decoded)?;
         (size > self.limit).then(|| {
             self.refused_copies.fetch_add(1, Ordering::SeqCst);
             answer(
