@@ -15,6 +15,7 @@ mod orphans;
 mod s3_requests;
 
 pub use lock::try_lock_file;
+mod parts_state;
 mod uploads;
 mod writer;
 
@@ -40,9 +41,10 @@ pub use lock::{
     Coordination, Fence, RedisLocks, StoreClock, UploadGuard, LOCK_WAIT, MAX_PART_NUMBER,
 };
 pub use orphans::MultipartUploadInfo;
+pub use parts_state::{PartsState, Staged};
 pub use uploads::StoredUpload;
 pub use uploads::{HashRecord, UploadRecord};
-pub use writer::{BlobWriter, PartsState, Staged};
+pub use writer::BlobWriter;
 
 /// Reads of blob content from local files use buffers this large: few syscalls, and large
 /// writes to the socket (object_store's own file stream reads 8 KiB at a time).

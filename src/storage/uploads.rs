@@ -18,7 +18,7 @@ use object_store::{
 use serde::{Deserialize, Serialize};
 
 use super::lock::{Coordination, UploadGuard};
-use super::writer::PartsState;
+use super::parts_state::PartsState;
 use super::{layout, Backend, BlobWriter, Result, Storage, StorageError};
 use crate::oci::Digest;
 
