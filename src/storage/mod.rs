@@ -16,6 +16,8 @@ mod s3_requests;
 
 pub use lock::try_lock_file;
 mod parts_state;
+mod upload_record;
+mod upload_record_io;
 mod uploads;
 mod writer;
 
@@ -42,8 +44,8 @@ pub use lock::{
 };
 pub use orphans::MultipartUploadInfo;
 pub use parts_state::{PartsState, Staged};
+pub use upload_record::{HashRecord, UploadRecord};
 pub use uploads::StoredUpload;
-pub use uploads::{HashRecord, UploadRecord};
 pub use writer::BlobWriter;
 
 /// Reads of blob content from local files use buffers this large: few syscalls, and large
@@ -198,7 +200,7 @@ pub struct Storage {
     direct_reads: Option<Arc<LocalFileSystem>>,
     /// On object stores: the last upload record this process wrote or read, with its ETag, so a
     /// request reads it again only if it changed (a conditional GET answered `304`).
-    records: uploads::RecordCache,
+    records: upload_record_io::RecordCache,
     /// How uploads are locked across instances (see [`lock`]).
     coordination: Arc<Coordination>,
     /// How upload files are made durable on local disk (the kernel's calls, or injected faults).
