@@ -1,7 +1,7 @@
 //! Reading and rewriting upload records on storage: in place on local disk, `If-Match` under
 //! leases, one object per fencing token on Redis-locked stores, with a cache of the records seen
-//! so an unchanged one costs a HEAD. Apart from the upload's other operations because this is
-//! where the lock's guarantees meet the record.
+//! so an unchanged one is not fetched again. Apart from the upload's other operations because
+//! this is where the lock's guarantees meet the record.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
