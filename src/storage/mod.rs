@@ -5,8 +5,11 @@
 //! over that layout: blobs, link files, listings. In-progress uploads live under berth's own
 //! prefix; the upload module writes them through [`Storage::new_upload_writer`].
 
+mod backends;
 mod copy;
+mod error;
 pub mod faults;
+mod file_reads;
 pub mod filesync;
 mod gc_lock;
 pub mod layout;
@@ -15,175 +18,36 @@ mod orphans;
 mod s3_requests;
 
 pub use lock::try_lock_file;
+mod parts_state;
+mod upload_record;
+mod upload_record_io;
 mod uploads;
 mod writer;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
-use object_store::memory::InMemory;
-use object_store::multipart::MultipartStore;
 use object_store::path::Path;
-use object_store::signer::Signer;
 use object_store::{
     GetOptions, GetRange, GetResultPayload, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload,
 };
-use thiserror::Error;
 
-use crate::config::S3Config;
 use crate::oci::Digest;
+use backends::Backend;
+pub(crate) use error::STATUS_ERROR_PREFIX;
+pub use error::{Result, StorageError};
+use file_reads::file_stream;
 pub use gc_lock::{hostname, GcLock, GcLockAttempt, GcLockHolder, GC_LEASE_RENEW, GC_LEASE_TTL};
 pub use lock::{
     Coordination, Fence, RedisLocks, StoreClock, UploadGuard, LOCK_WAIT, MAX_PART_NUMBER,
 };
 pub use orphans::MultipartUploadInfo;
+pub use parts_state::{PartsState, Staged};
+pub use upload_record::{HashRecord, UploadRecord};
 pub use uploads::StoredUpload;
-pub use uploads::{HashRecord, UploadRecord};
-pub use writer::{BlobWriter, PartsState, Staged};
-
-/// Reads of blob content from local files use buffers this large: few syscalls, and large
-/// writes to the socket (object_store's own file stream reads 8 KiB at a time).
-const FILE_READ_CHUNK: usize = 1024 * 1024;
-
-#[derive(Debug, Error)]
-pub enum StorageError {
-    #[error("not found: {0}")]
-    NotFound(String),
-    #[error("storage backend error: {0}")]
-    Backend(object_store::Error),
-    /// The backend answered, and refused the request with a client error (`400 Bad Request`
-    /// for AWS's "copy source too large", a quota, a bucket policy): asking again unchanged
-    /// gets the same answer, so it is not reported as the backend being unavailable.
-    #[error("storage backend refused the request ({status}): {source}")]
-    Refused {
-        status: u16,
-        source: object_store::Error,
-    },
-    #[error("storage I/O error: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("corrupt content at {path}: {reason}")]
-    Corrupt { path: String, reason: String },
-    #[error("storage configuration: {0}")]
-    Config(String),
-    #[error("another request holds upload {0}")]
-    Locked(String),
-    /// This request's hold on an upload was lost (taken over after it stalled, or not
-    /// renewable): nothing more is written under it.
-    #[error("{0}")]
-    Fenced(String),
-    /// The service that locks uploads across instances (Redis) does not answer: writing
-    /// without it could let two instances write one upload.
-    #[error("upload locks unavailable: {0}")]
-    Coordination(String),
-    /// Syncing an upload's bytes to disk failed: some of them may never reach it, and no later
-    /// sync can tell (the kernel reports such an error once). The upload cannot be continued.
-    #[error("storage write-back error: {0}")]
-    WriteBack(std::io::Error),
-}
-
-impl From<object_store::Error> for StorageError {
-    fn from(e: object_store::Error) -> Self {
-        match e {
-            object_store::Error::NotFound { path, .. } => StorageError::NotFound(path),
-            other => match refusal_status(&other) {
-                Some(status) => StorageError::Refused {
-                    status,
-                    source: other,
-                },
-                None => StorageError::Backend(other),
-            },
-        }
-    }
-}
-
-/// object_store's text for an HTTP error answer (its `RequestError::Status`, whose type is not
-/// public: only its message can be recognised in the error's source chain).
-pub(crate) const STATUS_ERROR_PREFIX: &str = "Server returned non-2xx status code: ";
-
-/// The status of a *permanent* client error the backend answered (4xx other than 408 Request
-/// Timeout and 429 Too Many Requests, which object_store itself treats as worth retrying), if
-/// `e` is one. object_store turns 404, 409, 412, 401 and 403 into variants of their own; every
-/// other status arrives as `Generic`, with the answer's status in its message.
-fn refusal_status(e: &object_store::Error) -> Option<u16> {
-    let object_store::Error::Generic { .. } = e else {
-        return None;
-    };
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(error) = current {
-        let text = error.to_string();
-        if let Some(at) = text.find(STATUS_ERROR_PREFIX) {
-            let status: u16 = text[at + STATUS_ERROR_PREFIX.len()..]
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect::<String>()
-                .parse()
-                .ok()?;
-            return ((400..500).contains(&status) && status != 408 && status != 429)
-                .then_some(status);
-        }
-        current = error.source();
-    }
-    None
-}
-
-impl StorageError {
-    /// The variant's name, as a metrics label.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            StorageError::NotFound(_) => "not_found",
-            StorageError::Backend(_) => "backend",
-            StorageError::Refused { .. } => "refused",
-            StorageError::Io(_) => "io",
-            StorageError::Corrupt { .. } => "corrupt",
-            StorageError::Config(_) => "config",
-            StorageError::Locked(_) => "locked",
-            StorageError::Fenced(_) => "fenced",
-            StorageError::Coordination(_) => "coordination",
-            StorageError::WriteBack(_) => "write_back",
-        }
-    }
-}
-
-pub type Result<T, E = StorageError> = std::result::Result<T, E>;
-
-/// Which kind of backend sits under the store: some operations have a faster or only path on one.
-#[derive(Clone)]
-enum Backend {
-    Filesystem {
-        local: Arc<LocalFileSystem>,
-        fsync: bool,
-    },
-    /// S3 or the in-memory store: uploads become multipart uploads.
-    Objects {
-        multipart: Arc<dyn MultipartStore>,
-        /// Presigns blob downloads (S3); `None` where the store cannot.
-        signer: Option<Arc<dyn Signer>>,
-        /// Size of a multipart part (all but the last).
-        part_size: usize,
-        /// Copies large objects in parts (S3); `None` where a plain copy has no size limit.
-        copier: Option<Arc<copy::BucketCopier>>,
-        /// S3 requests object_store has no call for (`None` in memory).
-        requests: Option<Arc<s3_requests::S3Requests>>,
-        name: String,
-    },
-}
-
-impl std::fmt::Debug for Backend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Backend::Filesystem { local, fsync } => {
-                write!(f, "Filesystem({local}, fsync: {fsync})")
-            }
-            Backend::Objects { name, .. } => write!(f, "Objects({name})"),
-        }
-    }
-}
-
-/// Part size for stores without S3's limits (in-memory): small, so tests cross part boundaries.
-const IN_MEMORY_PART: usize = 5 * 1024 * 1024;
+pub use writer::BlobWriter;
 
 /// The registry's storage. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -196,7 +60,7 @@ pub struct Storage {
     direct_reads: Option<Arc<LocalFileSystem>>,
     /// On object stores: the last upload record this process wrote or read, with its ETag, so a
     /// request reads it again only if it changed (a conditional GET answered `304`).
-    records: uploads::RecordCache,
+    records: upload_record_io::RecordCache,
     /// How uploads are locked across instances (see [`lock`]).
     coordination: Arc<Coordination>,
     /// How upload files are made durable on local disk (the kernel's calls, or injected faults).
@@ -210,147 +74,6 @@ pub struct BlobStream {
 }
 
 impl Storage {
-    /// Local-disk storage rooted at `root` (created if missing). `fsync` makes every commit
-    /// durable before it is acknowledged.
-    pub fn filesystem(root: impl Into<PathBuf>, fsync: bool) -> Result<Storage> {
-        let root = root.into();
-        std::fs::create_dir_all(&root)?;
-        let local = Arc::new(
-            LocalFileSystem::new_with_prefix(&root)?
-                .with_fsync(fsync)
-                // Empty directories would otherwise linger as deleted tags and repositories.
-                .with_automatic_cleanup(true),
-        );
-        Ok(Storage {
-            store: local.clone(),
-            direct_reads: Some(local.clone()),
-            backend: Backend::Filesystem { local, fsync },
-            records: Default::default(),
-            coordination: Arc::new(Coordination::Files),
-            file_sync: Arc::new(filesync::SystemSync),
-        })
-    }
-
-    /// Volatile storage for tests and throwaway registries.
-    pub fn in_memory() -> Storage {
-        let mem = Arc::new(InMemory::new());
-        Storage {
-            store: mem.clone(),
-            backend: Backend::Objects {
-                multipart: mem,
-                signer: None,
-                part_size: IN_MEMORY_PART,
-                copier: None,
-                requests: None,
-                name: "in-memory".into(),
-            },
-            direct_reads: None,
-            records: Default::default(),
-            coordination: Arc::new(Coordination::Leases(Default::default())),
-            file_sync: Arc::new(filesync::SystemSync),
-        }
-    }
-
-    /// An S3 bucket (AWS or any S3-compatible server), configured with distribution's keys.
-    /// Credentials missing from `config` come from the AWS environment variables.
-    pub fn s3(config: &S3Config) -> Result<Storage> {
-        use object_store::aws::AmazonS3Builder;
-        use object_store::prefix::PrefixStore;
-        use object_store::ClientOptions;
-
-        let mut builder = AmazonS3Builder::from_env().with_bucket_name(&config.bucket);
-        let mut plain_http = false;
-        if let Some(key) = &config.accesskey {
-            builder = builder.with_access_key_id(key);
-        }
-        if let Some(secret) = &config.secretkey {
-            builder = builder.with_secret_access_key(secret);
-        }
-        if let Some(token) = &config.sessiontoken {
-            builder = builder.with_token(token);
-        }
-        builder = builder.with_region(config.region.as_deref().unwrap_or("us-east-1"));
-        if let Some(endpoint) = &config.regionendpoint {
-            let endpoint = if endpoint.contains("://") {
-                endpoint.clone()
-            } else {
-                let scheme = if config.secure { "https" } else { "http" };
-                format!("{scheme}://{endpoint}")
-            };
-            plain_http = endpoint.starts_with("http://");
-            builder = builder.with_endpoint(endpoint);
-        }
-        builder = builder.with_virtual_hosted_style_request(!config.forcepathstyle);
-        // (These client options replace the builder's, `allow_http` included.)
-        let mut client = ClientOptions::new()
-            .with_allow_http(plain_http)
-            .with_allow_invalid_certificates(config.skipverify)
-            // Bodies of large parts take a while on slow links; the default 30 s is too short.
-            .with_timeout(std::time::Duration::from_secs(300))
-            .with_connect_timeout(std::time::Duration::from_secs(10));
-        if let Some(bundle) = std::env::var_os("AWS_CA_BUNDLE").filter(|b| !b.is_empty()) {
-            // object_store does not read AWS_CA_BUNDLE itself; an S3 server with a private CA
-            // (MinIO, Ceph) is how people use it.
-            match std::fs::read(&bundle) {
-                Ok(pem) => {
-                    for cert in object_store::Certificate::from_pem_bundle(&pem)
-                        .map_err(|e| StorageError::Config(format!("AWS_CA_BUNDLE: {e}")))?
-                    {
-                        client = client.with_root_certificate(cert);
-                    }
-                }
-                Err(e) => log::warn!("AWS_CA_BUNDLE {bundle:?} cannot be read ({e}); ignored"),
-            }
-        }
-        // object_store retries for up to 3 minutes by default: a push would hang that long on a
-        // backend that is down. Fail within seconds with a spec error the client can retry on.
-        let retry = object_store::RetryConfig {
-            max_retries: 3,
-            retry_timeout: std::time::Duration::from_secs(15),
-            ..Default::default()
-        };
-        let builder = builder
-            .with_retry(retry)
-            .with_client_options(client.clone());
-        let s3 = builder
-            .clone()
-            .build()
-            .map_err(|e| StorageError::Config(e.to_string()))?;
-        let root = config
-            .rootdirectory
-            .as_deref()
-            .unwrap_or("")
-            .trim_matches('/')
-            .to_string();
-        let name = format!(
-            "s3 (bucket {}{}{})",
-            config.bucket,
-            if root.is_empty() { "" } else { ", root /" },
-            root
-        );
-        let requests = Arc::new(s3_requests::S3Requests::new(
-            config, &builder, &s3, &client, &root,
-        )?);
-        let copier = copy::BucketCopier::new(config, requests.clone());
-        let store = Arc::new(PrefixStore::new(s3, root.as_str()));
-        Ok(Storage {
-            store: store.clone(),
-            backend: Backend::Objects {
-                multipart: store.clone(),
-                signer: Some(store),
-                part_size: config.chunksize as usize,
-                copier: Some(Arc::new(copier)),
-                requests: Some(requests),
-                name,
-            },
-            direct_reads: None,
-            records: Default::default(),
-            // Until `coordinate` has probed the store.
-            coordination: Arc::new(Coordination::Alone),
-            file_sync: Arc::new(filesync::SystemSync),
-        })
-    }
-
     /// The local file system and its fsync setting, when files may be handled directly (not
     /// when faults are injected: then every operation goes through the wrapped store).
     fn local_files(&self) -> Option<(&LocalFileSystem, bool)> {
@@ -358,26 +81,6 @@ impl Storage {
             (Backend::Filesystem { local, fsync }, Some(_)) => Some((local, *fsync)),
             _ => None,
         }
-    }
-
-    /// The same storage with faults injected where `faults` says (failure tests): in store
-    /// operations, multipart calls, and the syncs of upload files.
-    pub fn with_faults(mut self, faults: faults::Faults) -> Storage {
-        if let Backend::Objects { multipart, .. } = &mut self.backend {
-            *multipart = Arc::new(faults::FaultyStore {
-                inner: self.store.clone(),
-                multipart: Some(multipart.clone()),
-                faults: faults.clone(),
-            });
-        }
-        self.store = Arc::new(faults::FaultyStore {
-            inner: self.store,
-            multipart: None,
-            faults: faults.clone(),
-        });
-        self.file_sync = Arc::new(faults);
-        self.direct_reads = None;
-        self
     }
 
     /// The syscalls that make upload files durable, when `fsync` is on.
@@ -635,67 +338,6 @@ impl Storage {
         };
         Ok(BlobStream { size, stream })
     }
-}
-
-/// How far ahead of a blob reader the kernel is asked to read.
-const READ_AHEAD: u64 = 8 * 1024 * 1024;
-
-/// Asks the kernel to start reading `len` bytes from `from` into the page cache.
-fn read_ahead(file: &std::fs::File, from: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a plain syscall on a descriptor owned by `file`; failure only loses the hint.
-    unsafe {
-        libc::posix_fadvise(
-            file.as_raw_fd(),
-            from as libc::off_t,
-            len as libc::off_t,
-            libc::POSIX_FADV_WILLNEED,
-        );
-    }
-}
-
-/// A stream over `range` of a local file, read in large pieces on the blocking pool.
-fn file_stream(
-    file: std::fs::File,
-    range: std::ops::Range<u64>,
-) -> BoxStream<'static, Result<Bytes>> {
-    use std::os::unix::fs::FileExt;
-    let file = Arc::new(file);
-    futures_util::stream::try_unfold(range.start, move |pos| {
-        let file = file.clone();
-        let end = range.end;
-        async move {
-            if pos >= end {
-                return Ok(None);
-            }
-            let want = (end - pos).min(FILE_READ_CHUNK as u64) as usize;
-            let buf = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-                // Keep the disk busy ahead of the reader: uploads are dropped from the page cache
-                // once written, so a first pull reads from disk.
-                let ahead = pos + want as u64;
-                if ahead < end {
-                    read_ahead(&file, ahead, (end - ahead).min(READ_AHEAD));
-                }
-                let mut buf = vec![0u8; want];
-                let mut filled = 0;
-                while filled < want {
-                    let n = file.read_at(&mut buf[filled..], pos + filled as u64)?;
-                    if n == 0 {
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "blob shorter than its recorded size",
-                        ));
-                    }
-                    filled += n;
-                }
-                Ok(buf)
-            })
-            .await
-            .map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
-            Ok(Some((Bytes::from(buf), pos + want as u64)))
-        }
-    })
-    .boxed()
 }
 
 /// Removes `#` files below `dir` and the directories left empty; how many files it removed.

@@ -300,7 +300,7 @@ impl Storage {
         let guard = UploadGuard::new(Held::File(file));
         let read = std::fs::read(local.path_to_filesystem(&record_path)?);
         let outcome = match read {
-            Ok(bytes) => super::uploads::decode_record_slots(&bytes)
+            Ok(bytes) => super::upload_record::decode_record_slots(&bytes)
                 .map(Some)
                 .map_err(|reason| StorageError::Corrupt {
                     path: record_path.to_string(),
