@@ -147,7 +147,7 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
         |p| p.display().to_string(),
     );
     let result = actix_web::rt::System::new().block_on(async move {
-        let storage = berth::server::open_serving_storage(&config).await?;
+        let storage = berth::storage::Storage::open_coordinated(&config).await?;
         log::info!("configuration: {source}; storage: {}", storage.describe());
         let bound = berth::server::bind(&config, storage)?;
         let scheme = if config.http.tls.is_some() {

@@ -48,55 +48,6 @@ pub enum ServerError {
     },
 }
 
-/// Opens the configured storage backend.
-pub fn open_storage(config: &Config) -> Result<Storage, StorageError> {
-    match config.driver {
-        Driver::InMemory => Ok(Storage::in_memory()),
-        Driver::S3 => Storage::s3(
-            config
-                .storage
-                .s3
-                .as_ref()
-                .expect("config loading checks the s3 section"),
-        ),
-        Driver::Filesystem => {
-            let fs = config
-                .storage
-                .filesystem
-                .clone()
-                .expect("config loading fills in the filesystem section");
-            Storage::filesystem(fs.rootdirectory, fs.fsync)
-        }
-    }
-}
-
-/// Opens the configured storage for serving: [`open_storage`], then how uploads are locked
-/// across instances is chosen (`storage.s3.uploadlocking`; the store is probed) and logged.
-pub async fn open_serving_storage(config: &Config) -> Result<Storage, StorageError> {
-    let storage = open_storage(config)?;
-    let Some(s3) = config
-        .storage
-        .s3
-        .as_ref()
-        .filter(|_| config.driver == Driver::S3)
-    else {
-        return Ok(storage);
-    };
-    let redis = match &config.redis {
-        Some(redis) => Some(crate::storage::RedisLocks::new(
-            crate::redis_client::connect(redis).map_err(StorageError::Config)?,
-            format!(
-                "berth:{}:{}",
-                s3.bucket,
-                s3.rootdirectory.as_deref().unwrap_or("").trim_matches('/')
-            ),
-            redis.readtimeout.max(redis.writetimeout) + redis.dialtimeout,
-        )),
-        None => None,
-    };
-    storage.coordinate(s3.uploadlocking, redis).await
-}
-
 /// Removes abandoned uploads now and then (`storage.maintenance.uploadpurging`), as distribution
 /// does: a first pass shortly after start, then one every `interval`.
 fn start_upload_purging(config: &Config, registry: &Registry) {

@@ -399,5 +399,5 @@ fn on_garage_a_commit_and_a_collection_above_the_copy_limit_go_the_multipart_way
 fn reg_storage(env: &[(String, String)]) -> berth::storage::Storage {
     let env = env.iter().cloned().collect();
     let config = berth::config::Config::load(None, &env).unwrap();
-    berth::server::open_storage(&config).unwrap()
+    berth::storage::Storage::open(&config).unwrap()
 }

@@ -331,7 +331,7 @@ pub fn run(args: GcArgs) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let storage = crate::server::open_serving_storage(&config)
+        let storage = crate::storage::Storage::open_coordinated(&config)
             .await
             .map_err(GcError::from)?;
         eprintln!(

@@ -14,6 +14,7 @@ pub mod filesync;
 mod gc_lock;
 pub mod layout;
 mod lock;
+mod open;
 mod orphans;
 mod s3_requests;
 

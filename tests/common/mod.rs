@@ -147,7 +147,7 @@ impl Builder {
         let thread = std::thread::spawn(move || {
             let system = actix_web::rt::System::new();
             system.block_on(async move {
-                let mut storage = berth::server::open_serving_storage(&config)
+                let mut storage = berth::storage::Storage::open_coordinated(&config)
                     .await
                     .expect("storage opens");
                 if let Some(faults) = faults {
