@@ -153,9 +153,12 @@ impl Comparison {
             }
         }
 
-        let targets = self.targets();
+        let (issue, targets) = self.targets();
         if !targets.is_empty() {
-            md.push_str("\n### Targets of issue 3\n\n| target | measured | met | profile |\n|---|---|:-:|---|\n");
+            let _ = write!(
+                md,
+                "\n### Targets of issue {issue}\n\n| target | measured | met | profile |\n|---|---|:-:|---|\n"
+            );
             for (what, measured, met) in targets {
                 let mark = match met {
                     Some(true) => "yes",
@@ -319,6 +322,12 @@ fn ceiling_title(name: &str) -> String {
         "http-put-cold" => "… the same PUT after 8 s idle, memory not warmed".into(),
         "http-get" => "loopback HTTP GET from page cache (nginx)".into(),
         "ceiling-first-touch" => "first touch of fresh memory after 8 s idle".into(),
+        "ceiling-store-put" => {
+            "S3 PUT of the large blob straight to the store (curl, SigV4)".into()
+        }
+        "ceiling-store-get" => {
+            "S3 GET of the large blob straight from the store (curl, SigV4)".into()
+        }
         other => other.to_string(),
     }
 }

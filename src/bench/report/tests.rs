@@ -177,3 +177,25 @@ fn profiles_list_top_functions_and_unmet_targets_link_them() {
     );
     assert_eq!(parse_profile_arg("push-small"), None);
 }
+
+#[test]
+fn on_a_store_measured_by_its_own_get_the_targets_are_issue_13s() {
+    let results = vec![
+        r("push-chunked-8m", "berth-garage", 50.0, 1.0),
+        r("push-chunked-8m", "distribution-garage", 20.0, 1.0),
+        r("pull-large", "berth-garage", 380.0, 1.0),
+        r("pull-large", "distribution-garage", 200.0, 1.0),
+        r("ceiling-store-get", "garage", 400.0, 0.0),
+    ];
+    let md = Comparison::new(&results, "berth-garage", "distribution-garage").markdown();
+    assert!(md.contains("### Targets of issue 13"), "{md}");
+    assert!(!md.contains("Targets of issue 3"), "{md}");
+    assert!(
+        md.contains("| push-chunked-8m ≥ 2× distribution-garage | 2.50× | yes |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| pull-large ≥ 90 % of the store's GET | 95 % | yes |"),
+        "{md}"
+    );
+}
