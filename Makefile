@@ -67,8 +67,10 @@ unit:
 
 ## Load benchmark: berth against CNCF distribution 2.8.2 (Debian's docker-registry) on this machine,
 ## with the machine's ceilings (median and spread), 50 concurrent uploads, resume after kill -9,
-## berth on S3 (s3s-fs); writes BENCHMARKS.md and benches/results/ (about 12 minutes on 2 cores,
-## root for apt-get; a first `cargo install s3s-fs` adds ~4). BENCH_PROFILE=1 adds perf
+## berth on S3 (s3s-fs), and both registries on a 3-node Garage cluster in containers; writes
+## BENCHMARKS.md and benches/results/ (root for apt-get; a first `cargo install` of s3s-fs and
+## Garage adds ~4 and 20-50 minutes). `BENCH_GROUPS=garage make bench` reruns the Garage
+## section alone. BENCH_PROFILE=1 adds perf
 ## flamegraphs of berth. Knobs: BENCH_REPEAT, BENCH_GROUPS, BENCH_BLOB_SIZE, … (see scripts/bench.sh).
 bench:
 	CARGO="$(CARGO)" BENCH_PROFILE="$(BENCH_PROFILE)" bash scripts/bench.sh

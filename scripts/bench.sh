@@ -13,7 +13,7 @@
 # skips), BENCH_BLOB_SIZE=1GiB, BENCH_HUGE_SIZE=4GiB (0 skips the 4 GiB push), BENCH_DURATION=10
 # (seconds of manifest-get), BENCH_CONCURRENT="50 32MiB 8MiB" (uploads, blob size, PATCH size of
 # push-chunked-concurrent), BENCH_RESUME="resume-100m resume-2g", BENCH_S3_BLOB_SIZE=256MiB,
-# BENCH_GROUPS="ceilings large many manifest concurrent resume auth s3 huge" (which parts run; drop
+# BENCH_GROUPS="ceilings large many manifest concurrent resume auth s3 garage huge" (which parts run; drop
 # some for a quick run), BENCH_PROFILE=1 (perf profiles and flamegraphs of berth; installs
 # inferno with cargo when missing), BENCH_TMPDIR=/var/tmp, BENCH_NO_BUILD=1 (use
 # target/release/berth as is), BENCH_NO_MD=1 (leave BENCHMARKS.md alone).
@@ -35,7 +35,7 @@ DURATION=${BENCH_DURATION:-10}
 read -r CONC_COUNT CONC_SIZE CONC_CHUNK <<<"${BENCH_CONCURRENT:-50 32MiB 8MiB}"
 RESUMES=${BENCH_RESUME-resume-100m resume-2g}
 S3_BLOB_SIZE=${BENCH_S3_BLOB_SIZE:-256MiB}
-GROUPS_RUN=" ${BENCH_GROUPS:-ceilings large many manifest concurrent resume auth s3 huge} "
+GROUPS_RUN=" ${BENCH_GROUPS:-ceilings large many manifest concurrent resume auth s3 garage huge} "
 PROFILE=${BENCH_PROFILE:-}
 # Fresh memory is touched and freed right before each ceiling's timed part (see
 # ceiling-first-touch in BENCHMARKS.md).
@@ -120,19 +120,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# A port below the kernel's ephemeral range (32768 and up by default), so that no client
-# connection of this run can hold it when a server binds it.
-free_port() {
-  local p
-  for _ in $(seq 1 50); do
-    p=$((20000 + RANDOM % 12000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-      echo "$p"
-      return
-    fi
-  done
-  die "no free port"
-}
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
 
 wait_http() { # url pid name
   for _ in $(seq 1 100); do
@@ -474,6 +463,152 @@ if want s3; then
   rm -rf "$S3DIR"
 fi
 
+# --- both registries on a 3-node Garage cluster --------------------------------------------------
+# berth and distribution on the same replicated store (scripts/garage-cluster.sh: 3 containers,
+# replication factor 3), both through node 1's S3 API, each round on a bucket of its own, the
+# order alternating. berth locks its uploads in Redis there (Garage ignores conditional writes;
+# that is how several instances run on it, docs/scaling.md), distribution locks nothing.
+# Blob pulls are measured twice: redirected to a presigned URL on Garage (both registries'
+# default on S3) and proxied through the registry (storage.redirect.disable: true). The store's
+# own PUT and GET of a blob of the same size (curl with SigV4, straight to node 1) are the ceiling.
+# Results go to their own file and table (benches/results/garage.{jsonl,md}).
+GARAGE_JSON="$WORK/garage.jsonl"
+: >"$GARAGE_JSON"
+GARAGE_NOTE=""
+garage_config() { # dir port bucket redirect-disable [redis address]
+  cat <<EOF
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  s3:
+    accesskey: "$GARAGE_KEY_ID"
+    secretkey: "$GARAGE_SECRET"
+    region: "$GARAGE_REGION"
+    regionendpoint: "$GARAGE_ENDPOINT_1"
+    bucket: "$3"
+    forcepathstyle: true
+    secure: false
+    v4auth: true
+  delete:
+    enabled: true
+  redirect:
+    disable: $4
+http:
+  addr: 127.0.0.1:$2
+  secret: berth-bench
+EOF
+  if [ -n "${5:-}" ]; then printf 'redis:\n  addr: %s\n' "$5"; fi
+}
+start_on_garage() { # name bucket redirect-disable
+  local name=$1 dir="$WORK/$1"
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  SERVER_PORT=$(free_port)
+  case $name in
+    berth-garage)
+      garage_config "$dir" "$SERVER_PORT" "$2" "$3" "127.0.0.1:$REDIS_PORT" >"$dir/config.yml"
+      "$BERTH" serve "$dir/config.yml" >>"$WORK/$name.log" 2>&1 &
+      ;;
+    distribution-garage)
+      garage_config "$dir" "$SERVER_PORT" "$2" "$3" >"$dir/config.yml"
+      env -u AWS_CA_BUNDLE docker-registry serve "$dir/config.yml" >>"$WORK/$name.log" 2>&1 &
+      ;;
+  esac
+  SERVER_PID=$!
+  PIDS+=("$SERVER_PID")
+  SERVER_URL="http://127.0.0.1:$SERVER_PORT"
+  wait_http "$SERVER_URL/v2/" "$SERVER_PID" "$name"
+}
+# `1GiB`, `64m`, `4096` in bytes, as `berth bench` reads sizes (K, M, G, T are powers of 1024).
+bytes_of() {
+  python3 -c 'import re, sys
+m = re.fullmatch(r"([0-9.]+)\s*([kmgt]?)i?b?", sys.argv[1].strip().lower())
+print(int(float(m[1]) * 1024 ** " kmgt".index(m[2] or " ")))' "$1"
+}
+# A PUT and a GET of N bytes straight to the store: curl's own SigV4 signing, through node 1.
+garage_ceiling() { # round
+  local url="$GARAGE_ENDPOINT_1/bench-ceiling-$1/blob" out
+  local sign=(--aws-sigv4 "aws:amz:$GARAGE_REGION:s3" --user "$GARAGE_KEY_ID:$GARAGE_SECRET"
+    -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" -sS --fail)
+  bash "$ROOT/scripts/garage-cluster.sh" bucket "$GARAGE_DIR" "bench-ceiling-$1"
+  out=$(curl "${sign[@]}" -T "$WORK/garage-blob" -o /dev/null -w '%{size_upload} %{time_total}' "$url") ||
+    die "PUT to Garage failed"
+  read -r bytes secs <<<"$out"
+  JSON="$GARAGE_JSON" json_line ceiling-store-put garage "${bytes%.*}" "$secs"
+  sync
+  out=$(curl "${sign[@]}" -o /dev/null -w '%{size_download} %{time_total}' "$url") || die "GET from Garage failed"
+  read -r bytes secs <<<"$out"
+  JSON="$GARAGE_JSON" json_line ceiling-store-get garage "${bytes%.*}" "$secs"
+}
+if want garage; then
+  command -v docker >/dev/null 2>&1 || die "the garage group needs the Docker engine"
+  command -v redis-server >/dev/null 2>&1 || die "the garage group needs redis-server (make deps)"
+  cargo_tool garage garage --version 2.5.0 --locked --no-default-features --features bundled-libs,lmdb
+  GARAGE_DIR="$WORK/garage"
+  log "garage: starting a 3-node cluster"
+  bash "$ROOT/scripts/garage-cluster.sh" up "$GARAGE_DIR" || die "the Garage cluster did not start"
+  # shellcheck disable=SC1091
+  . "$GARAGE_DIR/env"
+  trap 'bash "$ROOT/scripts/garage-cluster.sh" down "$GARAGE_DIR"; cleanup' EXIT
+  REDIS_PORT=$(free_port)
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no >"$WORK/redis.log" 2>&1 &
+  PIDS+=($!)
+  head -c "$(bytes_of "$BLOB_SIZE")" /dev/urandom >"$WORK/garage-blob"
+  for round in $(seq 1 "$REPEAT"); do
+    settle
+    garage_ceiling "$round"
+    order=(berth-garage distribution-garage)
+    ((round % 2 == 1)) || order=(distribution-garage berth-garage)
+    for name in "${order[@]}"; do
+      bucket="bench-${name%-garage}-$round"
+      bash "$ROOT/scripts/garage-cluster.sh" bucket "$GARAGE_DIR" "$bucket"
+      start_on_garage "$name" "$bucket" false || die "$name did not start on Garage"
+      log "round $round: $name: push-chunked-8m push-chunked-64m pull-large push-small (redirected pulls)"
+      JSON_TO="$GARAGE_JSON" bench "$name" "$SERVER_URL" "$SERVER_PID" "$round" \
+        push-chunked-8m push-chunked-64m pull-large push-small
+      stop "$SERVER_PID"
+      start_on_garage "$name" "$bucket" true || die "$name did not start on Garage"
+      log "round $round: $name: pull-large (proxied)"
+      JSON_TO="$WORK/garage-proxied.jsonl" bench "$name" "$SERVER_URL" "$SERVER_PID" "$round" pull-large
+      stop "$SERVER_PID"
+    done
+  done
+  rm -f "$WORK/garage-blob"
+  sed 's/"scenario":"pull-large"/"scenario":"pull-large-proxied"/' "$WORK/garage-proxied.jsonl" >>"$GARAGE_JSON"
+  bash "$ROOT/scripts/garage-cluster.sh" down "$GARAGE_DIR"
+  trap cleanup EXIT
+  mkdir -p "$OUT"
+  cp "$GARAGE_JSON" "$OUT/garage.jsonl"
+  "$BERTH" bench --report "$GARAGE_JSON" --candidate berth-garage --baseline distribution-garage \
+    --markdown "$OUT/garage.md" --svg "$OUT/garage.svg" >/dev/null
+  {
+    cat <<EOF
+## On a 3-node Garage cluster
+
+berth (commit $COMMIT) and CNCF distribution $DIST_VERSION, both with their S3 storage on the same
+Garage 2.5.0 cluster (3 nodes in containers on this machine, replication factor 3, consistent
+mode; \`scripts/garage-cluster.sh\`), each round on a fresh bucket, through node 1's S3 API,
+$REPEAT rounds alternating; produced by \`make bench\` (group \`garage\`;
+\`BENCH_GROUPS=garage make bench\` reruns this section alone). berth-garage locks its uploads in
+Redis (a local \`redis-server\`): Garage ignores conditional writes, and this is how several
+instances share a bucket there; distribution coordinates nothing. Blobs of $BLOB_SIZE;
+\`pull-large\` is redirected (307 to a presigned Garage URL, both registries' default on S3),
+\`pull-large-proxied\` streams through the registry (\`storage.redirect.disable: true\`, a
+restart on the same bucket). \`ceiling-store-put\`/\`-get\` are curl's own SigV4 PUT and GET of
+a blob of the same size straight to node 1: the store's speed, which a redirected pull can at
+best match. All three nodes, the registry, Redis and the load generator share the machine's
+$(nproc) cores.
+
+![throughput per scenario on Garage](benches/results/garage.svg)
+
+EOF
+    cat "$OUT/garage.md"
+  } >"$OUT/garage-section.md"
+fi
+
 # --- profiles of berth (BENCH_PROFILE=1) -------------------------------------------------------
 # perf records the berth process (cpu-clock, DWARF call graphs: the release profile already keeps
 # line tables, `debug = 1` in Cargo.toml) during the timed part of each scenario only, switched on
@@ -512,6 +647,18 @@ if [ -n "$PROFILE" ]; then
 fi
 
 # --- report ------------------------------------------------------------------------------------
+# BENCHMARKS.md keeps sections of other runs between markers: the container image's
+# (make bench-image) and the Garage cluster's (this script's garage group).
+section() { # marker file: the file between markers, if it exists
+  if [ -f "$2" ]; then printf '\n<!-- %s -->\n%s\n<!-- /%s -->\n' "$1" "$(cat "$2")" "$1"; fi
+}
+if [ "$GROUPS_RUN" = " garage " ]; then
+  [ -n "${BENCH_NO_MD:-}" ] || splice_section "$ROOT/BENCHMARKS.md" garage-bench "$OUT/garage-section.md"
+  log "done in $(($(date +%s) - T0 - INSTALL_SECONDS))s; wrote the Garage section of BENCHMARKS.md"
+  cat "$OUT/garage.md"
+  [ "$FAILED" = 0 ] || die "some scenarios failed: ${FAILURES[*]}"
+  exit 0
+fi
 mkdir -p "$OUT"
 cp "$JSON" "$OUT/results.jsonl"
 "$BERTH" bench --report "$JSON" --markdown "$OUT/report.md" --svg "$OUT/throughput.svg" "${PROFILE_ARGS[@]}" >/dev/null
@@ -548,8 +695,8 @@ for throughput, and the chart scales each scenario's two bars to the larger one.
 ![throughput per scenario](benches/results/throughput.svg)
 
 $(cat "$OUT/report.md")
-$(# The container-image rows of scripts/image-bench.sh (make bench-image) are kept.
-  [ -f "$ROOT/benches/results/image.md" ] && printf '\n<!-- image-bench -->\n%s\n<!-- /image-bench -->\n' "$(cat "$ROOT/benches/results/image.md")")
+$(section image-bench "$ROOT/benches/results/image.md")
+$(section garage-bench "$OUT/garage-section.md")
 
 ## How this was measured
 
