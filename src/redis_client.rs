@@ -13,7 +13,11 @@ pub fn connect(config: &RedisConfig) -> Result<ConnectionManager, String> {
         .addr
         .rsplit_once(':')
         .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
-        .ok_or_else(|| format!("redis.addr {:?} is not host:port", config.addr))?;
+        .filter(|(host, _)| !host.contains('@'))
+        .ok_or_else(|| {
+            // Not echoed: a URL-style address may carry the password.
+            "redis.addr is not host:port (a password goes in redis.password)".to_string()
+        })?;
     let mut settings = redis::RedisConnectionInfo::default().set_db(config.db);
     if let Some(password) = config.password.as_deref().filter(|p| !p.is_empty()) {
         settings = settings.set_password(password);

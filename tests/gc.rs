@@ -559,8 +559,9 @@ fn a_second_collection_is_refused_while_one_runs_on_s3() {
 }
 
 /// With Redis locks (what a store ignoring conditional writes gets, forced here on s3s-fs) the
-/// collector's lock is a key in Redis, exact whatever the store does with conditional writes;
-/// nothing of it is in the bucket.
+/// collector's lock is a key in Redis, exact whatever the store does with conditional writes,
+/// and the lease object beside it: a collection run without that Redis (another
+/// configuration) is refused too.
 #[test]
 fn a_second_collection_is_refused_while_one_runs_on_s3_with_redis_locks() {
     let server = common::s3::S3Server::shared();
@@ -590,8 +591,16 @@ fn a_second_collection_is_refused_while_one_runs_on_s3_with_redis_locks() {
             record.contains(&format!("\"pid\":{pid}")),
             "the lock in Redis is not the first collection's: {record}"
         );
-        assert!(!in_bucket.exists(), "the collector's lock is in the bucket");
+        assert!(in_bucket.exists(), "no lease object beside the Redis key");
+        let without_redis = server.env(&bucket);
+        let (code, out, err) = gc_output(&config, &["--grace", "1s"], &without_redis);
+        assert_eq!(
+            code, 75,
+            "a collection without Redis was not refused:\n{out}\n{err}"
+        );
+        assert!(err.contains(&format!("pid {pid}")), "{err}");
     });
+    assert!(!in_bucket.exists(), "the lease object was left behind");
     assert_eq!(
         redis.get(&format!("berth:{bucket}::gc")),
         None,

@@ -2,7 +2,7 @@
 
 use thiserror::Error;
 
-use crate::storage::{GcLockHolder, StorageError};
+use crate::storage::{GcLockHolder, LockLoss, StorageError};
 
 #[derive(Debug, Error)]
 pub enum GcError {
@@ -11,8 +11,10 @@ pub enum GcError {
     /// Another collection holds the lock (`None`: it has not written its record yet).
     #[error("another garbage collection is running on this storage: {}; try again once it has finished", holder_text(.0))]
     Busy(Option<GcLockHolder>),
-    #[error("this collection lost its lock to {}, and stopped (what it had set aside is put back)", holder_text(.0))]
-    LockLost(Option<GcLockHolder>),
+    #[error(
+        "this collection lost its lock ({0}), and stopped (what it had set aside is put back)"
+    )]
+    LockLost(LockLoss),
     /// Some put-backs or link restores failed (every one was attempted); what is left is
     /// journalled under `_berth/gc/<run>/` and put back by the next run.
     #[error("{} of the collection's put-backs failed ({}); the next run puts back what is left{}", .failures.len(), failure_text(.failures), cause_text(.cause))]

@@ -16,8 +16,9 @@
 //! their tag index entries and referrer links). `--dry-run` prints it and stops.
 //!
 //! **One at a time.** A run (not a dry run) holds the collector's lock on the storage
-//! (`storage::gc_lock`: an OFD lock on local disk, a renewed lease on object stores) from its
-//! recovery to its end; a second run is refused ([`GcError::Busy`], exit code [`EXIT_BUSY`]),
+//! (`storage::gc_lock`: an OFD lock on local disk, a renewed lease on object stores, and a Redis
+//! key beside it where uploads are locked in Redis) from its recovery to its end, and checks it
+//! before every item it removes; a second run is refused ([`GcError::Busy`], exit code [`EXIT_BUSY`]),
 //! told which process holds it and when its lock expires. Two sweeps at once could otherwise
 //! each set half of an image aside and, not finding the other half, delete it.
 //!
@@ -331,9 +332,14 @@ pub fn run(args: GcArgs) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let storage = crate::storage::Storage::open_coordinated(&config)
-            .await
-            .map_err(GcError::from)?;
+        // A dry run takes no lock, so it leaves the store alone (no probe of how uploads are
+        // locked) and needs no Redis.
+        let storage = if args.dry_run {
+            crate::storage::Storage::open(&config)
+        } else {
+            crate::storage::Storage::open_coordinated(&config).await
+        }
+        .map_err(GcError::from)?;
         eprintln!(
             "garbage-collect: {}{}{}, grace {:?}",
             storage.describe(),

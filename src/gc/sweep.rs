@@ -157,7 +157,7 @@ impl Sweeper<'_> {
 
     fn check_lock(&self) -> Result<(), GcError> {
         match self.lock.map(GcLock::check) {
-            Some(Err(holder)) => Err(GcError::LockLost(holder)),
+            Some(Err(loss)) => Err(GcError::LockLost(loss)),
             _ => Ok(()),
         }
     }
@@ -244,6 +244,11 @@ impl Sweeper<'_> {
                 }
                 continue;
             }
+            // Deleting is final: not once another collection may hold the lock (what is left
+            // stays set aside and journalled, and the next run puts it back).
+            if let Err(e) = self.check_lock() {
+                return Err(failures.into_error(e));
+            }
             let deleted = storage.delete(&aside).await;
             if !failures.note(|| format!("deleting blob {}", blob.digest), deleted) {
                 continue; // still set aside: the next run puts it back
@@ -295,6 +300,7 @@ impl Sweeper<'_> {
         let storage = self.storage;
         let journal = self.journal();
         for (i, item) in plan.manifests.iter().enumerate() {
+            self.check_lock()?;
             (self.progress)("manifest");
             let Some(repo) = repo_name(&item.repo) else {
                 continue;
@@ -330,6 +336,7 @@ impl Sweeper<'_> {
         }
 
         'blobs: for (i, blob) in plan.blobs.iter().enumerate() {
+            self.check_lock()?;
             (self.progress)("blob");
             let data = layout::blob_data(&blob.digest);
             match storage.head(&data).await? {

@@ -284,6 +284,57 @@ async fn a_sweep_that_fails_puts_back_what_it_set_aside() {
         .is_none());
 }
 
+/// A collection whose lock is lost while it sets blobs aside (another collection took it over)
+/// stops at the next item: nothing more is moved or deleted, and what it had set aside is put
+/// back with its links.
+#[tokio::test]
+async fn a_sweep_whose_lock_is_lost_stops_at_the_next_item_and_puts_back() {
+    let s = Storage::in_memory();
+    let r = repo("a");
+    let first = blob(&s, &r, b"first orphan").await;
+    let second = blob(&s, &r, b"second orphan").await;
+    let opts = Options {
+        delete_untagged: false,
+        cutoff: chrono::Utc::now(),
+    };
+    let inv = Inventory::scan(&s).await.unwrap();
+    let mut reader = ManifestReader::new(s.clone());
+    let marks = MarkSet::mark(&s, &inv, &opts, &mut reader).await.unwrap();
+    let plan = SweepPlan::new(&inv, &marks, &opts);
+    assert_eq!(plan.blobs.len(), 2);
+    let lock = match s.lock_gc().await.unwrap() {
+        crate::storage::GcLockAttempt::Held(l) => l,
+        other => panic!("{other:?}"),
+    };
+    let moves = std::sync::atomic::AtomicUsize::new(0);
+    // Lost while the first blob is being set aside.
+    let hook = |_: Digest| -> sweep::BoxFuture<'static, ()> {
+        moves.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        lock.lose();
+        Box::pin(async {})
+    };
+    let sweeper = Sweeper {
+        storage: &s,
+        opts: &opts,
+        run: "losing".into(),
+        progress: &|_| {},
+        lock: Some(&lock),
+        before_move: Some(&hook),
+    };
+    let err = sweeper.sweep(&plan).await.unwrap_err();
+    assert!(matches!(err, GcError::LockLost(_)), "{err}");
+    assert_eq!(
+        moves.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "went on after the loss"
+    );
+    for d in [&first, &second] {
+        assert!(has_blob(&s, d).await, "{d}");
+        assert!(linked(&s, &r, d).await, "{d}");
+    }
+    assert!(nothing_under_gc(&s).await);
+}
+
 #[tokio::test]
 async fn an_interrupted_run_is_undone_by_the_next() {
     let s = Storage::in_memory();

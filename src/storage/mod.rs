@@ -40,7 +40,9 @@ use backends::Backend;
 pub(crate) use error::STATUS_ERROR_PREFIX;
 pub use error::{Result, StorageError};
 use file_reads::file_stream;
-pub use gc_lock::{hostname, GcLock, GcLockAttempt, GcLockHolder, GC_LEASE_RENEW, GC_LEASE_TTL};
+pub use gc_lock::{
+    hostname, GcLock, GcLockAttempt, GcLockHolder, LockLoss, GC_LEASE_RENEW, GC_LEASE_TTL,
+};
 pub use lock::{
     Coordination, Fence, RedisLocks, StoreClock, UploadGuard, LOCK_WAIT, MAX_PART_NUMBER,
 };

@@ -82,24 +82,25 @@ return given
 "#;
 
 /// The collector's lock (see `storage::gc_lock`), taken if free. KEYS: lock. ARGV: record, ttl
-/// ms. Answers "" when taken, else the holder's record.
+/// ms. Answers "" when taken, else the key's remaining life in ms, a space and the holder's
+/// record.
 const TAKE_GC: &str = r#"
 local held = redis.call('GET', KEYS[1])
-if held then return held end
+if held then return redis.call('PTTL', KEYS[1]) .. ' ' .. held end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return ''
 "#;
 
-/// Replaces the collector's record with its renewal if it is still ours. KEYS: lock. ARGV:
-/// record, renewed record, ttl ms. Answers "" when renewed, else "lost:" and the record there.
+/// Extends the collector's lock if it still holds our record. KEYS: lock. ARGV: record, ttl ms.
+/// Answers "" when extended, else "lost:" and the record there (none: "lost:").
 const RENEW_GC: &str = r#"
 local held = redis.call('GET', KEYS[1])
 if held ~= ARGV[1] then return 'lost:' .. (held or '') end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return ''
 "#;
 
-/// Deletes the collector's lock if it is still ours. KEYS: lock. ARGV: record.
+/// Deletes the collector's lock if it still holds our record. KEYS: lock. ARGV: record.
 const RELEASE_GC: &str = r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
@@ -167,9 +168,13 @@ impl RedisLocks {
         format!("{}:gc", self.namespace)
     }
 
-    /// Takes the collector's lock with `record` for `ttl`: `None` when taken, else the record
-    /// of the collection holding it.
-    pub(crate) async fn take_gc(&self, record: &str, ttl: Duration) -> Result<Option<String>> {
+    /// Takes the collector's lock with `record` for `ttl`: `None` when taken, else the
+    /// holding collection's remaining life (ms) and record.
+    pub(crate) async fn take_gc(
+        &self,
+        record: &str,
+        ttl: Duration,
+    ) -> Result<Option<(i64, String)>> {
         let held: String = self
             .run(
                 TAKE_GC,
@@ -177,36 +182,30 @@ impl RedisLocks {
                 &[record.to_string(), ttl.as_millis().to_string()],
             )
             .await?;
-        Ok(Some(held).filter(|h| !h.is_empty()))
+        Ok(held
+            .split_once(' ')
+            .map(|(ttl, record)| (ttl.parse().unwrap_or(0), record.to_string())))
     }
 
-    /// Renews the collector's lock held with `record` as `renewed`: `Ok(None)` when renewed,
+    /// Extends the collector's lock held with `record` to `ttl`: `Ok(None)` when extended,
     /// `Ok(Some(record))` when another collection's record (or none, "") is there instead.
-    pub(crate) async fn renew_gc(
-        &self,
-        record: &str,
-        renewed: &str,
-        ttl: Duration,
-    ) -> Result<Option<String>> {
+    pub(crate) async fn renew_gc(&self, record: &str, ttl: Duration) -> Result<Option<String>> {
         let answer: String = self
             .run(
                 RENEW_GC,
                 &[self.gc_key()],
-                &[
-                    record.to_string(),
-                    renewed.to_string(),
-                    ttl.as_millis().to_string(),
-                ],
+                &[record.to_string(), ttl.as_millis().to_string()],
             )
             .await?;
         Ok(answer.strip_prefix("lost:").map(str::to_string))
     }
 
-    /// Releases the collector's lock if it is still held with `record`.
-    pub(crate) async fn release_gc(&self, record: &str) -> Result<()> {
-        self.run::<i64>(RELEASE_GC, &[self.gc_key()], &[record.to_string()])
-            .await
-            .map(|_| ())
+    /// Releases the collector's lock if it still holds `record` (`false`: it did not).
+    pub(crate) async fn release_gc(&self, record: &str) -> Result<bool> {
+        let released: i64 = self
+            .run(RELEASE_GC, &[self.gc_key()], &[record.to_string()])
+            .await?;
+        Ok(released == 1)
     }
 
     /// Checks that Redis answers (start-up).
