@@ -474,7 +474,6 @@ fi
 # Results go to their own file and table (benches/results/garage.{jsonl,md}).
 GARAGE_JSON="$WORK/garage.jsonl"
 : >"$GARAGE_JSON"
-GARAGE_NOTE=""
 garage_config() { # dir port bucket redirect-disable [redis address]
   cat <<EOF
 version: 0.1
