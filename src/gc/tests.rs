@@ -293,14 +293,7 @@ async fn a_sweep_whose_lock_is_lost_stops_at_the_next_item_and_puts_back() {
     let r = repo("a");
     let first = blob(&s, &r, b"first orphan").await;
     let second = blob(&s, &r, b"second orphan").await;
-    let opts = Options {
-        delete_untagged: false,
-        cutoff: chrono::Utc::now(),
-    };
-    let inv = Inventory::scan(&s).await.unwrap();
-    let mut reader = ManifestReader::new(s.clone());
-    let marks = MarkSet::mark(&s, &inv, &opts, &mut reader).await.unwrap();
-    let plan = SweepPlan::new(&inv, &marks, &opts);
+    let (opts, plan) = plan_now(&s).await;
     assert_eq!(plan.blobs.len(), 2);
     let lock = match s.lock_gc().await.unwrap() {
         crate::storage::GcLockAttempt::Held(l) => l,
@@ -314,12 +307,9 @@ async fn a_sweep_whose_lock_is_lost_stops_at_the_next_item_and_puts_back() {
         Box::pin(async {})
     };
     let sweeper = Sweeper {
-        storage: &s,
-        opts: &opts,
-        run: "losing".into(),
-        progress: &|_| {},
         lock: Some(&lock),
         before_move: Some(&hook),
+        ..sweeper(&s, &opts, "losing")
     };
     let err = sweeper.sweep(&plan).await.unwrap_err();
     assert!(matches!(err, GcError::LockLost(_)), "{err}");
