@@ -192,6 +192,7 @@ impl Config {
             cfg.storage.filesystem = Some(FilesystemConfig {
                 rootdirectory: default_root(),
                 fsync: true,
+                dropcache: false,
             });
         }
         if cfg.driver == Driver::S3 {

@@ -234,6 +234,10 @@ pub struct FilesystemConfig {
     /// berth's own key: sync data and directory entries before a write is acknowledged.
     #[serde(default = "yes")]
     pub fsync: bool,
+    /// berth's own key: with `fsync`, drop an upload's pages from the page cache once they are
+    /// on disk (the first pull of a blob then reads from disk).
+    #[serde(default)]
+    pub dropcache: bool,
 }
 
 /// Relative to the directory berth starts in (the image's configuration says

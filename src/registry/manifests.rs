@@ -58,33 +58,32 @@ impl Registry {
 
         let media_type = Manifest::detect_media_type(&bytes);
         let size = bytes.len() as u64;
-        self.storage.write_blob(&digest, bytes).await?;
-        self.storage
-            .write_link(&layout::revision_link(repo, &digest), &digest)
-            .await?;
-        if let Some(cache) = &self.cache {
-            cache.remember_manifest(repo, &digest).await;
-        }
-        if let Some(subject) = &parsed.subject {
-            self.storage
-                .write_link(
-                    &layout::referrer_link(repo, &subject.digest, &digest),
-                    &digest,
-                )
-                .await?;
-        }
         let mut tags: Vec<Tag> = extra_tags.to_vec();
         if let Reference::Tag(t) = reference {
             tags.insert(0, t.clone());
         }
         tags.dedup();
+        // Everything the manifest puts on storage, in one write (one sync on local disk): its
+        // bytes, its revision link, its subject's referrer link, its tags.
+        let link = Bytes::from(digest.to_string());
+        let mut files = Vec::new();
+        if self.storage.blob_size(&digest).await?.is_none() {
+            files.push((layout::blob_data(&digest), bytes));
+        }
+        files.push((layout::revision_link(repo, &digest), link.clone()));
+        if let Some(subject) = &parsed.subject {
+            files.push((
+                layout::referrer_link(repo, &subject.digest, &digest),
+                link.clone(),
+            ));
+        }
         for tag in &tags {
-            self.storage
-                .write_link(&layout::tag_index_link(repo, tag, &digest), &digest)
-                .await?;
-            self.storage
-                .write_link(&layout::tag_current_link(repo, tag), &digest)
-                .await?;
+            files.push((layout::tag_index_link(repo, tag, &digest), link.clone()));
+            files.push((layout::tag_current_link(repo, tag), link.clone()));
+        }
+        self.storage.write_files(files).await?;
+        if let Some(cache) = &self.cache {
+            cache.remember_manifest(repo, &digest).await;
         }
         // A garbage collection may be sweeping meanwhile (`crate::gc`): now that the revision
         // link and tags are written (which its second mark will see), check once more that what
@@ -256,6 +255,8 @@ mod tests {
     use super::super::test_support::{registry, repo};
     use super::*;
     use crate::oci::manifest::{OCI_INDEX, OCI_MANIFEST};
+    use crate::storage::journal::tests::CountingSync;
+    use crate::storage::Storage;
     use futures_util::stream;
 
     async fn push_blob(reg: &Registry, r: &RepoName, content: &'static [u8]) -> Digest {
@@ -323,6 +324,81 @@ mod tests {
             .await
             .unwrap()
             .is_none());
+    }
+
+    /// Syncs counted by kind since `before`: (data syncs, file and directory syncs, filesystem syncs).
+    fn syncs_since(sync: &CountingSync, before: (usize, usize, usize)) -> (usize, usize, usize) {
+        use std::sync::atomic::Ordering::SeqCst;
+        (
+            sync.data.load(SeqCst) - before.0,
+            sync.all.load(SeqCst) - before.1,
+            sync.filesystem.load(SeqCst) - before.2,
+        )
+    }
+
+    #[actix_rt::test]
+    async fn an_acknowledged_manifest_and_its_tags_survive_a_power_loss_and_cost_one_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |boot: &str| {
+            let sync = std::sync::Arc::new(CountingSync::default());
+            let storage =
+                Storage::journaled_filesystem(dir.path(), sync.clone(), boot.into()).unwrap();
+            let options = crate::registry::Options {
+                delete_enabled: true,
+                redirect: false,
+            };
+            (Registry::new(storage, options, 1), sync)
+        };
+        let (reg, sync) = open("boot-a");
+        let r = repo("team/app");
+        let before = syncs_since(&sync, (0, 0, 0));
+        let config = push_blob(&reg, &r, b"{}").await;
+        let (data, all, fs) = syncs_since(&sync, before);
+        assert_eq!(
+            (data, fs),
+            (2, 0),
+            "a blob: its layer link and its move journaled together?"
+        );
+        assert_eq!(all, 1, "a blob: its bytes synced");
+        let layer = push_blob(&reg, &r, b"layer").await;
+        let bytes = image_manifest(&config, &layer, None);
+        let before = syncs_since(&sync, (0, 0, 0));
+        reg.put_manifest(
+            &r,
+            &"v1".parse().unwrap(),
+            bytes.clone(),
+            Some(OCI_MANIFEST),
+            &["latest".parse().unwrap()],
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            syncs_since(&sync, before),
+            (1, 0, 0),
+            "a manifest PUT with two tags: one journal sync, nothing else"
+        );
+        drop(reg);
+
+        // The power goes before a checkpoint: none of the layout's files written since reached
+        // the disk; only what was synced did (the journal, the blobs' bytes).
+        let v2 = dir.path().join("docker/registry/v2");
+        std::fs::remove_dir_all(v2.join("repositories")).unwrap();
+        let manifest_blob = v2.join(format!(
+            "blobs/sha256/{}/{}",
+            &Digest::sha256(&bytes).hex()[..2],
+            Digest::sha256(&bytes).hex()
+        ));
+        std::fs::remove_dir_all(manifest_blob).unwrap();
+
+        let (reg, _) = open("boot-b");
+        for tag in ["v1", "latest"] {
+            let got = reg
+                .get_manifest(&r, &tag.parse().unwrap(), &[])
+                .await
+                .unwrap();
+            assert_eq!(got.bytes, bytes, "{tag}");
+        }
+        assert_eq!(reg.stat_blob(&r, &layer).await.unwrap(), 5);
     }
 
     #[actix_rt::test]

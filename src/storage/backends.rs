@@ -11,7 +11,9 @@ use object_store::memory::InMemory;
 use object_store::multipart::MultipartStore;
 use object_store::signer::Signer;
 
-use super::{copy, faults, filesync, s3_requests, Coordination, Result, Storage, StorageError};
+use super::{
+    copy, faults, filesync, journal, s3_requests, Coordination, Result, Storage, StorageError,
+};
 use crate::config::S3Config;
 
 /// Which kind of backend sits under the store: some operations have a faster or only path on one.
@@ -55,6 +57,31 @@ impl Storage {
     /// durable before it is acknowledged.
     pub fn filesystem(root: impl Into<PathBuf>, fsync: bool) -> Result<Storage> {
         let root = root.into();
+        if fsync {
+            let sync = Arc::new(filesync::SystemSync::default());
+            return Storage::journaled_filesystem(root, sync, journal::boot_id());
+        }
+        Storage::plain_filesystem(root, false)
+    }
+
+    /// Local-disk storage with fsync whose layout changes go through the journal (see
+    /// [`journal`]), its syncs made by `sync`, on a machine booted as `boot_id`: what
+    /// [`Storage::filesystem`] opens, with the syscalls and the boot injectable for tests.
+    pub fn journaled_filesystem(
+        root: impl Into<PathBuf>,
+        sync: Arc<dyn filesync::FileSync>,
+        boot_id: String,
+    ) -> Result<Storage> {
+        let root = root.into();
+        let mut storage = Storage::plain_filesystem(root.clone(), true)?;
+        storage.file_sync = sync.clone();
+        // As object_store resolves it: journal paths are relative to the same directory.
+        let root = std::fs::canonicalize(root)?;
+        storage.journal = Some(journal::Journal::open(&root, sync, boot_id)?);
+        Ok(storage)
+    }
+
+    fn plain_filesystem(root: PathBuf, fsync: bool) -> Result<Storage> {
         std::fs::create_dir_all(&root)?;
         let local = Arc::new(
             LocalFileSystem::new_with_prefix(&root)?
@@ -68,8 +95,16 @@ impl Storage {
             backend: Backend::Filesystem { local, fsync },
             records: Default::default(),
             coordination: Arc::new(Coordination::Files),
-            file_sync: Arc::new(filesync::SystemSync),
+            file_sync: Arc::new(filesync::SystemSync::default()),
+            journal: None,
         })
+    }
+
+    /// With `drop`, pages of upload files leave the page cache once written back
+    /// (`storage.filesystem.dropcache`; see [`filesync::settle`]).
+    pub fn dropping_written_pages(mut self, drop: bool) -> Storage {
+        self.file_sync = Arc::new(filesync::SystemSync { drop_written: drop });
+        self
     }
 
     /// Volatile storage for tests and throwaway registries.
@@ -88,7 +123,8 @@ impl Storage {
             direct_reads: None,
             records: Default::default(),
             coordination: Arc::new(Coordination::Leases(Default::default())),
-            file_sync: Arc::new(filesync::SystemSync),
+            file_sync: Arc::new(filesync::SystemSync::default()),
+            journal: None,
         }
     }
 
@@ -188,7 +224,8 @@ impl Storage {
             records: Default::default(),
             // Until `coordinate` has probed the store.
             coordination: Arc::new(Coordination::Alone),
-            file_sync: Arc::new(filesync::SystemSync),
+            file_sync: Arc::new(filesync::SystemSync::default()),
+            journal: None,
         })
     }
 
@@ -209,6 +246,7 @@ impl Storage {
         });
         self.file_sync = Arc::new(faults);
         self.direct_reads = None;
+        self.journal = None;
         self
     }
 }

@@ -137,17 +137,17 @@ fn http_reason(status: u16) -> &'static str {
 impl FileSync for Faults {
     fn start_writeback(&self, file: &std::fs::File, from: u64, len: u64) -> std::io::Result<()> {
         self.check_sync(Op::StartWriteBack)?;
-        SystemSync.start_writeback(file, from, len)
+        SystemSync::default().start_writeback(file, from, len)
     }
 
     fn wait_writeback(&self, file: &std::fs::File, from: u64, len: u64) -> std::io::Result<()> {
         self.check_sync(Op::WaitWriteBack)?;
-        SystemSync.wait_writeback(file, from, len)
+        SystemSync::default().wait_writeback(file, from, len)
     }
 
     fn sync_all(&self, file: &std::fs::File) -> std::io::Result<()> {
         self.check_sync(Op::Fsync)?;
-        SystemSync.sync_all(file)
+        SystemSync::default().sync_all(file)
     }
 }
 

@@ -46,8 +46,8 @@ pub(super) fn file_stream(
             }
             let want = (end - pos).min(FILE_READ_CHUNK as u64) as usize;
             let buf = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-                // Keep the disk busy ahead of the reader: uploads are dropped from the page cache
-                // once written, so a first pull reads from disk.
+                // Keep the disk busy ahead of the reader when the blob is not in the page cache
+                // (an old blob, or `storage.filesystem.dropcache`).
                 let ahead = pos + want as u64;
                 if ahead < end {
                     read_ahead(&file, ahead, (end - ahead).min(READ_AHEAD));

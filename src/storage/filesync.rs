@@ -26,11 +26,34 @@ pub trait FileSync: Send + Sync + std::fmt::Debug {
     fn wait_writeback(&self, file: &File, from: u64, len: u64) -> io::Result<()>;
     /// Syncs the file's data and metadata (`fsync`).
     fn sync_all(&self, file: &File) -> io::Result<()>;
+    /// Syncs the file's data and what is needed to read it back (`fdatasync`): the journal's
+    /// commits (`storage::journal`).
+    fn sync_data(&self, file: &File) -> io::Result<()> {
+        file.sync_data()
+    }
+    /// Syncs the whole filesystem holding `file` (`syncfs`): the journal's checkpoints.
+    fn sync_filesystem(&self, file: &File) -> io::Result<()> {
+        // SAFETY: a plain syscall on a descriptor owned by `file`.
+        if unsafe { libc::syncfs(file.as_raw_fd()) } == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+    /// Whether pages already written back leave the page cache (see [`settle`]).
+    fn drops_written_pages(&self) -> bool {
+        false
+    }
 }
 
 /// The kernel's own calls.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct SystemSync;
+pub struct SystemSync {
+    /// `storage.filesystem.dropcache`: drop an upload's pages from the page cache once they are
+    /// on disk. Off by default: a pull right after the push (a deploy after CI) then reads from
+    /// memory instead of the disk; the pages are clean and the kernel reclaims them as needed.
+    pub drop_written: bool,
+}
 
 fn sync_file_range(file: &File, from: u64, len: u64, flags: libc::c_uint) -> io::Result<()> {
     loop {
@@ -72,17 +95,25 @@ impl FileSync for SystemSync {
     fn sync_all(&self, file: &File) -> io::Result<()> {
         file.sync_all()
     }
+
+    fn drops_written_pages(&self) -> bool {
+        self.drop_written
+    }
 }
 
-/// Waits for the write-back of `from..to` started one step earlier, then drops those pages from
-/// the page cache: a large upload streams through a small, reused window of memory instead of
-/// filling the cache (and the machine) with pages that will not be read soon. An error means
-/// those bytes may not be on disk: the pages are left alone and the error returned.
+/// Waits for the write-back of `from..to` started one step earlier, so that dirty pages of an
+/// upload stay within two steps. If `sync` says so, those pages are then dropped from the page
+/// cache: a large upload streams through a small, reused window of memory instead of filling the
+/// cache with pages that may not be read soon (but the first pull then reads from disk). An error
+/// means those bytes may not be on disk: the pages are left alone and the error returned.
 pub(super) fn settle(sync: &dyn FileSync, file: &File, from: u64, to: u64) -> io::Result<()> {
     if to <= from {
         return Ok(());
     }
     sync.wait_writeback(file, from, to - from)?;
+    if !sync.drops_written_pages() {
+        return Ok(());
+    }
     // SAFETY: a plain syscall on a descriptor owned by `file`. Its result is only whether the
     // hint was taken (the pages are clean and on disk by now): nothing to act on.
     unsafe {
@@ -174,9 +205,63 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = File::create(dir.path().join("f")).unwrap();
         std::os::unix::fs::FileExt::write_all_at(&file, &[1u8; 8192], 0).unwrap();
-        SystemSync.start_writeback(&file, 0, 8192).unwrap();
-        settle(&SystemSync, &file, 0, 8192).unwrap();
-        SystemSync.sync_all(&file).unwrap();
+        SystemSync::default()
+            .start_writeback(&file, 0, 8192)
+            .unwrap();
+        settle(&SystemSync::default(), &file, 0, 8192).unwrap();
+        SystemSync::default().sync_all(&file).unwrap();
+    }
+
+    /// Of the pages of the file's first `len` bytes, how many are in the page cache (`mincore`),
+    /// and how many there are.
+    fn resident_pages(file: &File, len: usize) -> (usize, usize) {
+        // SAFETY: a read-only shared mapping of `len` bytes of a file at least that long, unmapped
+        // before returning; `mincore` fills one byte per page of it.
+        unsafe {
+            let map = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            );
+            assert_ne!(map, libc::MAP_FAILED);
+            let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
+            let mut vec = vec![0u8; len.div_ceil(page)];
+            assert_eq!(libc::mincore(map, len, vec.as_mut_ptr()), 0);
+            libc::munmap(map, len);
+            (vec.iter().filter(|v| *v & 1 == 1).count(), vec.len())
+        }
+    }
+
+    #[test]
+    fn written_pages_stay_cached_unless_told_to_drop_them() {
+        let len = 4 << 20;
+        let dir = tempfile::tempdir().unwrap();
+        for drop_written in [false, true] {
+            // Readable too: the check maps it.
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .read(true)
+                .write(true)
+                .open(dir.path().join(format!("f{drop_written}")))
+                .unwrap();
+            std::os::unix::fs::FileExt::write_all_at(&file, &vec![7u8; len], 0).unwrap();
+            let sync = SystemSync { drop_written };
+            sync.start_writeback(&file, 0, len as u64).unwrap();
+            settle(&sync, &file, 0, len as u64).unwrap();
+            let (resident, pages) = resident_pages(&file, len);
+            if drop_written {
+                assert!(
+                    resident < pages / 2,
+                    "{resident} of {pages} pages still cached"
+                );
+            } else {
+                assert_eq!(resident, pages, "pages written back were dropped");
+            }
+        }
     }
 
     #[test]
@@ -184,7 +269,9 @@ mod tests {
         // A descriptor that is not a regular file: sync_file_range fails (ESPIPE).
         let (reader, _writer) = std::io::pipe().unwrap();
         let file = File::from(std::os::fd::OwnedFd::from(reader));
-        assert!(settle(&SystemSync, &file, 0, 4096).is_err());
-        assert!(SystemSync.start_writeback(&file, 0, 4096).is_err());
+        assert!(settle(&SystemSync::default(), &file, 0, 4096).is_err());
+        assert!(SystemSync::default()
+            .start_writeback(&file, 0, 4096)
+            .is_err());
     }
 }

@@ -39,6 +39,14 @@ pub fn blob_data(d: &Digest) -> Path {
     ))
 }
 
+/// Whether `path` is part of distribution's layout (blobs and repositories), rather than
+/// berth's own state under `_berth/`.
+pub fn is_content(path: &Path) -> bool {
+    let p = path.as_ref();
+    p.strip_prefix(ROOT)
+        .is_some_and(|rest| rest.starts_with("/blobs/") || rest.starts_with("/repositories/"))
+}
+
 /// Where all blob data lives.
 pub fn blobs() -> Path {
     path(format!("{ROOT}/blobs"))

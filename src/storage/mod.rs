@@ -12,6 +12,7 @@ pub mod faults;
 mod file_reads;
 pub mod filesync;
 mod gc_lock;
+pub mod journal;
 pub mod layout;
 mod lock;
 mod open;
@@ -68,6 +69,9 @@ pub struct Storage {
     coordination: Arc<Coordination>,
     /// How upload files are made durable on local disk (the kernel's calls, or injected faults).
     file_sync: Arc<dyn filesync::FileSync>,
+    /// On local disk with fsync: the journal that makes changes to the layout durable (see
+    /// [`journal`]). `None` elsewhere, and when faults are injected.
+    journal: Option<journal::Journal>,
 }
 
 /// A blob's bytes as a stream, with the total size of the blob and the range being served.
@@ -89,6 +93,44 @@ impl Storage {
     /// The syscalls that make upload files durable, when `fsync` is on.
     fn file_sync(&self, fsync: bool) -> Option<Arc<dyn filesync::FileSync>> {
         fsync.then(|| self.file_sync.clone())
+    }
+
+    /// The journal, when changes to `path` go through it: distribution's layout (blobs and
+    /// repositories) on local disk with fsync on.
+    fn journal_for(&self, path: &Path) -> Option<&journal::Journal> {
+        self.direct_reads.as_ref()?;
+        let journal = self.journal.as_ref()?;
+        layout::is_content(path).then_some(journal)
+    }
+
+    /// Applies `ops` and journals them (see [`journal::Journal::apply`]).
+    async fn journaled(journal: &journal::Journal, ops: Vec<journal::Op>) -> Result<()> {
+        let journal = journal.clone();
+        tokio::task::spawn_blocking(move || journal.apply(ops))
+            .await
+            .map_err(|e| StorageError::Io(std::io::Error::other(e)))?
+            .map_err(StorageError::Io)
+    }
+
+    /// Writes several small files (a manifest, its links, its tags): on local disk with fsync,
+    /// all in one journal entry, so they share one sync.
+    pub async fn write_files(&self, files: Vec<(Path, Bytes)>) -> Result<()> {
+        if let Some(journal) = files.first().and_then(|(p, _)| self.journal_for(p)) {
+            if files.iter().all(|(p, _)| layout::is_content(p)) {
+                let ops = files
+                    .into_iter()
+                    .map(|(path, bytes)| journal::Op::Write {
+                        path: path.to_string(),
+                        bytes: bytes.to_vec(),
+                    })
+                    .collect();
+                return Self::journaled(journal, ops).await;
+            }
+        }
+        for (path, bytes) in files {
+            self.store.put(&path, PutPayload::from(bytes)).await?;
+        }
+        Ok(())
     }
 
     pub fn describe(&self) -> String {
@@ -141,6 +183,13 @@ impl Storage {
 
     /// Writes a link file as distribution does: the digest as plain text, no newline.
     pub async fn write_link(&self, path: &Path, digest: &Digest) -> Result<()> {
+        if let Some(journal) = self.journal_for(path) {
+            let op = journal::Op::Write {
+                path: path.to_string(),
+                bytes: digest.to_string().into_bytes(),
+            };
+            return Self::journaled(journal, vec![op]).await;
+        }
         self.store
             .put(path, PutPayload::from(digest.to_string()))
             .await?;
@@ -158,6 +207,12 @@ impl Storage {
 
     /// Deletes one object; a missing one is not an error (backends differ on this).
     pub async fn delete(&self, path: &Path) -> Result<()> {
+        if let Some(journal) = self.journal_for(path) {
+            let op = journal::Op::Delete {
+                path: path.to_string(),
+            };
+            return Self::journaled(journal, vec![op]).await;
+        }
         match self.store.delete(path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
@@ -166,6 +221,16 @@ impl Storage {
 
     /// Deletes every object below `prefix`.
     pub async fn delete_prefix(&self, prefix: &Path) -> Result<()> {
+        if let Some(journal) = self.journal_for(prefix) {
+            let paths: Vec<ObjectMeta> = self.store.list(Some(prefix)).try_collect().await?;
+            let ops = paths
+                .into_iter()
+                .map(|meta| journal::Op::Delete {
+                    path: meta.location.to_string(),
+                })
+                .collect();
+            return Self::journaled(journal, ops).await;
+        }
         let mut objects = self.store.list(Some(prefix));
         while let Some(meta) = objects.next().await {
             self.delete(&meta?.location).await?;
@@ -222,6 +287,13 @@ impl Storage {
 
     /// Moves an object (on object stores: copy, then delete).
     pub async fn rename(&self, from: &Path, to: &Path) -> Result<()> {
+        if let Some(journal) = self.journal_for(from).or_else(|| self.journal_for(to)) {
+            let op = journal::Op::Rename {
+                from: from.to_string(),
+                to: to.to_string(),
+            };
+            return Self::journaled(journal, vec![op]).await;
+        }
         self.store.rename(from, to).await?;
         Ok(())
     }
@@ -288,7 +360,7 @@ impl Storage {
     pub async fn write_blob(&self, digest: &Digest, bytes: Bytes) -> Result<()> {
         let path = layout::blob_data(digest);
         if !self.exists(&path).await? {
-            self.store.put(&path, PutPayload::from(bytes)).await?;
+            self.write_files(vec![(path, bytes)]).await?;
         }
         Ok(())
     }

@@ -23,7 +23,8 @@ impl Storage {
                     .filesystem
                     .clone()
                     .expect("config loading fills in the filesystem section");
-                Storage::filesystem(fs.rootdirectory, fs.fsync)
+                Ok(Storage::filesystem(fs.rootdirectory, fs.fsync)?
+                    .dropping_written_pages(fs.dropcache))
             }
         }
     }

@@ -16,7 +16,7 @@ use object_store::path::Path;
 use object_store::ObjectStore;
 
 use super::upload_record::{record_slot, UploadRecord};
-use super::{layout, Backend, BlobWriter, Result, Storage, StorageError};
+use super::{journal, layout, Backend, BlobWriter, Result, Storage, StorageError};
 use crate::oci::Digest;
 
 /// Creates `dir` and its missing ancestors; with `fsync`, syncs the directory holding each new
@@ -194,18 +194,29 @@ impl Storage {
             self.forget_record(id.as_ref());
         }
         if let Some((local, fsync)) = self.local_files() {
-            // One trip to the blocking pool, and only the fsyncs that make the blob durable
-            // (object_store's rename would also sync the upload directory, about to go).
+            // One trip to the blocking pool, and only the syncs that make the blob durable
+            // (object_store's rename would also sync the upload directory, about to go): the
+            // upload's bytes are synced already; the move is journaled if there is a journal,
+            // or its directories synced.
             let from = local.path_to_filesystem(location)?;
             let to = local.path_to_filesystem(&target)?;
             let dir = local.path_to_filesystem(&layout::upload_dir_of(location))?;
+            let journal = self.journal_for(&target).cloned();
+            let rename = journal::Op::Rename {
+                from: location.to_string(),
+                to: target.to_string(),
+            };
             return tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                let parent = to.parent().expect("a blob path has a parent");
-                create_dirs(parent, fsync)?;
-                // Atomic, also over an existing blob: a reader sees the old file or the new.
-                std::fs::rename(&from, &to)?;
-                if fsync {
-                    std::fs::File::open(parent)?.sync_all()?;
+                if let Some(journal) = journal {
+                    // Atomic, also over an existing blob: a reader sees the old file or the new.
+                    journal.apply(vec![rename])?;
+                } else {
+                    let parent = to.parent().expect("a blob path has a parent");
+                    create_dirs(parent, fsync)?;
+                    std::fs::rename(&from, &to)?;
+                    if fsync {
+                        std::fs::File::open(parent)?.sync_all()?;
+                    }
                 }
                 // The blob is in place: a failure to remove the upload's directory must not
                 // fail the commit (a retry would find no data to commit); purging removes it.

@@ -1,0 +1,328 @@
+//! The metadata journal: how berth's changes to the layout on local disk are made durable with
+//! one sync per request, shared by concurrent requests.
+//!
+//! With `storage.filesystem.fsync`, every change to distribution's layout (`blobs/`,
+//! `repositories/`: link files, manifests, deletes, blobs moved into place) is applied to the
+//! files as a plain write-and-rename, without syncing them, and then appended as one entry to
+//! this process's journal file (`_berth/journal/<boot id>-<pid>-<id>.log`), which is
+//! `fdatasync`ed before the request is acknowledged. Requests arriving while a sync runs are
+//! written and synced together by the next one (group commit). A manifest PUT with a tag thus
+//! pays one sync, where syncing each file and directory took a dozen; the bytes of a large blob
+//! are still synced by their upload before they are moved into place.
+//!
+//! Every [`CHECKPOINT_EVERY`] (or [`CHECKPOINT_BYTES`]) a checkpoint starts a new journal file,
+//! makes everything applied so far durable with one `syncfs`, and removes the previous file.
+//!
+//! After a power loss a journal file's boot id differs from the machine's: whoever opens the
+//! storage next (`berth serve`, `berth garbage-collect`) replays every such file before anything
+//! is read ([`replay`]): the entries of all of them in time order, reduced to the last state of
+//! each path, then synced and removed. A journal left by a process that died while the machine
+//! kept running needs no replay (its writes are in the page cache): the next checkpoint syncs
+//! and removes it. A process holds an open-file-description lock on its own journal file, so
+//! files of live processes are never touched.
+
+mod frame;
+mod replay;
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use super::filesync::FileSync;
+use super::lock::try_lock_file;
+pub use frame::Op;
+use frame::{encode, Frame};
+
+/// How often the journal is checkpointed while it has entries.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
+
+/// A journal file this large is checkpointed at once.
+pub const CHECKPOINT_BYTES: u64 = 16 << 20;
+
+/// Where journal files live, below the storage root.
+pub const JOURNAL_DIR: &str = "docker/registry/v2/_berth/journal";
+
+/// This process's journal. Cheap to clone.
+#[derive(Clone)]
+pub struct Journal {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    /// The storage root: paths in entries are relative to it.
+    root: PathBuf,
+    dir: PathBuf,
+    boot_id: String,
+    sync: Arc<dyn FileSync>,
+    state: Mutex<State>,
+    /// Signalled when a sync ends.
+    synced: Condvar,
+    /// One checkpoint at a time.
+    checkpointing: Mutex<()>,
+}
+
+struct State {
+    file: Arc<File>,
+    path: PathBuf,
+    /// Frames queued, not yet written.
+    pending: Vec<u8>,
+    /// Entries queued so far, and how many of them are durable.
+    queued: u64,
+    durable: u64,
+    /// A leader is writing and syncing.
+    syncing: bool,
+    /// A failed write or sync: nothing counted after it can be trusted (a retried fsync may
+    /// "succeed" without the data), so every later commit fails.
+    broken: Option<String>,
+    /// Entries and bytes in the current file, and when it was started.
+    entries: u64,
+    bytes: u64,
+    started: Instant,
+}
+
+/// The machine's boot id: a journal written under another one outlived a reboot.
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Syncs a directory, so that the entries created or removed in it survive a power loss.
+fn sync_dir(sync: &dyn FileSync, dir: &Path) -> io::Result<()> {
+    sync.sync_all(&File::open(dir)?)
+}
+
+impl Journal {
+    /// Opens the journal of storage rooted at `root`: replays what a power loss left (see
+    /// [`replay`]), retires journals of processes that died since, and starts this process's
+    /// file. `boot_id` is the machine's ([`boot_id`]; tests pass others to stage a reboot).
+    pub fn open(root: &Path, sync: Arc<dyn FileSync>, boot_id: String) -> io::Result<Journal> {
+        let dir = root.join(JOURNAL_DIR);
+        if !dir.is_dir() {
+            std::fs::create_dir_all(&dir)?;
+            // Once, when the directory is created: the journal's files must be findable.
+            let mut d = dir.as_path();
+            while let Some(parent) = d.parent() {
+                sync_dir(&*sync, parent)?;
+                if parent == root {
+                    break;
+                }
+                d = parent;
+            }
+        }
+        replay::recover(root, &dir, &*sync, &boot_id)?;
+        let (file, path) = new_file(&dir, &*sync, &boot_id)?;
+        let inner = Arc::new(Inner {
+            root: root.to_path_buf(),
+            dir,
+            boot_id,
+            sync,
+            state: Mutex::new(State {
+                file: Arc::new(file),
+                path,
+                pending: Vec::new(),
+                queued: 0,
+                durable: 0,
+                syncing: false,
+                broken: None,
+                entries: 0,
+                bytes: 0,
+                started: Instant::now(),
+            }),
+            synced: Condvar::new(),
+            checkpointing: Mutex::new(()),
+        });
+        spawn_checkpointer(Arc::downgrade(&inner));
+        Ok(Journal { inner })
+    }
+
+    /// Applies `ops` to the files (in order, without syncing them), then journals them: when
+    /// this returns `Ok`, they survive a power loss. Blocking: call it on the blocking pool.
+    pub fn apply(&self, ops: Vec<Op>) -> io::Result<()> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        for op in &ops {
+            op.apply(&self.inner.root)?;
+        }
+        // After applying: a replay orders entries of several processes by this time, which is
+        // then the order their changes reached the files.
+        let frame = encode(&Frame::Entry { ts: now_ns(), ops })?;
+        self.inner.commit(frame)
+    }
+
+    /// Starts a new file, makes everything applied before it durable (`syncfs`), and removes
+    /// the old file and those of processes that died since. Normally run every
+    /// [`CHECKPOINT_EVERY`] by a thread of the journal's own.
+    pub fn checkpoint(&self) -> io::Result<()> {
+        self.inner.checkpoint()
+    }
+
+    /// Entries this process journaled and synced so far.
+    pub fn durable_entries(&self) -> u64 {
+        self.inner.state.lock().expect("journal state").durable
+    }
+}
+
+impl Inner {
+    fn commit(&self, frame: Vec<u8>) -> io::Result<()> {
+        let mut st = self.state.lock().expect("journal state");
+        if let Some(e) = &st.broken {
+            return Err(broken(e));
+        }
+        st.bytes += frame.len() as u64;
+        st.pending.extend_from_slice(&frame);
+        st.queued += 1;
+        st.entries += 1;
+        let mine = st.queued;
+        loop {
+            if st.durable >= mine {
+                return Ok(());
+            }
+            if let Some(e) = &st.broken {
+                return Err(broken(e));
+            }
+            if st.syncing {
+                st = self.synced.wait(st).expect("journal state");
+                continue;
+            }
+            // Leader: write and sync everything queued so far, for all who queued it.
+            st.syncing = true;
+            let batch = std::mem::take(&mut st.pending);
+            let upto = st.queued;
+            let file = st.file.clone();
+            drop(st);
+            let result = (&*file)
+                .write_all(&batch)
+                .and_then(|()| self.sync.sync_data(&file));
+            st = self.state.lock().expect("journal state");
+            st.syncing = false;
+            match result {
+                Ok(()) => st.durable = upto,
+                Err(e) => {
+                    log::error!("metadata journal {}: {e}", st.path.display());
+                    st.broken = Some(e.to_string());
+                }
+            }
+            self.synced.notify_all();
+        }
+    }
+
+    fn checkpoint(&self) -> io::Result<()> {
+        let _one = self.checkpointing.lock().expect("checkpoint");
+        // Found before the sync: a process dead by now applied all its changes before it.
+        let dead = replay::dead_files_of_this_boot(&self.dir, &self.boot_id)?;
+        let (file, path) = new_file(&self.dir, &*self.sync, &self.boot_id)?;
+        let old = {
+            let mut st = self.state.lock().expect("journal state");
+            // What the old file holds must be written before it is retired.
+            while st.syncing || !st.pending.is_empty() {
+                if let Some(e) = &st.broken {
+                    return Err(broken(e));
+                }
+                if st.syncing {
+                    st = self.synced.wait(st).expect("journal state");
+                } else {
+                    drop(st);
+                    // Nobody leads: the queued frames' owners are about to; let them.
+                    std::thread::yield_now();
+                    st = self.state.lock().expect("journal state");
+                }
+            }
+            st.entries = 0;
+            st.bytes = 0;
+            st.started = Instant::now();
+            let old = std::mem::replace(&mut st.path, path);
+            st.file = Arc::new(file);
+            old
+        };
+        // Every entry in the old file was applied before the swap: this makes it durable.
+        self.sync.sync_filesystem(&File::open(&self.root)?)?;
+        for f in std::iter::once(&old).chain(&dead) {
+            match std::fs::remove_file(f) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        sync_dir(&*self.sync, &self.dir)
+    }
+
+    fn due(&self) -> bool {
+        let st = self.state.lock().expect("journal state");
+        st.broken.is_none()
+            && st.entries > 0
+            && (st.started.elapsed() >= CHECKPOINT_EVERY || st.bytes >= CHECKPOINT_BYTES)
+    }
+}
+
+fn broken(e: &str) -> io::Error {
+    io::Error::other(format!(
+        "the metadata journal failed earlier ({e}); restart berth"
+    ))
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// A new journal file, its header synced and its name durable, locked by this process.
+fn new_file(dir: &Path, sync: &dyn FileSync, boot_id: &str) -> io::Result<(File, PathBuf)> {
+    let path = dir.join(format!(
+        "{boot_id}-{}-{}.log",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    let mut file = std::fs::OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .read(true)
+        .open(&path)?;
+    if !try_lock_file(&file)? {
+        return Err(io::Error::other(format!(
+            "{} is locked by another process",
+            path.display()
+        )));
+    }
+    file.write_all(&encode(&Frame::Header {
+        boot: boot_id.to_string(),
+        pid: std::process::id(),
+    })?)?;
+    sync.sync_data(&file)?;
+    sync_dir(sync, dir)?;
+    Ok((file, path))
+}
+
+fn spawn_checkpointer(inner: Weak<Inner>) {
+    let spawned = std::thread::Builder::new()
+        .name("berth-journal".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(500));
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            if inner.due() {
+                if let Err(e) = inner.checkpoint() {
+                    log::warn!("metadata journal checkpoint: {e} (retried)");
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("no metadata journal checkpoints: {e}");
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

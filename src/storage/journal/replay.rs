@@ -1,0 +1,199 @@
+//! Recovery: what opening the storage does with journal files other processes left.
+//!
+//! A file whose writer is alive is locked and left alone. A file written under this boot by a
+//! process that died needs no replay: its changes are in the page cache, and one `syncfs` makes
+//! them durable before the file is removed. A file written under another boot outlived a power
+//! loss or a crash of the machine: its entries may not all have reached the disk, so they are
+//! applied again, those of every such file merged in time order and reduced to the last state
+//! of each path ([`Final`]), which makes replaying idempotent: a change that did reach the disk is
+//! written again with the same result.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::frame::{decode_all, delete_file, move_file, write_file, Frame, Op};
+use super::{sync_dir, try_lock_file, FileSync};
+
+/// The last state of a path once the entries replayed so far are applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Final {
+    Bytes(Vec<u8>),
+    Absent,
+    /// Holds what this other path held before the replayed entries (a verified upload, or a
+    /// blob that was there before them).
+    MovedFrom(String),
+    /// Holds what it held before the replayed entries (moved away and back).
+    Unchanged,
+}
+
+/// Reduces entries, in the order they were applied, to the last state of every path they touch.
+pub(super) fn reduce<'a>(ops: impl IntoIterator<Item = &'a Op>) -> BTreeMap<String, Final> {
+    let mut state = BTreeMap::new();
+    for op in ops {
+        match op {
+            Op::Write { path, bytes } => {
+                state.insert(path.clone(), Final::Bytes(bytes.clone()));
+            }
+            Op::Delete { path } => {
+                state.insert(path.clone(), Final::Absent);
+            }
+            Op::Rename { from, to } => {
+                let moved = match state.get(from) {
+                    Some(Final::Bytes(b)) => Final::Bytes(b.clone()),
+                    Some(Final::MovedFrom(src)) if src == to => Final::Unchanged,
+                    Some(Final::MovedFrom(src)) => Final::MovedFrom(src.clone()),
+                    _ => Final::MovedFrom(from.clone()),
+                };
+                state.insert(to.clone(), moved);
+                state.insert(from.clone(), Final::Absent);
+            }
+        }
+    }
+    state
+}
+
+/// Brings the files below `root` to `finals`: moves first (their sources may be removed
+/// next), then removals, then writes.
+pub(super) fn apply_finals(root: &Path, finals: &BTreeMap<String, Final>) -> io::Result<()> {
+    for (path, last) in finals {
+        if let Final::MovedFrom(src) = last {
+            let (to, from) = (root.join(path), root.join(src));
+            if to.exists() {
+                continue;
+            }
+            if from.exists() {
+                move_file(&from, &to)?;
+            } else if !path.contains("/_berth/") {
+                log::warn!("journal replay: {path} should hold what {src} held, and both are gone");
+            }
+        }
+    }
+    for (path, last) in finals {
+        if *last == Final::Absent {
+            delete_file(root, &root.join(path))?;
+        }
+    }
+    for (path, last) in finals {
+        if let Final::Bytes(bytes) = last {
+            write_file(&root.join(path), bytes)?;
+        }
+    }
+    Ok(())
+}
+
+/// A journal file nobody holds, locked by the caller while it is open.
+struct Orphan {
+    path: PathBuf,
+    _lock: File,
+    frames: Vec<Frame>,
+}
+
+/// Journal files in `dir` whose writers are gone, each locked (so no second opener takes them).
+fn orphans(dir: &Path) -> io::Result<Vec<Orphan>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_none_or(|e| e != "log") {
+            continue;
+        }
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if !try_lock_file(&file)? {
+            continue;
+        }
+        let frames = decode_all(&std::fs::read(&path)?);
+        found.push(Orphan {
+            path,
+            _lock: file,
+            frames,
+        });
+    }
+    Ok(found)
+}
+
+fn written_under(frames: &[Frame], boot_id: &str) -> bool {
+    matches!(frames.first(), Some(Frame::Header { boot, .. }) if boot == boot_id)
+}
+
+/// The journal files in `dir` of processes of this boot that died: their changes are in the
+/// page cache, so a `syncfs` started after this call makes them durable.
+pub(super) fn dead_files_of_this_boot(dir: &Path, boot_id: &str) -> io::Result<Vec<PathBuf>> {
+    Ok(orphans(dir)?
+        .into_iter()
+        .filter(|o| written_under(&o.frames, boot_id))
+        .map(|o| o.path)
+        .collect())
+}
+
+/// Waits for an exclusive `flock` on `file` (released when it is closed).
+fn lock_exclusive(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: a plain syscall on a descriptor owned by `file`.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Replays what a power loss left in `dir` and retires the files of dead processes (see the
+/// module's comment). One opener at a time.
+pub(super) fn recover(
+    root: &Path,
+    dir: &Path,
+    sync: &dyn FileSync,
+    boot_id: &str,
+) -> io::Result<()> {
+    let guard = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("replay.lock"))?;
+    lock_exclusive(&guard)?;
+    let orphans = orphans(dir)?;
+    if orphans.is_empty() {
+        return Ok(());
+    }
+    let mut entries = Vec::new();
+    for (file, orphan) in orphans.iter().enumerate() {
+        if written_under(&orphan.frames, boot_id) {
+            continue;
+        }
+        for (seq, frame) in orphan.frames.iter().enumerate() {
+            if let Frame::Entry { ts, ops } = frame {
+                entries.push(((*ts, file, seq), ops));
+            }
+        }
+    }
+    if !entries.is_empty() {
+        entries.sort_by_key(|(key, _)| *key);
+        let finals = reduce(entries.iter().flat_map(|(_, ops)| ops.iter()));
+        apply_finals(root, &finals)?;
+        log::warn!(
+            "metadata journal: replayed {} entries ({} paths) left by a power loss or crash of the machine",
+            entries.len(),
+            finals.len()
+        );
+    }
+    sync.sync_filesystem(&File::open(root)?)?;
+    for orphan in &orphans {
+        match std::fs::remove_file(&orphan.path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    sync_dir(sync, dir)
+}

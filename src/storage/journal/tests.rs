@@ -1,0 +1,311 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use super::frame::{decode_all, encode, Frame, Op};
+use super::replay::{reduce, Final};
+use super::*;
+use crate::storage::filesync::SystemSync;
+
+/// The kernel's syncs, counted; each data sync also records how long the file was then.
+#[derive(Debug, Default)]
+pub(crate) struct CountingSync {
+    pub data: AtomicUsize,
+    pub all: AtomicUsize,
+    pub filesystem: AtomicUsize,
+    pub synced_lengths: Mutex<Vec<u64>>,
+    /// How long each data sync takes on top of the disk's own time (a slow or busy disk).
+    pub delay: std::time::Duration,
+}
+
+impl FileSync for CountingSync {
+    fn start_writeback(&self, file: &File, from: u64, len: u64) -> io::Result<()> {
+        SystemSync::default().start_writeback(file, from, len)
+    }
+    fn wait_writeback(&self, file: &File, from: u64, len: u64) -> io::Result<()> {
+        SystemSync::default().wait_writeback(file, from, len)
+    }
+    fn sync_all(&self, file: &File) -> io::Result<()> {
+        self.all.fetch_add(1, Ordering::SeqCst);
+        file.sync_all()
+    }
+    fn sync_data(&self, file: &File) -> io::Result<()> {
+        self.data.fetch_add(1, Ordering::SeqCst);
+        self.synced_lengths
+            .lock()
+            .unwrap()
+            .push(file.metadata()?.len());
+        std::thread::sleep(self.delay);
+        file.sync_data()
+    }
+    fn sync_filesystem(&self, file: &File) -> io::Result<()> {
+        self.filesystem.fetch_add(1, Ordering::SeqCst);
+        SystemSync::default().sync_filesystem(file)
+    }
+}
+
+fn write(path: &str, bytes: &str) -> Op {
+    Op::Write {
+        path: path.into(),
+        bytes: bytes.as_bytes().to_vec(),
+    }
+}
+
+fn delete(path: &str) -> Op {
+    Op::Delete { path: path.into() }
+}
+
+fn rename(from: &str, to: &str) -> Op {
+    Op::Rename {
+        from: from.into(),
+        to: to.into(),
+    }
+}
+
+fn journal_files(root: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join(JOURNAL_DIR))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn read(root: &Path, path: &str) -> Option<String> {
+    std::fs::read_to_string(root.join(path)).ok()
+}
+
+#[test]
+fn frames_read_back_up_to_a_torn_one() {
+    let mut bytes = Vec::new();
+    for i in 0..3 {
+        bytes.extend(
+            encode(&Frame::Entry {
+                ts: i,
+                ops: vec![write("a", "x")],
+            })
+            .unwrap(),
+        );
+    }
+    assert_eq!(decode_all(&bytes).len(), 3);
+    // A power loss mid-frame: the torn frame and nothing after it.
+    assert_eq!(decode_all(&bytes[..bytes.len() - 3]).len(), 2);
+    // A flipped byte fails the checksum.
+    let mut flipped = bytes.clone();
+    let last = flipped.len() - 2;
+    flipped[last] ^= 1;
+    assert_eq!(decode_all(&flipped).len(), 2);
+}
+
+#[test]
+fn the_last_state_of_each_path_wins() {
+    let ops = [
+        write("t", "one"),
+        write("t", "two"),
+        write("gone", "x"),
+        delete("gone"),
+        rename("upload", "blob"),
+        rename("blob", "aside"),
+        rename("aside", "blob"),
+        rename("written", "moved"),
+    ];
+    let mut ops = ops.to_vec();
+    ops.insert(7, write("written", "w"));
+    let finals = reduce(ops.iter());
+    assert_eq!(finals["t"], Final::Bytes(b"two".to_vec()));
+    assert_eq!(finals["gone"], Final::Absent);
+    assert_eq!(finals["upload"], Final::Absent);
+    assert_eq!(finals["aside"], Final::Absent);
+    assert_eq!(finals["blob"], Final::MovedFrom("upload".into()));
+    assert_eq!(finals["moved"], Final::Bytes(b"w".to_vec()));
+    assert_eq!(finals["written"], Final::Absent);
+    // Moved away and back: what it held before.
+    let back = reduce([rename("b", "q"), rename("q", "b")].iter());
+    assert_eq!(back["b"], Final::Unchanged);
+}
+
+#[test]
+fn an_apply_returns_once_its_entry_is_synced_and_concurrent_ones_share_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let sync = Arc::new(CountingSync::default());
+    let journal = Journal::open(dir.path(), sync.clone(), "boot-a".into()).unwrap();
+    let (at_open, dirs_at_open) = (
+        sync.data.load(Ordering::SeqCst),
+        sync.all.load(Ordering::SeqCst),
+    );
+    journal
+        .apply(vec![write("a/one", "1"), write("a/b/two", "2")])
+        .unwrap();
+    assert_eq!(read(dir.path(), "a/one").as_deref(), Some("1"));
+    assert_eq!(read(dir.path(), "a/b/two").as_deref(), Some("2"));
+    assert_eq!(
+        sync.data.load(Ordering::SeqCst),
+        at_open + 1,
+        "one sync per entry"
+    );
+    assert_eq!(
+        sync.all.load(Ordering::SeqCst),
+        dirs_at_open,
+        "no file or directory synced"
+    );
+
+    drop(journal);
+
+    // On a disk where a sync takes 20 ms, 32 requests at once share a few syncs.
+    let dir = tempfile::tempdir().unwrap();
+    let sync = Arc::new(CountingSync {
+        delay: std::time::Duration::from_millis(20),
+        ..Default::default()
+    });
+    let journal = Journal::open(dir.path(), sync.clone(), "boot-a".into()).unwrap();
+    let at_open = sync.data.load(Ordering::SeqCst);
+    let start = Arc::new(std::sync::Barrier::new(32));
+    let threads: Vec<_> = (0..32)
+        .map(|i| {
+            let (journal, start) = (journal.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                journal
+                    .apply(vec![write(&format!("b/{i}"), &format!("{i}"))])
+                    .unwrap();
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let syncs = sync.data.load(Ordering::SeqCst) - at_open;
+    assert!(syncs < 16, "{syncs} syncs for 32 entries: no group commit");
+    assert_eq!(journal.durable_entries(), 32);
+    let frames = decode_all(&std::fs::read(&journal_files(dir.path())[0]).unwrap());
+    assert_eq!(frames.len(), 33, "a header and every entry");
+    for i in 0..32 {
+        assert_eq!(read(dir.path(), &format!("b/{i}")), Some(i.to_string()));
+    }
+}
+
+#[test]
+fn every_entry_is_on_disk_before_its_sync_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let sync = Arc::new(CountingSync::default());
+    let journal = Journal::open(dir.path(), sync.clone(), "boot-a".into()).unwrap();
+    let file = journal_files(dir.path())[0].clone();
+    for i in 0..5 {
+        journal.apply(vec![write(&format!("x/{i}"), "v")]).unwrap();
+        let len = std::fs::metadata(&file).unwrap().len();
+        assert_eq!(
+            *sync.synced_lengths.lock().unwrap().last().unwrap(),
+            len,
+            "the entry was written after the last sync"
+        );
+    }
+}
+
+/// What a power loss may leave: the files changed since the last checkpoint back as they were
+/// (here: exactly as they were, the worst case), the journal as synced.
+fn lose_unsynced_changes(root: &Path, before: &[(&str, Option<&str>)]) {
+    for (path, content) in before {
+        let p = root.join(path);
+        match content {
+            Some(c) => {
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(&p, c).unwrap();
+            }
+            None => {
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+    }
+}
+
+#[test]
+fn after_a_power_loss_the_next_opener_replays_what_was_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("up")).unwrap();
+    std::fs::write(root.join("up/data"), "blob bytes").unwrap();
+    std::fs::create_dir_all(root.join("old")).unwrap();
+    std::fs::write(root.join("old/tag"), "stale").unwrap();
+    let sync = Arc::new(CountingSync::default());
+    {
+        let a = Journal::open(root, sync.clone(), "boot-a".into()).unwrap();
+        let b = Journal::open(root, sync.clone(), "boot-a".into()).unwrap();
+        a.apply(vec![
+            write("repo/tag", "sha256:one"),
+            write("repo/rev", "r"),
+        ])
+        .unwrap();
+        b.apply(vec![write("repo/tag", "sha256:two")]).unwrap();
+        a.apply(vec![rename("up/data", "blobs/x/data"), delete("old/tag")])
+            .unwrap();
+        // The power goes: no checkpoint ran, both writers are gone.
+    }
+    lose_unsynced_changes(
+        root,
+        &[
+            ("repo/tag", None),
+            ("repo/rev", None),
+            ("blobs/x/data", None),
+            ("up/data", Some("blob bytes")),
+            ("old/tag", Some("stale")),
+        ],
+    );
+    let c = Journal::open(root, sync.clone(), "boot-b".into()).unwrap();
+    assert_eq!(
+        read(root, "repo/tag").as_deref(),
+        Some("sha256:two"),
+        "later wins"
+    );
+    assert_eq!(read(root, "repo/rev").as_deref(), Some("r"));
+    assert_eq!(read(root, "blobs/x/data").as_deref(), Some("blob bytes"));
+    assert_eq!(read(root, "up/data"), None);
+    assert_eq!(read(root, "old/tag"), None);
+    assert!(!root.join("old").exists(), "emptied directories go");
+    assert_eq!(
+        journal_files(root).len(),
+        1,
+        "only the new opener's file is left"
+    );
+    drop(c);
+}
+
+#[test]
+fn a_journal_of_a_process_that_died_without_a_reboot_is_synced_not_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let sync = Arc::new(CountingSync::default());
+    {
+        let dead = Journal::open(root, sync.clone(), "boot-a".into()).unwrap();
+        dead.apply(vec![write("t", "one")]).unwrap();
+    }
+    // Someone changed the file since (another instance, unjournaled here): no replay may undo it.
+    std::fs::write(root.join("t"), "newer").unwrap();
+    let before = sync.filesystem.load(Ordering::SeqCst);
+    let live = Journal::open(root, sync.clone(), "boot-a".into()).unwrap();
+    assert_eq!(read(root, "t").as_deref(), Some("newer"));
+    assert_eq!(sync.filesystem.load(Ordering::SeqCst), before + 1);
+    assert_eq!(journal_files(root).len(), 1);
+    drop(live);
+}
+
+#[test]
+fn a_live_journal_is_left_alone_and_a_checkpoint_retires_the_old_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let sync = Arc::new(CountingSync::default());
+    let a = Journal::open(root, sync.clone(), "boot-a".into()).unwrap();
+    a.apply(vec![write("t", "one")]).unwrap();
+    let a_file = journal_files(root)[0].clone();
+    // A second process opening meanwhile, even after a "reboot": the live file is not replayed.
+    let b = Journal::open(root, sync.clone(), "boot-b".into()).unwrap();
+    assert!(a_file.exists());
+    assert_eq!(journal_files(root).len(), 2);
+    let before = sync.filesystem.load(Ordering::SeqCst);
+    a.checkpoint().unwrap();
+    assert_eq!(sync.filesystem.load(Ordering::SeqCst), before + 1);
+    assert!(!a_file.exists(), "the checkpointed file is removed");
+    assert_eq!(journal_files(root).len(), 2, "a's new file and b's");
+    a.apply(vec![write("t", "two")]).unwrap();
+    assert_eq!(read(root, "t").as_deref(), Some("two"));
+    drop(b);
+}
