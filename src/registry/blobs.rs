@@ -226,10 +226,7 @@ impl Registry {
             .uploads
             .complete(repo, id, range.map(|r| r.start), length, body, digest)
             .await?;
-        self.storage
-            .write_link(&layout::layer_link(repo, digest), digest)
-            .await?;
-        // An upload of a blob the registry already held only links it (see `still_stored`).
+        // The commit linked the blob into the repository. An upload of a blob the registry already held only links it (see `still_stored`).
         if !self.still_stored(digest).await? {
             return Err(RegistryError::BlobUnknown(digest.clone()));
         }

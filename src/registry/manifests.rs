@@ -356,10 +356,10 @@ mod tests {
         let (data, all, fs) = syncs_since(&sync, before);
         assert_eq!(
             (data, fs),
-            (2, 0),
-            "a blob: its layer link and its move journaled together?"
+            (1, 0),
+            "a blob: its move and its layer link in one journal entry"
         );
-        assert_eq!(all, 1, "a blob: its bytes synced");
+        assert_eq!(all, 3, "a blob: its bytes synced, and its upload file's name");
         let layer = push_blob(&reg, &r, b"layer").await;
         let bytes = image_manifest(&config, &layer, None);
         let before = syncs_since(&sync, (0, 0, 0));

@@ -188,7 +188,16 @@ impl Storage {
     /// checking it would mean re-reading all of it. On object stores a copy costs a read and a
     /// write of the whole blob inside the store, and an acknowledged object is not lost or
     /// torn, so one already there is replaced only when its size shows it is not this blob.
-    pub async fn commit_upload(&self, location: &Path, digest: &Digest, size: u64) -> Result<()> {
+    ///
+    /// `link` (the repository's layer link) is written with it: on local disk with fsync, in
+    /// the same journal entry, so a pushed blob costs one sync of the journal.
+    pub async fn commit_upload(
+        &self,
+        location: &Path,
+        digest: &Digest,
+        size: u64,
+        link: &Path,
+    ) -> Result<()> {
         let target = layout::blob_data(digest);
         if let Some(id) = location.parts().nth(layout::uploads_root().parts().count()) {
             self.forget_record(id.as_ref());
@@ -202,14 +211,21 @@ impl Storage {
             let to = local.path_to_filesystem(&target)?;
             let dir = local.path_to_filesystem(&layout::upload_dir_of(location))?;
             let journal = self.journal_for(&target).cloned();
-            let rename = journal::Op::Rename {
-                from: location.to_string(),
-                to: target.to_string(),
-            };
-            return tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let journaled = journal.is_some();
+            let ops = vec![
+                journal::Op::Rename {
+                    from: location.to_string(),
+                    to: target.to_string(),
+                },
+                journal::Op::Write {
+                    path: link.to_string(),
+                    bytes: digest.to_string().into_bytes(),
+                },
+            ];
+            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
                 if let Some(journal) = journal {
                     // Atomic, also over an existing blob: a reader sees the old file or the new.
-                    journal.apply(vec![rename])?;
+                    journal.apply(ops)?;
                 } else {
                     let parent = to.parent().expect("a blob path has a parent");
                     create_dirs(parent, fsync)?;
@@ -230,7 +246,11 @@ impl Storage {
             })
             .await
             .map_err(|e| StorageError::Io(std::io::Error::other(e)))?
-            .map_err(StorageError::Io);
+            .map_err(StorageError::Io)?;
+            if !journaled {
+                self.write_link(link, digest).await?;
+            }
+            return Ok(());
         }
         match self.head(&target).await? {
             Some(existing) if existing.size == size => self.delete(location).await?,
@@ -249,7 +269,7 @@ impl Storage {
         if let Err(e) = self.remove_upload_dir(&dir).await {
             log::warn!("cannot remove {dir}: {e}");
         }
-        Ok(())
+        self.write_link(link, digest).await
     }
 
     /// The size of a finished upload's data at `location`, or `None` if there is none.

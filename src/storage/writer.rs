@@ -479,7 +479,7 @@ impl BlobWriter {
                 self.refuse_if_failed()?;
                 let (path, sync, len) = (path.clone(), sync.clone(), self.written);
                 tokio::task::spawn_blocking(move || -> Result<()> {
-                    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+                    let file = std::fs::OpenOptions::new().write(true).open(&path)?;
                     // Bytes past the recorded end are a torn write of an interrupted request.
                     // Fewer bytes than recorded: the record outlived the data (a power loss with
                     // the data not yet synced); never pad that with zeros and publish it.
@@ -496,6 +496,14 @@ impl BlobWriter {
                     }
                     if let Some(sync) = sync {
                         sync.sync_all(&file).map_err(StorageError::WriteBack)?;
+                        // The commit moves this file into place by its name (and the journal
+                        // replays that move after a power loss): the name, and its upload's
+                        // directory's, must be on disk too.
+                        let dir = path.parent().expect("an upload file has a directory");
+                        for d in [Some(dir), dir.parent()].into_iter().flatten() {
+                            let d = std::fs::File::open(d)?;
+                            sync.sync_all(&d).map_err(StorageError::WriteBack)?;
+                        }
                     }
                     Ok(())
                 })

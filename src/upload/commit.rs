@@ -115,8 +115,14 @@ impl UploadManager {
                 }
                 completed = true;
             }
+            let repo: crate::oci::RepoName =
+                record.repo.parse().map_err(|e| StorageError::Corrupt {
+                    path: crate::storage::layout::upload_record(id).to_string(),
+                    reason: format!("{e}"),
+                })?;
+            let link = crate::storage::layout::layer_link(&repo, expected);
             self.storage
-                .commit_upload(&location, expected, size)
+                .commit_upload(&location, expected, size, &link)
                 .await?;
             Ok(Committed {
                 digest: expected.clone(),
