@@ -71,9 +71,15 @@ unit:
 ## BENCHMARKS.md and benches/results/ (root for apt-get; a first `cargo install` of s3s-fs and
 ## Garage adds ~4 and 20-50 minutes). `BENCH_GROUPS=garage make bench` reruns the Garage
 ## section alone. BENCH_PROFILE=1 adds perf
-## flamegraphs of berth. Knobs: BENCH_REPEAT, BENCH_GROUPS, BENCH_BLOB_SIZE, … (see scripts/bench.sh).
+## flamegraphs of berth. Group `fresh`: pull right after a push, manifest PUTs on 1 and 32
+## connections (also beside a writing dd), with fsync on and off (berth-nofsync); group `catalog`:
+## /v2/_catalog and tags/list pages over 20k and 100k repositories and 100k tags.
+## Other registries join the local-disk groups with PEER='name=command;…' ({port}, {root},
+## {config} filled in), e.g. make bench PEER='angos=/path/to/angos serve --port {port} --root {root}'
+## (a `$` in it is written `$$`). Knobs: BENCH_REPEAT, BENCH_GROUPS, BENCH_BLOB_SIZE, … (see
+## scripts/bench.sh).
 bench:
-	CARGO="$(CARGO)" BENCH_PROFILE="$(BENCH_PROFILE)" bash scripts/bench.sh
+	CARGO="$(CARGO)" BENCH_PROFILE="$(BENCH_PROFILE)" PEER="$${PEER-}" bash scripts/bench.sh
 
 ## Image size (berth against Debian's docker-registry in a scratch image of the same kind) and
 ## container start-to-first-200 (median of 10); writes its rows into BENCHMARKS.md.

@@ -5,16 +5,37 @@
 # machine's ceilings (SHA-256 on one core, fsync'd sequential write, loopback HTTP PUT/GET through
 # nginx), then runs every `berth bench` scenario against both registries on loopback, each on fresh
 # temporary filesystem storage: BENCH_REPEAT rounds (default 3), the order alternating between
-# rounds and groups. `berth bench --report` turns the JSON lines into medians and ratios; the result
-# goes to BENCHMARKS.md and benches/results/ (results.jsonl, report.md, throughput.svg).
+# rounds and groups. Group `fresh` adds berth-nofsync (berth with `storage.filesystem.fsync: false`)
+# and runs pull-after-push, pull-again, manifest-put-1 and manifest-put-32, then manifest-put-1
+# again while a `dd` streams writes to the same disk (rows `manifest-put-1-busy`). Group `catalog`
+# writes storage in distribution's layout straight to disk (BENCH_CATALOG="20000 100000 100000":
+# repositories of the small catalog, of the large one, and tags of its repository t/many) and
+# times pages of 100 (first and middle, BENCH_PAGE_REQUESTS=20 each) of /v2/_catalog and
+# tags/list on every registry in turn: rows catalog-20k-first, catalog-20k-middle,
+# catalog-100k-…, tags-100k-first, tags-100k-middle.
+#
+# PEER='name=command[;name=command…]': other registries to compare with (distribution 3, angos,
+# … built locally). Each joins every local-disk group (fresh, large, many, manifest, concurrent,
+# resume, huge, catalog; not auth, s3, garage) as one more registry in the interleaved order, and
+# gets a column of its own in the report, which also gives berth's ratio to the best of
+# distribution and the peers. In the command, {port} is the port to listen on (127.0.0.1),
+# {root} a fresh empty storage directory (in the catalog group: the prepared one, in
+# distribution's layout), {config} a distribution-style config.yml with both (so
+# `PEER='dist-copy=docker-registry serve {config}'` runs a second distribution). The command runs
+# through `bash -c 'exec …'`; a peer that does not answer on /v2/ within 10 s fails the run with
+# its log's tail.
+#
+# `berth bench --report` turns the JSON lines into medians and ratios; the result goes to
+# BENCHMARKS.md and benches/results/ (results.jsonl, report.md, throughput.svg).
 #
 # Knobs (environment): BENCH_REPEAT=3 (rounds of the registry scenarios), BENCH_CEILING_REPEAT=5
 # (runs of each ceiling), BENCH_COLD_REPEAT=3 (runs of the cold-memory PUT and first touch; 0
 # skips), BENCH_BLOB_SIZE=1GiB, BENCH_HUGE_SIZE=4GiB (0 skips the 4 GiB push), BENCH_DURATION=10
-# (seconds of manifest-get), BENCH_CONCURRENT="50 32MiB 8MiB" (uploads, blob size, PATCH size of
+# (seconds of manifest-get and manifest-put-*), BENCH_CONCURRENT="50 32MiB 8MiB" (uploads, blob size, PATCH size of
 # push-chunked-concurrent), BENCH_RESUME="resume-100m resume-2g", BENCH_S3_BLOB_SIZE=256MiB,
-# BENCH_GROUPS="ceilings large many manifest concurrent resume auth s3 garage huge" (which parts run; drop
-# some for a quick run), BENCH_PROFILE=1 (perf profiles and flamegraphs of berth; installs
+# BENCH_CATALOG="20000 100000 100000", BENCH_PAGE_REQUESTS=20, BENCH_GROUPS="ceilings fresh large
+# many manifest concurrent resume auth catalog s3 garage huge" (which parts run; drop some for a
+# quick run), PEER (above), BENCH_PROFILE=1 (perf profiles and flamegraphs of berth; installs
 # inferno with cargo when missing), BENCH_TMPDIR=/var/tmp, BENCH_NO_BUILD=1 (use
 # target/release/berth as is), BENCH_NO_MD=1 (leave BENCHMARKS.md alone).
 #
@@ -35,7 +56,9 @@ DURATION=${BENCH_DURATION:-10}
 read -r CONC_COUNT CONC_SIZE CONC_CHUNK <<<"${BENCH_CONCURRENT:-50 32MiB 8MiB}"
 RESUMES=${BENCH_RESUME-resume-100m resume-2g}
 S3_BLOB_SIZE=${BENCH_S3_BLOB_SIZE:-256MiB}
-GROUPS_RUN=" ${BENCH_GROUPS:-ceilings large many manifest concurrent resume auth s3 garage huge} "
+GROUPS_RUN=" ${BENCH_GROUPS:-ceilings fresh large many manifest concurrent resume auth catalog s3 garage huge} "
+read -r CAT_SMALL CAT_LARGE CAT_TAGS <<<"${BENCH_CATALOG:-20000 100000 100000}"
+PAGE_REQUESTS=${BENCH_PAGE_REQUESTS:-20}
 PROFILE=${BENCH_PROFILE:-}
 # Fresh memory is touched and freed right before each ceiling's timed part (see
 # ceiling-first-touch in BENCHMARKS.md).
@@ -48,6 +71,27 @@ T0=$(date +%s)
 log() { printf '[bench %4ss] %s\n' "$(($(date +%s) - T0))" "$*" >&2; }
 want() { [[ $GROUPS_RUN == *" $1 "* ]]; }
 die() { log "error: $*"; exit 1; }
+
+# PEER: name=command pairs separated by `;` (see the header).
+PEER_NAMES=()
+declare -A PEER_CMD=()
+IFS=';' read -ra peer_specs <<<"${PEER:-}"
+for spec in "${peer_specs[@]}"; do
+  spec=$(sed 's/^[[:space:]]*//; s/[[:space:]]*$//' <<<"$spec")
+  [ -n "$spec" ] || continue
+  name=${spec%%=*}
+  [[ $spec == *=* && -n ${spec#*=} && $name =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] ||
+    die "PEER: expected name=command, got: $spec"
+  case $name in berth | berth-* | distribution | distribution-* | nginx | machine | dd | openssl | sha2)
+    die "PEER: the name $name is taken" ;;
+  esac
+  [ -z "${PEER_CMD[$name]:-}" ] || die "PEER: $name given twice"
+  PEER_NAMES+=("$name")
+  PEER_CMD[$name]=${spec#*=}
+done
+# The registries of the local-disk groups, and of the fresh group (fsync on and off).
+LOCAL_REGS=(berth distribution "${PEER_NAMES[@]}")
+FRESH_REGS=(berth berth-nofsync distribution "${PEER_NAMES[@]}")
 
 # --- build and tools ---------------------------------------------------------------------------
 if [ -z "${BENCH_NO_BUILD:-}" ]; then
@@ -140,8 +184,10 @@ stop() { # pid
 
 # Both registries get the same treatment: loopback, fresh filesystem storage, deletes enabled, no
 # per-request log lines. berth keeps its default storage.filesystem.fsync: true (distribution
-# never fsyncs). berth-s3 is berth with its storage on s3s-fs (REGISTRY_STORAGE=s3 and friends).
-registry_config() { # dir port driver [htpasswd file]
+# never fsyncs); berth-nofsync turns it off. berth-s3 is berth with its storage on s3s-fs
+# (REGISTRY_STORAGE=s3 and friends). A peer (PEER) runs its own command, with the same config.yml
+# written for {config}.
+registry_config() { # dir port driver [htpasswd file]: storage in DATA_ROOT or dir/data
   cat <<EOF
 version: 0.1
 log:
@@ -151,7 +197,8 @@ log:
 storage:
 EOF
   if [ "$3" = filesystem ]; then
-    printf '  filesystem:\n    rootdirectory: %s/data\n' "$1"
+    printf '  filesystem:\n    rootdirectory: %s\n' "${DATA_ROOT:-$1/data}"
+    if [ -n "${NO_FSYNC:-}" ]; then printf '    fsync: false\n'; fi
   fi
   cat <<EOF
   delete:
@@ -177,16 +224,26 @@ start_registry() { # name [restart: same storage, same port]
     rm -rf "$dir"
     mkdir -p "$dir/data"
     SERVER_PORT=$(free_port)
-    registry_config "$dir" "$SERVER_PORT" "$driver" "$users" >"$dir/config.yml"
+    NO_FSYNC=$([ "$name" = berth-nofsync ] && echo 1 || true) \
+      registry_config "$dir" "$SERVER_PORT" "$driver" "$users" >"$dir/config.yml"
   fi
   case $name in
-    berth | berth-plain | berth-htpasswd) "$BERTH" serve "$dir/config.yml" >>"$WORK/$name.log" 2>&1 &
+    berth | berth-plain | berth-htpasswd | berth-nofsync) "$BERTH" serve "$dir/config.yml" >>"$WORK/$name.log" 2>&1 &
       ;;
     distribution-plain | distribution-htpasswd) docker-registry serve "$dir/config.yml" >>"$WORK/$name.log" 2>&1 &
       ;;
     berth-s3) env "${S3_ENV[@]}" "$BERTH" serve "$dir/config.yml" >>"$WORK/$name.log" 2>&1 &
       ;;
     distribution) env -u AWS_CA_BUNDLE docker-registry serve "$dir/config.yml" >>"$WORK/$name.log" 2>&1 &
+      ;;
+    *)
+      [ -n "${PEER_CMD[$name]:-}" ] || die "unknown registry $name"
+      local cmd=${PEER_CMD[$name]}
+      cmd=${cmd//\{port\}/$SERVER_PORT}
+      cmd=${cmd//\{root\}/${DATA_ROOT:-$dir/data}}
+      cmd=${cmd//\{config\}/$dir/config.yml}
+      echo "+ $cmd" >>"$WORK/$name.log"
+      bash -c "exec $cmd" >>"$WORK/$name.log" 2>&1 &
       ;;
   esac
   SERVER_PID=$!
@@ -341,12 +398,17 @@ GROUPS_LARGE=(push-monolithic push-single-post push-chunked-1m push-chunked-8m p
 GROUPS_MANY=(push-small push-medium)
 GROUPS_MANIFEST=(manifest-get)
 
-run_group() { # round group-index scenarios...
+# The registries in the order of a round and group: as given, or reversed every other time.
+ordered() { # round group-index names...
   local round=$1 g=$2
   shift 2
-  local order=(berth distribution)
-  (((round + g) % 2 == 0)) || order=(distribution berth)
-  for name in "${order[@]}"; do
+  if (((round + g) % 2 == 0)); then printf '%s\n' "$@"; else printf '%s\n' "$@" | tac; fi
+}
+
+run_group() { # round group-index scenarios...
+  local round=$1 g=$2 name
+  shift 2
+  for name in $(ordered "$round" "$g" "${LOCAL_REGS[@]}"); do
     start_registry "$name" || die "$name did not start"
     log "round $round: $name: $*"
     bench "$name" "$SERVER_URL" "$SERVER_PID" "$round" "$@"
@@ -358,9 +420,8 @@ run_group() { # round group-index scenarios...
 # Resuming after kill -9: push N bytes of each resume scenario, SIGKILL the registry, start it again
 # on the same storage and port, then status, the rest, completion, and the verify pass.
 run_resume() { # round
-  local round=$1 order=(berth distribution) state
-  ((round % 2 == 1)) || order=(distribution berth)
-  for name in "${order[@]}"; do
+  local round=$1 state name
+  for name in $(ordered "$round" 1 "${LOCAL_REGS[@]}"); do
     state="$WORK/resume-$name.json"
     rm -f "$state"
     start_registry "$name" || die "$name did not start"
@@ -377,8 +438,40 @@ run_resume() { # round
   done
 }
 
+# Reads right after a push, and manifest PUTs on 1 and 32 connections, with fsync on and off; then
+# manifest-put-1 again (other seed: new manifests) while a dd streams 1 GiB writes, each synced, to
+# the storage's disk: rows manifest-put-1-busy (its verify pass is checked, not reported).
+GROUPS_FRESH=(pull-after-push pull-again manifest-put-1 manifest-put-32)
+busy_writer() {
+  local dd_pid=""
+  trap 'kill "$dd_pid" 2>/dev/null; exit 0' TERM
+  while :; do
+    dd if=/dev/zero of="$WORK/busy.bin" bs=1M count=1024 conv=fsync status=none &
+    dd_pid=$!
+    wait "$dd_pid" || true
+  done
+}
+run_fresh() { # round
+  local round=$1 name busy
+  for name in $(ordered "$round" 4 "${FRESH_REGS[@]}"); do
+    start_registry "$name" || die "$name did not start"
+    log "round $round: $name: ${GROUPS_FRESH[*]}, then manifest-put-1 beside a writing dd"
+    bench "$name" "$SERVER_URL" "$SERVER_PID" "$round" "${GROUPS_FRESH[@]}"
+    busy_writer &
+    busy=$!
+    PIDS+=("$busy")
+    sleep 1
+    JSON_TO="$WORK/busy.jsonl" bench "$name" "$SERVER_URL" "$SERVER_PID" "$((round + 100))" manifest-put-1
+    stop "$busy"
+    rm -f "$WORK/busy.bin"
+    stop "$SERVER_PID"
+    rm -rf "${WORK:?}/$name"
+  done
+}
+
 CONC_ARGS=(-- --concurrent-count "$CONC_COUNT" --concurrent-size "$CONC_SIZE" --concurrent-chunk "$CONC_CHUNK")
 for round in $(seq 1 "$REPEAT"); do
+  if want fresh; then run_fresh "$round"; fi
   if want large; then run_group "$round" 0 "${GROUPS_LARGE[@]}"; fi
   if want many; then run_group "$round" 1 "${GROUPS_MANY[@]}"; fi
   if want manifest; then run_group "$round" 2 "${GROUPS_MANIFEST[@]}"; fi
@@ -420,6 +513,73 @@ if want auth; then
 fi
 if want huge && [ "$HUGE_SIZE" != 0 ]; then
   run_group 1 1 push-monolithic-4g
+fi
+if [ -s "$WORK/busy.jsonl" ]; then
+  sed 's/"scenario":"manifest-put-1"/"scenario":"manifest-put-1-busy"/' "$WORK/busy.jsonl" | grep -v '"scenario":"verify"' >>"$JSON" || true
+fi
+
+# --- listing pages over a large storage ---------------------------------------------------------
+# Storage in distribution's layout written straight to disk (link files hold `sha256:<hex>`, no
+# newline; the blobs they name need not exist for listing): repositories c/r000000… with one tag
+# and one layer link each, and in the large tree one more, t/many, with many tags. Every registry
+# serves the same tree in turn; `berth bench` counts a short page as an error (distribution 2.8
+# ignores n= on tags/list and sends every tag: noted on its rows).
+make_catalog() { # dir repositories tags
+  python3 - "$@" <<'PY'
+import hashlib, os, sys
+root, repos, tags = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+base = os.path.join(root, "docker/registry/v2/repositories")
+def link(path, digest):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(digest)
+def repo(name, tag_names):
+    hexd = hashlib.sha256(name.encode()).hexdigest()
+    # distribution 2.8 lists a repository only when it has _layers.
+    link(os.path.join(base, name, "_layers/sha256", hexd, "link"), "sha256:" + hexd)
+    d = os.path.join(base, name, "_manifests")
+    link(os.path.join(d, "revisions/sha256", hexd, "link"), "sha256:" + hexd)
+    for t in tag_names:
+        link(os.path.join(d, "tags", t, "current/link"), "sha256:" + hexd)
+for i in range(repos):
+    repo(f"c/r{i:06d}", ["latest"])
+if tags:
+    repo("t/many", [f"t{i:06d}" for i in range(tags)])
+PY
+}
+count_label() { if (($1 % 1000 == 0)); then echo "$(($1 / 1000))k"; else echo "$1"; fi; }
+run_catalog() { # repositories tags
+  local repos=$1 tags=$2 tree="$WORK/catalog" name round t
+  local rl tl
+  rl=$(count_label "$repos")
+  tl=$(count_label "$tags")
+  rm -rf "$tree"
+  t=$(date +%s)
+  make_catalog "$tree" "$repos" "$tags"
+  log "catalog: wrote $repos repositories and $tags tags of t/many in $(($(date +%s) - t)) s"
+  local scenarios=(catalog-first catalog-middle) args=(--catalog-last "c/r$(printf %06d $((repos / 2)))")
+  if [ "$tags" != 0 ]; then
+    scenarios+=(tags-first tags-middle)
+    args+=(--tags-repo t/many --tags-last "t$(printf %06d $((tags / 2)))")
+  fi
+  for round in $(seq 1 "$REPEAT"); do
+    for name in $(ordered "$round" 5 "${LOCAL_REGS[@]}"); do
+      DATA_ROOT=$tree start_registry "$name" || die "$name did not start"
+      log "round $round: $name: ${scenarios[*]} over $repos repositories"
+      : >"$WORK/catalog.jsonl"
+      JSON_TO="$WORK/catalog.jsonl" bench "$name" "$SERVER_URL" "$SERVER_PID" "$round" "${scenarios[@]}" -- \
+        "${args[@]}" --page-requests "$PAGE_REQUESTS"
+      sed -e "s/\"scenario\":\"catalog-/\"scenario\":\"catalog-$rl-/" -e "s/\"scenario\":\"tags-/\"scenario\":\"tags-$tl-/" \
+        "$WORK/catalog.jsonl" >>"$JSON"
+      stop "$SERVER_PID"
+      rm -rf "${WORK:?}/$name"
+    done
+  done
+  rm -rf "$tree"
+}
+if want catalog; then
+  run_catalog "$CAT_SMALL" 0
+  run_catalog "$CAT_LARGE" "$CAT_TAGS"
 fi
 
 # --- berth on S3 (s3s-fs) ----------------------------------------------------------------------
@@ -660,7 +820,9 @@ if [ "$GROUPS_RUN" = " garage " ]; then
 fi
 mkdir -p "$OUT"
 cp "$JSON" "$OUT/results.jsonl"
-"$BERTH" bench --report "$JSON" --markdown "$OUT/report.md" --svg "$OUT/throughput.svg" "${PROFILE_ARGS[@]}" >/dev/null
+PEER_ARGS=()
+for p in "${PEER_NAMES[@]}"; do PEER_ARGS+=(--peer "$p"); done
+"$BERTH" bench --report "$JSON" --markdown "$OUT/report.md" --svg "$OUT/throughput.svg" "${PROFILE_ARGS[@]}" "${PEER_ARGS[@]}" >/dev/null
 TOTAL=$(($(date +%s) - T0 - INSTALL_SECONDS))
 log "done in ${TOTAL}s (build ${BUILD_SECONDS}s; cargo installs ${INSTALL_SECONDS}s, not counted)"
 
@@ -740,6 +902,17 @@ $(section garage-bench "$OUT/garage-section.md")
   and alone halved the figure). CPU taken by other processes (see above) is the other source of
   spread, which no settling removes. The registries' scenarios are not warmed: both meet the same
   machine, alternating.
+- \`pull-after-push\`: a new ${BLOB_SIZE} blob PUT in one request (untimed) and at once read back
+  by digest, hashed; \`pull-again\` reads it a second time. \`manifest-put-1\` / \`-32\`: a new image
+  manifest under a new tag per request (config and layer pushed once, untimed) for ${DURATION} s on
+  one connection / 32; \`manifest-put-1-busy\`: the same while a \`dd\` writes 1 GiB files with
+  \`conv=fsync\` to the same disk. These run on berth, berth-nofsync (\`storage.filesystem.fsync:
+  false\`), distribution$(for p in "${PEER_NAMES[@]}"; do printf ', %s' "$p"; done), each on fresh storage.
+- Listing rows (\`catalog-<N>-first\`/\`-middle\`, \`tags-<N>-…\`): storage in distribution's layout
+  written straight to disk (${CAT_SMALL} and ${CAT_LARGE} repositories with one tag each, one with
+  ${CAT_TAGS} tags), served by each registry in turn; ${PAGE_REQUESTS} requests of \`?n=100\` in a
+  row for the first page and for a page from the middle (\`last=\`); every page must be full.
+$(if [ ${#PEER_NAMES[@]} -gt 0 ]; then printf -- '- Peers (PEER): %s; each joined the local-disk groups in the interleaved order.\n' "$(for p in "${PEER_NAMES[@]}"; do printf '%s (`%s`) ' "$p" "${PEER_CMD[$p]}"; done)"; fi)
 - \`push-chunked-concurrent\`: ${CONC_COUNT} uploads of ${CONC_SIZE} at once, each in ${CONC_CHUNK}
   PATCHes (all sessions in flight together); peak RSS in the server-cost table.
 - Resume rows: \`berth bench --resume-phase prepare\` PATCHes N bytes (${RESUMES// /, }) in 8 MiB

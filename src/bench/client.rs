@@ -402,6 +402,28 @@ impl Client {
         Ok(())
     }
 
+    /// `GET` of a listing (`v2/_catalog`, `v2/<repo>/tags/list`) with `query`: 200 and a JSON
+    /// object whose `key` is an array; returns the array's length and the body's size.
+    pub async fn list_page(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        key: &str,
+    ) -> OpResult<(usize, u64)> {
+        let mut url = self.url(path);
+        url.query_pairs_mut().extend_pairs(query);
+        let resp = self.request(Method::GET, url).send().await?;
+        let resp = expect(resp, StatusCode::OK, &format!("GET {path}")).await?;
+        let body = resp.bytes().await?;
+        let value: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| OpError(format!("GET {path}: not JSON: {e}")))?;
+        let entries = value
+            .get(key)
+            .and_then(|v| v.as_array())
+            .ok_or_else(|| OpError(format!("GET {path}: no {key:?} array")))?;
+        Ok((entries.len(), body.len() as u64))
+    }
+
     /// A plain `PUT` of the blob to `path` (any 2xx): the HTTP ceiling, against nginx.
     pub async fn raw_put(&self, path: &str, spec: BlobSpec, tick: Tick) -> OpResult<()> {
         let body = reqwest::Body::wrap_stream(spec.stream(0, spec.size, move |n| tick(n)));

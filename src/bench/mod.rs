@@ -45,7 +45,9 @@ pub struct BenchArgs {
     /// Scenario to run (repeatable); default: every registry scenario, then verify. One of:
     /// push-monolithic, push-single-post, push-chunked-1m, push-chunked-8m, push-chunked-64m,
     /// push-small, push-medium, pull-large, pull-large-nohash, manifest-get, verify,
-    /// push-monolithic-4g, push-chunked-concurrent, resume-100m, resume-2g; ceilings: http-put,
+    /// push-monolithic-4g, push-chunked-concurrent, resume-100m, resume-2g, pull-after-push,
+    /// pull-again, manifest-put-1, manifest-put-32, catalog-first, catalog-middle, tags-first,
+    /// tags-middle (over a prepared storage: --catalog-last, --tags-repo); ceilings: http-put,
     /// http-get (plain HTTP server), ceiling-sha256 (CPU), ceiling-first-touch (memory).
     #[arg(long = "scenario", value_name = "NAME")]
     pub scenarios: Vec<String>,
@@ -87,9 +89,24 @@ pub struct BenchArgs {
     pub medium_concurrency: usize,
     #[arg(long, default_value_t = 64)]
     pub manifest_concurrency: usize,
-    /// How long manifest-get runs, in seconds.
+    /// How long manifest-get and manifest-put-* run, in seconds.
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
+    /// Listings: entries per page (`n=`).
+    #[arg(long, default_value_t = 100)]
+    pub page_size: usize,
+    /// Listings: requests per scenario, one after the other.
+    #[arg(long, default_value_t = 20)]
+    pub page_requests: usize,
+    /// catalog-middle: the repository its page starts after (`last=`).
+    #[arg(long, value_name = "REPO")]
+    pub catalog_last: Option<String>,
+    /// tags-first, tags-middle: the repository whose tags are listed.
+    #[arg(long, value_name = "REPO")]
+    pub tags_repo: Option<String>,
+    /// tags-middle: the tag its page starts after (`last=`).
+    #[arg(long, value_name = "TAG")]
+    pub tags_last: Option<String>,
     /// push-chunked-concurrent: how many uploads run at once (one blob each).
     #[arg(long, default_value_t = 50)]
     pub concurrent_count: usize,
@@ -153,6 +170,10 @@ pub struct BenchArgs {
     /// Report mode: the label compared against.
     #[arg(long, default_value = "distribution")]
     pub baseline: String,
+    /// Report mode: another registry measured like the baseline (repeatable): a column of its
+    /// own, and the candidate's ratio to the best of baseline and peers.
+    #[arg(long, value_name = "LABEL")]
+    pub peer: Vec<String>,
     /// Report mode: a server profile, `SCENARIO=FOLDED[=LINK]` (repeatable): folded stacks as
     /// inferno-collapse-perf writes them, and where the flamegraph is, for a link.
     #[arg(long, value_name = "SCENARIO=FOLDED[=LINK]")]

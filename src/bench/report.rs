@@ -3,8 +3,8 @@
 //! targets) as markdown plus an SVG bar chart.
 //!
 //! Here: the table, the grouping and medians, `--report`'s entry point and the [`Comparison`]
-//! with what it computes (ratios, ceilings, CPU per GiB, the targets). Its renderings are in
-//! `report/`: `markdown.rs` and `svg.rs`.
+//! with what it computes (ratios, ceilings, CPU per GiB). The issues' targets are in
+//! `report/targets.rs`, the renderings in `report/markdown.rs` and `report/svg.rs`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -16,6 +16,7 @@ use super::BenchArgs;
 
 mod markdown;
 mod svg;
+mod targets;
 #[cfg(test)]
 mod tests;
 
@@ -118,12 +119,23 @@ fn median_of(runs: &[&ScenarioResult], f: fn(&ScenarioResult) -> Option<f64>) ->
     median(&runs.iter().filter_map(|r| f(r)).collect::<Vec<_>>())
 }
 
-/// The headline metric of a scenario: ops/s for the many-operation ones, MB/s otherwise.
+/// The headline metric of a scenario: ops/s for the many-operation ones (manifests, small
+/// blobs, listing pages), MB/s otherwise.
 fn metric(scenario: &str) -> (&'static str, fn(&ScenarioResult) -> f64) {
-    match scenario {
-        "push-small" | "push-medium" | "manifest-get" => ("ops/s", |r| r.ops_s),
-        _ => ("MB/s", |r| r.mb_s),
+    if matches!(scenario, "push-small" | "push-medium" | "manifest-get")
+        || scenario.starts_with("manifest-put-")
+        || is_listing(scenario)
+    {
+        ("ops/s", |r| r.ops_s)
+    } else {
+        ("MB/s", |r| r.mb_s)
     }
+}
+
+/// A listing page's row: `catalog-*` or `tags-*` (the catalog group renames
+/// `catalog-first` to `catalog-20k-first`, …).
+fn is_listing(scenario: &str) -> bool {
+    scenario.starts_with("catalog-") || scenario.starts_with("tags-")
 }
 
 /// `--report`: reads the JSON lines, prints (and writes) the markdown, writes the SVG.
@@ -150,7 +162,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
             }
         }
     }
-    let mut cmp = Comparison::new(&results, &args.candidate, &args.baseline);
+    let mut cmp = Comparison::with_peers(&results, &args.candidate, &args.baseline, &args.peer);
     for spec in &args.profile {
         let Some((scenario, path, link)) = parse_profile_arg(spec) else {
             eprintln!("berth bench: --profile {spec:?}: expected SCENARIO=FOLDED[=LINK]");
@@ -189,13 +201,15 @@ fn parse_profile_arg(spec: &str) -> Option<(&str, &str, Option<&str>)> {
     Some((scenario, path, parts.next().filter(|s| !s.is_empty())))
 }
 
-/// One scenario, candidate against baseline (medians).
+/// One scenario, candidate against baseline and the peers (medians).
 #[derive(Debug, Clone)]
 struct Row {
     scenario: String,
     unit: &'static str,
     cand: Option<Summary>,
     base: Option<Summary>,
+    /// One per [`Comparison::peers`], in their order.
+    peers: Vec<Option<Summary>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -214,6 +228,17 @@ impl Row {
     fn ratio(&self) -> Option<f64> {
         ratio(self.cand?.value, self.base?.value)
     }
+
+    /// The best of the baseline and the peers (index 0 the baseline, i the peer i − 1) with the
+    /// candidate's ratio to it.
+    fn best_other(&self) -> Option<(usize, f64)> {
+        let (i, best) = std::iter::once(self.base)
+            .chain(self.peers.iter().copied())
+            .enumerate()
+            .filter_map(|(i, s)| Some((i, s?.value)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))?;
+        Some((i, ratio(self.cand?.value, best)?))
+    }
 }
 
 fn ratio(a: f64, b: f64) -> Option<f64> {
@@ -224,6 +249,8 @@ fn ratio(a: f64, b: f64) -> Option<f64> {
 pub struct Comparison {
     candidate: String,
     baseline: String,
+    /// Other registries measured like the baseline (`--peer`): a column each.
+    peers: Vec<String>,
     rows: Vec<Row>,
     /// name → every run's MB/s and the label it came from
     ceilings: BTreeMap<String, (Vec<f64>, String)>,
@@ -247,6 +274,16 @@ const LARGE_PUSHES: [&str; 6] = [
 
 impl Comparison {
     pub fn new(results: &[ScenarioResult], candidate: &str, baseline: &str) -> Self {
+        Comparison::with_peers(results, candidate, baseline, &[])
+    }
+
+    /// With `peers`: labels compared like the baseline, each in a column of its own.
+    pub fn with_peers(
+        results: &[ScenarioResult],
+        candidate: &str,
+        baseline: &str,
+        peers: &[String],
+    ) -> Self {
         let groups = grouped(results);
         let mut rows: Vec<Row> = Vec::new();
         let mut ceilings = BTreeMap::new();
@@ -287,7 +324,8 @@ impl Comparison {
                     .filter_map(|r| r.server_peak_rss_mib)
                     .reduce(f64::max),
             };
-            if label != candidate && label != baseline {
+            let peer = peers.iter().position(|p| p == label);
+            if label != candidate && label != baseline && peer.is_none() {
                 others.push((scenario.clone(), label.clone(), summary));
                 continue;
             }
@@ -302,11 +340,14 @@ impl Comparison {
                         unit,
                         cand: None,
                         base: None,
+                        peers: vec![None; peers.len()],
                     });
                     rows.len() - 1
                 }
             };
-            if label == candidate {
+            if let Some(p) = peer {
+                rows[idx].peers[p] = Some(summary);
+            } else if label == candidate {
                 rows[idx].cand = Some(summary);
             } else {
                 rows[idx].base = Some(summary);
@@ -315,6 +356,7 @@ impl Comparison {
         Comparison {
             candidate: candidate.to_string(),
             baseline: baseline.to_string(),
+            peers: peers.to_vec(),
             rows,
             ceilings,
             others,
@@ -365,117 +407,6 @@ impl Comparison {
             }
         }
         (gib > 0.0).then(|| cpu / gib)
-    }
-
-    /// Which issue's targets apply, and (target, measured, met) for each the data covers: on a
-    /// store measured by its own GET (the Garage cluster), issue 13's; else issue 3's.
-    fn targets(&self) -> (u32, Vec<(String, String, Option<bool>)>) {
-        match self.ceiling("ceiling-store-get") {
-            Some(store_get) => (13, self.store_targets(store_get)),
-            None => (3, self.local_targets()),
-        }
-    }
-
-    /// Issue 13's, both registries on one replicated store: pushes at least twice
-    /// distribution's, redirected pulls at the store's own GET speed (90 % of it, for the
-    /// redirect's round trip).
-    fn store_targets(&self, store_get: f64) -> Vec<(String, String, Option<bool>)> {
-        let mut out = Vec::new();
-        for scenario in ["push-chunked-8m", "push-chunked-64m", "push-small"] {
-            if let Some(r) = self.row(scenario).and_then(Row::ratio) {
-                out.push((
-                    format!("{scenario} ≥ 2× {}", self.baseline),
-                    format!("{r:.2}×"),
-                    Some(r >= 2.0),
-                ));
-            }
-        }
-        for scenario in ["pull-large", "pull-large-proxied"] {
-            if let Some(c) = self.row(scenario).and_then(|row| row.cand) {
-                let share = c.value / store_get;
-                out.push((
-                    format!("{scenario} ≥ 90 % of the store's GET"),
-                    format!("{:.0} %", share * 100.0),
-                    Some(share >= 0.9),
-                ));
-            }
-        }
-        out
-    }
-
-    /// Issue 3's, both registries on local disk.
-    fn local_targets(&self) -> Vec<(String, String, Option<bool>)> {
-        let mut out = Vec::new();
-        let ceiling = self.push_ceiling();
-        let mut ratio_target = |scenario: &str, min: f64, ceiling_share: bool| {
-            let Some(row) = self.row(scenario) else {
-                return;
-            };
-            let Some(r) = row.ratio() else { return };
-            out.push((
-                format!("{scenario} ≥ {min}× {}", self.baseline),
-                format!("{r:.2}×"),
-                Some(r >= min),
-            ));
-            if ceiling_share {
-                if let (Some((limit, name)), Some(c)) = (ceiling, row.cand) {
-                    let share = c.value / limit;
-                    out.push((
-                        format!("{scenario} ≥ 60 % of the tightest ceiling ({name})"),
-                        format!("{:.0} %", share * 100.0),
-                        Some(share >= 0.6),
-                    ));
-                }
-            }
-        };
-        ratio_target("push-monolithic", 3.0, true);
-        ratio_target("push-chunked-8m", 4.0, true);
-        ratio_target("push-chunked-1m", 6.0, true);
-        ratio_target("push-small", 5.0, false);
-        ratio_target("push-medium", 3.0, false);
-        ratio_target("manifest-get", 10.0, false);
-        if let Some(row) = self.row("manifest-get") {
-            if let (Some(c), Some(b)) = (row.cand, row.base) {
-                out.push((
-                    format!("manifest-get p99 ≤ ⅒ of {}'s", self.baseline),
-                    format!("{} vs {} ms", fmt_ms(c.p99), fmt_ms(b.p99)),
-                    Some(c.p99 * 10.0 <= b.p99),
-                ));
-            }
-        }
-        if let (Some(c), Some(b)) = (self.cpu_per_gib(true), self.cpu_per_gib(false)) {
-            out.push((
-                format!("CPU s per GiB pushed ≤ ⅓ of {}'s", self.baseline),
-                format!("{c:.2} vs {b:.2}"),
-                Some(c * 3.0 <= b),
-            ));
-        }
-        if let (Some(row), Some(nginx)) = (self.row("pull-large-nohash"), self.ceiling("http-get"))
-        {
-            if let Some(c) = row.cand {
-                let share = c.value / nginx;
-                out.push((
-                    "pull-large-nohash ≥ 90 % of nginx's GET".to_string(),
-                    format!("{:.0} %", share * 100.0),
-                    Some(share >= 0.9),
-                ));
-            }
-        }
-        for name in ["push-monolithic", "push-monolithic-4g"] {
-            if let Some(row) = self.row(name) {
-                if let (Some(c), Some(b)) = (
-                    row.cand.and_then(|s| s.rss_mib),
-                    row.base.and_then(|s| s.rss_mib),
-                ) {
-                    out.push((
-                        format!("peak RSS during {name} ≤ {}'s", self.baseline),
-                        format!("{c:.0} vs {b:.0} MiB"),
-                        Some(c <= b),
-                    ));
-                }
-            }
-        }
-        out
     }
 }
 

@@ -3,7 +3,9 @@
 //!
 //! Here: the names, the selection, the [`Context`] of a run and [`Context::run`], which turns
 //! what a scenario measured into a [`ScenarioResult`]. The scenarios themselves are in
-//! `scenarios/`: `pushes.rs`, `reads.rs`, `resume.rs` and `ceilings.rs`; `meter.rs` times them.
+//! `scenarios/`: `pushes.rs`, `reads.rs`, `fresh.rs` (reads right after a push),
+//! `manifests.rs` (the small image, manifest PUTs), `listing.rs` (catalog and tags pages),
+//! `resume.rs` and `ceilings.rs`; `meter.rs` times them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,6 +19,9 @@ use super::stats::{Latencies, ScenarioResult, MB};
 use super::BenchArgs;
 
 mod ceilings;
+mod fresh;
+mod listing;
+mod manifests;
 mod meter;
 mod pushes;
 mod reads;
@@ -45,6 +50,14 @@ pub enum Scenario {
     PushChunkedConcurrent,
     Resume100m,
     Resume2g,
+    PullAfterPush,
+    PullAgain,
+    ManifestPut1,
+    ManifestPut32,
+    CatalogFirst,
+    CatalogMiddle,
+    TagsFirst,
+    TagsMiddle,
     HttpPut,
     HttpGet,
     CeilingSha256,
@@ -52,7 +65,7 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 19] = [
+    pub const ALL: [Scenario; 27] = [
         Scenario::PushMonolithic,
         Scenario::PushSinglePost,
         Scenario::PushChunked1m,
@@ -68,6 +81,14 @@ impl Scenario {
         Scenario::PushChunkedConcurrent,
         Scenario::Resume100m,
         Scenario::Resume2g,
+        Scenario::PullAfterPush,
+        Scenario::PullAgain,
+        Scenario::ManifestPut1,
+        Scenario::ManifestPut32,
+        Scenario::CatalogFirst,
+        Scenario::CatalogMiddle,
+        Scenario::TagsFirst,
+        Scenario::TagsMiddle,
         Scenario::HttpPut,
         Scenario::HttpGet,
         Scenario::CeilingSha256,
@@ -75,8 +96,9 @@ impl Scenario {
     ];
 
     /// What runs without `--scenario`: every registry scenario, verify last (the head of
-    /// [`Self::ALL`], which lists them first), except the 4 GiB push, the 50 concurrent uploads
-    /// and the resumes (which want a restart in the middle).
+    /// [`Self::ALL`], which lists them first), except the 4 GiB push, the 50 concurrent uploads,
+    /// the resumes (which want a restart in the middle), the reads after a write and manifest PUTs
+    /// (`make bench`'s fresh group) and the listings (which want a prepared storage).
     pub const DEFAULT: &'static [Scenario] = Scenario::ALL.split_at(11).0;
 
     pub fn name(self) -> &'static str {
@@ -96,6 +118,14 @@ impl Scenario {
             Scenario::PushChunkedConcurrent => "push-chunked-concurrent",
             Scenario::Resume100m => "resume-100m",
             Scenario::Resume2g => "resume-2g",
+            Scenario::PullAfterPush => "pull-after-push",
+            Scenario::PullAgain => "pull-again",
+            Scenario::ManifestPut1 => "manifest-put-1",
+            Scenario::ManifestPut32 => "manifest-put-32",
+            Scenario::CatalogFirst => "catalog-first",
+            Scenario::CatalogMiddle => "catalog-middle",
+            Scenario::TagsFirst => "tags-first",
+            Scenario::TagsMiddle => "tags-middle",
             Scenario::HttpPut => "http-put",
             Scenario::HttpGet => "http-get",
             Scenario::CeilingSha256 => "ceiling-sha256",
@@ -127,9 +157,20 @@ impl Scenario {
         }
     }
 
+    /// Whether it only reads listings of a storage prepared beforehand.
+    fn lists(self) -> bool {
+        matches!(
+            self,
+            Scenario::CatalogFirst
+                | Scenario::CatalogMiddle
+                | Scenario::TagsFirst
+                | Scenario::TagsMiddle
+        )
+    }
+
     /// Whether it stores something the verify pass should read back.
     fn writes(self) -> bool {
-        self.needs_registry() && self != Scenario::Verify
+        self.needs_registry() && self != Scenario::Verify && !self.lists()
     }
 }
 
@@ -195,6 +236,8 @@ pub struct Context<'a> {
     prefix: String,
     pushed: Vec<Pushed>,
     manifests: Vec<PushedManifest>,
+    /// The blob `pull-after-push` pushed, for `pull-again`.
+    fresh: Option<Pushed>,
     perf: Option<SharedPerf>,
 }
 
@@ -211,6 +254,7 @@ impl<'a> Context<'a> {
             prefix,
             pushed: Vec::new(),
             manifests: Vec::new(),
+            fresh: None,
             perf,
         }
     }
@@ -287,6 +331,14 @@ impl<'a> Context<'a> {
             Scenario::Verify => self.verify().await,
             Scenario::PushChunkedConcurrent => self.push_concurrent().await,
             Scenario::Resume100m | Scenario::Resume2g => self.resume(scenario).await,
+            Scenario::PullAfterPush => self.pull_after_push().await,
+            Scenario::PullAgain => self.pull_again().await,
+            Scenario::ManifestPut1 => self.manifest_put(scenario, 1).await,
+            Scenario::ManifestPut32 => self.manifest_put(scenario, 32).await,
+            Scenario::CatalogFirst
+            | Scenario::CatalogMiddle
+            | Scenario::TagsFirst
+            | Scenario::TagsMiddle => self.list_pages(scenario).await,
             Scenario::HttpPut => self.http_put(size).await,
             Scenario::HttpGet => self.http_get().await,
             Scenario::CeilingSha256 => ceiling_sha256(size).await,
@@ -387,7 +439,12 @@ mod tests {
                             | Scenario::PushChunkedConcurrent
                             | Scenario::Resume100m
                             | Scenario::Resume2g
+                            | Scenario::PullAfterPush
+                            | Scenario::PullAgain
+                            | Scenario::ManifestPut1
+                            | Scenario::ManifestPut32
                     )
+                    && !s.lists()
             })
             .collect();
         assert_eq!(Scenario::DEFAULT, expected.as_slice());
@@ -418,6 +475,23 @@ mod tests {
         assert_eq!(
             selection(&names(&["http-put,ceiling-sha256"]), false).unwrap(),
             vec![Scenario::HttpPut, Scenario::CeilingSha256]
+        );
+        assert_eq!(
+            selection(
+                &names(&["pull-after-push,pull-again,manifest-put-32"]),
+                false
+            )
+            .unwrap(),
+            vec![
+                Scenario::PullAfterPush,
+                Scenario::PullAgain,
+                Scenario::ManifestPut32,
+                Scenario::Verify
+            ]
+        );
+        assert_eq!(
+            selection(&names(&["catalog-first", "tags-middle"]), false).unwrap(),
+            vec![Scenario::CatalogFirst, Scenario::TagsMiddle]
         );
         assert_eq!(
             selection(&[], false).unwrap().last(),

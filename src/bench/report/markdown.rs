@@ -1,5 +1,5 @@
 //! The markdown of `--report`: throughput and latency, server cost, the machine ceilings and each
-//! push's share of the tightest, the issue's targets, resumes, other configurations and the
+//! push's share of the tightest, the issues' targets, resumes, other configurations and the
 //! server profiles.
 
 use std::fmt::Write as _;
@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use crate::bench::profile::{symbol_cell, top_self};
 use crate::bench::stats::{median, ScenarioResult};
 
+use super::targets::Target;
 use super::{
     fmt_ms, fmt_num, metric, opt, order, ratio, spread, Comparison, Summary, LARGE_PUSHES,
 };
@@ -20,35 +21,59 @@ impl Comparison {
             "### Throughput and latency (medians of {} runs)\n",
             self.runs
         );
+        // Candidate, baseline, then the peers, each with a value and a latency column; with peers,
+        // the candidate's ratio to the best of the others too.
+        let labels: Vec<&String> = [c, b].into_iter().chain(&self.peers).collect();
+        let join = |cells: Vec<String>| cells.join(" | ");
+        let best_col = !self.peers.is_empty();
         let _ = writeln!(
             md,
-            "| scenario | unit | {c} | {b} | {c} ÷ {b} | {c} p50 / p99 ms | {b} p50 / p99 ms | runs | errors |"
+            "| scenario | unit | {} | {c} ÷ {b} |{} {} | runs | errors |",
+            join(labels.iter().map(|l| l.to_string()).collect()),
+            if best_col {
+                format!(" {c} ÷ best other |")
+            } else {
+                String::new()
+            },
+            join(labels.iter().map(|l| format!("{l} p50 / p99 ms")).collect()),
         );
-        md.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+        let _ = writeln!(
+            md,
+            "|---|---|{}---:|{}{}---:|---:|",
+            "---:|".repeat(labels.len()),
+            if best_col { "---:|" } else { "" },
+            "---:|".repeat(labels.len())
+        );
         for row in &self.rows {
-            let v = |s: Option<Summary>| s.map_or("–".into(), |s| fmt_num(s.value));
-            let lat = |s: Option<Summary>| {
+            let all: Vec<Option<Summary>> = [row.cand, row.base]
+                .into_iter()
+                .chain(row.peers.iter().copied())
+                .collect();
+            let v = |s: &Option<Summary>| s.map_or("–".into(), |s| fmt_num(s.value));
+            let lat = |s: &Option<Summary>| {
                 s.map_or("–".into(), |s| {
                     format!("{} / {}", fmt_ms(s.p50), fmt_ms(s.p99))
                 })
             };
-            let errors = row.cand.map_or(0, |s| s.errors) + row.base.map_or(0, |s| s.errors);
-            let runs = format!(
-                "{}/{}",
-                row.cand.map_or(0, |s| s.runs),
-                row.base.map_or(0, |s| s.runs)
-            );
+            let errors: u64 = all.iter().flatten().map(|s| s.errors).sum();
+            let runs: Vec<String> = all
+                .iter()
+                .map(|s| s.map_or(0, |s| s.runs).to_string())
+                .collect();
+            let best = match row.best_other() {
+                _ if !best_col => String::new(),
+                Some((i, r)) => format!(" **{r:.2}×** ({}) |", labels[i + 1]),
+                None => " – |".into(),
+            };
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} | {} | {runs} | {} |",
+                "| {} | {} | {} | {} |{best} {} | {} | {errors} |",
                 row.scenario,
                 row.unit,
-                v(row.cand),
-                v(row.base),
+                join(all.iter().map(v).collect()),
                 row.ratio().map_or("–".into(), |r| format!("**{r:.2}×**")),
-                lat(row.cand),
-                lat(row.base),
-                errors
+                join(all.iter().map(lat).collect()),
+                runs.join("/"),
             );
         }
 
@@ -154,29 +179,37 @@ impl Comparison {
         }
 
         let (issue, targets) = self.targets();
-        if !targets.is_empty() {
-            let _ = write!(
-                md,
-                "\n### Targets of issue {issue}\n\n| target | measured | met | profile |\n|---|---|:-:|---|\n"
-            );
-            for (what, measured, met) in targets {
-                let mark = match met {
-                    Some(true) => "yes",
-                    Some(false) => "**no**",
-                    None => "–",
-                };
-                let scenario = what.split_whitespace().next().unwrap_or_default();
-                let profile = match (met, self.profiles.get(scenario)) {
-                    (Some(false), Some(_)) => format!("[{scenario}](#profile-{scenario})"),
-                    _ => String::new(),
-                };
-                let _ = writeln!(md, "| {what} | {measured} | {mark} | {profile} |");
-            }
-        }
+        self.markdown_targets(&mut md, issue, targets);
+        self.markdown_targets(&mut md, 14, self.issue14_targets());
         self.markdown_resume(&mut md);
         self.markdown_others(&mut md);
         self.markdown_profiles(&mut md);
         md
+    }
+
+    /// A section "Targets of issue N", when there are any; an unmet target links the profile of
+    /// its scenario (the target's first word) when there is one.
+    fn markdown_targets(&self, md: &mut String, issue: u32, targets: Vec<Target>) {
+        if targets.is_empty() {
+            return;
+        }
+        let _ = write!(
+            md,
+            "\n### Targets of issue {issue}\n\n| target | measured | met | profile |\n|---|---|:-:|---|\n"
+        );
+        for (what, measured, met) in targets {
+            let mark = match met {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "–",
+            };
+            let scenario = what.split_whitespace().next().unwrap_or_default();
+            let profile = match (met, self.profiles.get(scenario)) {
+                (Some(false), Some(_)) => format!("[{scenario}](#profile-{scenario})"),
+                _ => String::new(),
+            };
+            let _ = writeln!(md, "| {what} | {measured} | {mark} | {profile} |");
+        }
     }
 
     /// Resuming an upload after the registry was killed: per N and label, the medians of the

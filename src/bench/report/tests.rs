@@ -199,3 +199,91 @@ fn on_a_store_measured_by_its_own_get_the_targets_are_issue_13s() {
         "{md}"
     );
 }
+
+fn lat(scenario: &str, registry: &str, ops_s: f64, p50_ms: f64) -> ScenarioResult {
+    ScenarioResult {
+        p50_ms,
+        ..r(scenario, registry, 0.0, ops_s)
+    }
+}
+
+#[test]
+fn peers_get_columns_and_the_ratio_to_the_best_other() {
+    let results = vec![
+        r("pull-after-push", "berth", 900.0, 1.0),
+        r("pull-after-push", "distribution", 600.0, 1.0),
+        r("pull-after-push", "angos", 1200.0, 1.0),
+        r("pull-after-push", "dist3", 300.0, 1.0),
+        r("push-small", "berth", 0.0, 500.0),
+        r("push-small", "distribution", 0.0, 100.0),
+    ];
+    let peers = ["angos".to_string(), "dist3".to_string()];
+    let cmp = Comparison::with_peers(&results, "berth", "distribution", &peers);
+    assert!(cmp.others.is_empty());
+    let md = cmp.markdown();
+    assert!(
+        md.contains("| scenario | unit | berth | distribution | angos | dist3 | berth ÷ distribution | berth ÷ best other | berth p50 / p99 ms | distribution p50 / p99 ms | angos p50 / p99 ms | dist3 p50 / p99 ms | runs | errors |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| pull-after-push | MB/s | 900 | 600 | 1200 | 300 | **1.50×** | **0.75×** (angos) | 0.00 / 1000 | 0.00 / 1000 | 0.00 / 1000 | 0.00 / 1000 | 1/1/1/1 | 0 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains(
+            "| push-small | ops/s | 500 | 100 | – | – | **5.00×** | **5.00×** (distribution) |"
+        ),
+        "{md}"
+    );
+    // Without peers the table keeps its columns.
+    let md = Comparison::new(&results, "berth", "distribution").markdown();
+    assert!(md.contains("| scenario | unit | berth | distribution | berth ÷ distribution | berth p50 / p99 ms | distribution p50 / p99 ms | runs | errors |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n"), "{md}");
+    assert!(
+        md.contains("| pull-after-push | angos | MB/s | 1200 |"),
+        "{md}"
+    );
+}
+
+#[test]
+fn issue_14s_targets_appear_with_its_rows() {
+    let without = vec![
+        r("push-small", "berth", 0.0, 500.0),
+        r("push-small", "distribution", 0.0, 100.0),
+    ];
+    let md = Comparison::new(&without, "berth", "distribution").markdown();
+    assert!(!md.contains("Targets of issue 14"), "{md}");
+
+    let results = vec![
+        r("pull-after-push", "berth", 900.0, 1.0),
+        r("pull-after-push", "distribution", 1000.0, 1.0),
+        r("http-get", "nginx", 950.0, 0.0),
+        r("push-small", "berth", 0.0, 500.0),
+        r("push-small", "distribution", 0.0, 100.0),
+        lat("manifest-put-1", "berth", 300.0, 3.0),
+        lat("manifest-put-1", "berth-nofsync", 1000.0, 1.0),
+        lat("manifest-put-1", "distribution", 200.0, 4.0),
+        lat("catalog-20k-first", "berth", 50.0, 20.0),
+        lat("catalog-20k-first", "distribution", 20.0, 45.0),
+        lat("tags-100k-middle", "berth", 10.0, 80.0),
+        lat("tags-100k-middle", "distribution", 20.0, 40.0),
+    ];
+    let md = Comparison::new(&results, "berth", "distribution").markdown();
+    assert!(md.contains("### Targets of issue 3"), "{md}");
+    assert!(md.contains("### Targets of issue 14"), "{md}");
+    let section = &md[md.find("### Targets of issue 14").unwrap()..];
+    for line in [
+        "| pull-after-push ≥ 1.0× distribution | 0.90× | **no** |",
+        "| push-small ≥ 3.0× distribution | 5.00× | yes |",
+        "| pull-after-push ≥ 90 % of nginx's GET | 95 % | yes |",
+        "| manifest-put-1 p50 with fsync ≤ 2× berth-nofsync's | 3.0 vs 1.0 ms | **no** |",
+        "| catalog-20k-first p50 ≤ 50 ms and below distribution's | 20.0 vs 45.0 ms | yes |",
+        "| tags-100k-middle p50 ≤ 50 ms and below distribution's | 80.0 vs 40.0 ms | **no** |",
+        "| every row ≥ 1.0× distribution | 3 of 5; behind: pull-after-push 0.90×, tags-100k-middle 0.50× | **no** |",
+    ] {
+        assert!(section.contains(line), "{line}\n{md}");
+    }
+    assert!(
+        md.contains("| catalog-20k-first | ops/s | 50.0 | 20.0 | **2.50×**"),
+        "{md}"
+    );
+}

@@ -3,19 +3,14 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-use bytes::Bytes;
+use std::time::Instant;
 
 use crate::bench::client::OpError;
 use crate::bench::data;
 use crate::bench::stats::Latencies;
 
-use super::{digest_of, tick, Context, Outcome, Pushed, PushedManifest, Scenario, Unit};
-
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+use super::manifests::{for_duration, SmallImage, OCI_MANIFEST};
+use super::{failed, tick, Context, Outcome, Pushed, PushedManifest, Scenario, Unit};
 
 impl Context<'_> {
     /// GET of the large blob (pushed earlier in this run, or now, untimed).
@@ -35,25 +30,21 @@ impl Context<'_> {
             .cloned();
         let target = match target {
             Some(t) => t,
-            None => {
-                let repo = self.repo(Scenario::PullLarge);
-                let spec = self.spec(Scenario::PullLarge, 0, size);
-                let digest = digest_of(spec).await;
-                if let Err(e) = self
-                    .client
-                    .push_monolithic(&repo, spec, &digest, Arc::new(|_| {}))
-                    .await
-                {
-                    return Outcome {
-                        errors: vec![OpError(format!("pushing the blob to pull: {e}"))],
-                        ..Default::default()
-                    };
-                }
-                let p = Pushed { repo, digest, size };
-                self.pushed.push(p.clone());
-                p
-            }
+            None => match self.push_new(Scenario::PullLarge).await {
+                Ok((t, _)) => t,
+                Err(e) => return failed("push", e),
+            },
         };
+        self.timed_get(scenario, &target, hash).await
+    }
+
+    /// The timed GET of a blob pushed before, hashed or not.
+    pub(super) async fn timed_get(
+        &self,
+        scenario: Scenario,
+        target: &Pushed,
+        hash: bool,
+    ) -> Outcome {
         let pb = self.bar(scenario, Some(target.size), Unit::Bytes);
         let meter = self.meter();
         let result = self
@@ -68,19 +59,7 @@ impl Context<'_> {
             .await;
         let measured = meter.finish();
         pb.finish_and_clear();
-        let mut outcome = Outcome {
-            bytes: target.size,
-            ops: 1,
-            measured,
-            ..Default::default()
-        };
-        outcome
-            .latencies
-            .push_ms(Duration::from_secs_f64(measured.seconds));
-        if let Err(e) = result {
-            outcome.errors.push(e);
-        }
-        outcome
+        super::single(target.size, measured, result.err())
     }
 
     /// A small image (config, one layer, manifest) is pushed, then its manifest is fetched by tag
@@ -88,26 +67,12 @@ impl Context<'_> {
     pub(super) async fn manifest_get(&mut self) -> Outcome {
         let scenario = Scenario::ManifestGet;
         let repo = self.repo(scenario);
-        let config = Bytes::from(format!(
-            r#"{{"architecture":"amd64","os":"linux","config":{{"Labels":{{"berth.bench.seed":"{}"}}}},"rootfs":{{"type":"layers","diff_ids":[]}}}}"#,
-            self.seed
-        ));
-        let layer = self.spec(scenario, 1, 32 * 1024).to_bytes();
-        let (config_digest, layer_digest) = (data::sha256(&config), data::sha256(&layer));
-        let manifest = Bytes::from(format!(
-            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"{OCI_CONFIG}","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"{OCI_LAYER}","digest":"{layer_digest}","size":{}}}],"annotations":{{"org.opencontainers.image.title":"berth bench"}}}}"#,
-            config.len(),
-            layer.len()
-        ));
+        let image = SmallImage::new(self, scenario);
+        let manifest = image.manifest("berth bench");
         let digest = data::sha256(&manifest);
         let tag = "bench".to_string();
         let setup = async {
-            self.client
-                .push_bytes(&repo, config.clone(), &config_digest)
-                .await?;
-            self.client
-                .push_bytes(&repo, layer.clone(), &layer_digest)
-                .await?;
+            image.push(self, &repo).await?;
             self.client
                 .put_manifest(&repo, &tag, OCI_MANIFEST, manifest.clone())
                 .await
@@ -118,13 +83,6 @@ impl Context<'_> {
                 ..Default::default()
             };
         }
-        for (d, s) in [(config_digest, config.len()), (layer_digest, layer.len())] {
-            self.pushed.push(Pushed {
-                repo: repo.clone(),
-                digest: d,
-                size: s as u64,
-            });
-        }
         self.manifests.push(PushedManifest {
             repo: repo.clone(),
             tag: tag.clone(),
@@ -133,51 +91,24 @@ impl Context<'_> {
         });
 
         let pb = self.bar(scenario, None, Unit::Requests);
-        let deadline = Instant::now() + Duration::from_secs_f64(self.args.duration.max(0.1));
-        let bytes_each = manifest.len() as u64;
-        let meter = self.meter();
-        let mut workers = Vec::new();
-        for _ in 0..self.args.manifest_concurrency.max(1) {
-            let (client, repo, tag, digest, pb) = (
-                self.client.clone(),
-                repo.clone(),
-                tag.clone(),
-                digest.clone(),
-                pb.clone(),
-            );
-            workers.push(tokio::spawn(async move {
-                let mut lat = Latencies::default();
-                let mut errors = Vec::new();
-                let mut n = 0u64;
-                while Instant::now() < deadline {
-                    let t = Instant::now();
-                    if let Err(e) = client
+        let get = {
+            let client = self.client.clone();
+            move |_: usize, _: u64| {
+                let (client, repo, tag, digest) =
+                    (client.clone(), repo.clone(), tag.clone(), digest.clone());
+                async move {
+                    client
                         .get_manifest(&repo, &tag, OCI_MANIFEST, &digest)
                         .await
-                    {
-                        errors.push(e);
-                    }
-                    lat.push_ms(t.elapsed());
-                    n += 1;
-                    pb.inc(1);
                 }
-                (lat, errors, n)
-            }));
-        }
-        let mut outcome = Outcome::default();
-        for w in workers {
-            match w.await {
-                Ok((lat, errors, n)) => {
-                    outcome.latencies.extend(lat);
-                    outcome.errors.extend(errors);
-                    outcome.ops += n;
-                }
-                Err(e) => outcome.errors.push(OpError(format!("worker: {e}"))),
             }
-        }
+        };
+        let meter = self.meter();
+        let (mut outcome, _) =
+            for_duration(self.args.manifest_concurrency, self.args.duration, &pb, get).await;
         outcome.measured = meter.finish();
         pb.finish_and_clear();
-        outcome.bytes = outcome.ops * bytes_each;
+        outcome.bytes = outcome.ops * manifest.len() as u64;
         outcome
     }
 
