@@ -359,7 +359,10 @@ mod tests {
             (1, 0),
             "a blob: its move and its layer link in one journal entry"
         );
-        assert_eq!(all, 3, "a blob: its bytes synced, and its upload file's name");
+        assert_eq!(
+            all, 3,
+            "a blob: its bytes synced, and its upload file's name"
+        );
         let layer = push_blob(&reg, &r, b"layer").await;
         let bytes = image_manifest(&config, &layer, None);
         let before = syncs_since(&sync, (0, 0, 0));

@@ -61,7 +61,18 @@ impl Storage {
             let sync = Arc::new(filesync::SystemSync::default());
             return Storage::journaled_filesystem(root, sync, journal::boot_id());
         }
-        Storage::plain_filesystem(root, false)
+        let storage = Storage::plain_filesystem(root.clone(), false)?;
+        // Written with fsync on before, maybe left by a power loss: replayed all the same.
+        let root = std::fs::canonicalize(root)?;
+        match journal::Journal::recover(
+            &root,
+            &filesync::SystemSync::default(),
+            &journal::boot_id(),
+        ) {
+            Err(e) if e.kind() != std::io::ErrorKind::ReadOnlyFilesystem => return Err(e.into()),
+            _ => {}
+        }
+        Ok(storage)
     }
 
     /// Local-disk storage with fsync whose layout changes go through the journal (see
@@ -77,7 +88,15 @@ impl Storage {
         storage.file_sync = sync.clone();
         // As object_store resolves it: journal paths are relative to the same directory.
         let root = std::fs::canonicalize(root)?;
-        storage.journal = Some(journal::Journal::open(&root, sync, boot_id)?);
+        match journal::Journal::open(&root, sync, boot_id) {
+            Ok(journal) => storage.journal = Some(journal),
+            // Storage mounted read-only can still be served (storage.maintenance.readonly);
+            // nothing will be written, so nothing needs journaling.
+            Err(e) if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem => {
+                log::warn!("{}: read-only, no metadata journal: {e}", root.display())
+            }
+            Err(e) => return Err(e.into()),
+        }
         Ok(storage)
     }
 

@@ -146,6 +146,16 @@ impl Journal {
         Ok(Journal { inner })
     }
 
+    /// What [`Journal::open`] does first, without starting a journal: for storage opened with
+    /// fsync off, which may have been written with it on before a power loss.
+    pub fn recover(root: &Path, sync: &dyn FileSync, boot_id: &str) -> io::Result<()> {
+        let dir = root.join(JOURNAL_DIR);
+        if !dir.is_dir() {
+            return Ok(());
+        }
+        replay::recover(root, &dir, sync, boot_id)
+    }
+
     /// Applies `ops` to the files (in order, without syncing them), then journals them: when
     /// this returns `Ok`, they survive a power loss. Blocking: call it on the blocking pool.
     pub fn apply(&self, ops: Vec<Op>) -> io::Result<()> {

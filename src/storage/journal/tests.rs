@@ -309,3 +309,18 @@ fn a_live_journal_is_left_alone_and_a_checkpoint_retires_the_old_file() {
     assert_eq!(read(root, "t").as_deref(), Some("two"));
     drop(b);
 }
+
+#[test]
+fn storage_opened_without_a_journal_still_replays_one_a_power_loss_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let sync = Arc::new(CountingSync::default());
+    {
+        let before = Journal::open(root, sync.clone(), "boot-a".into()).unwrap();
+        before.apply(vec![write("repo/tag", "sha256:one")]).unwrap();
+    }
+    lose_unsynced_changes(root, &[("repo/tag", None)]);
+    Journal::recover(root, &*sync, "boot-b").unwrap();
+    assert_eq!(read(root, "repo/tag").as_deref(), Some("sha256:one"));
+    assert!(journal_files(root).is_empty());
+}
