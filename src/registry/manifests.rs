@@ -353,15 +353,18 @@ mod tests {
         let r = repo("team/app");
         let before = syncs_since(&sync, (0, 0, 0));
         let config = push_blob(&reg, &r, b"{}").await;
-        let (data, all, fs) = syncs_since(&sync, before);
         assert_eq!(
-            (data, fs),
-            (1, 0),
-            "a blob: its move and its layer link in one journal entry"
+            syncs_since(&sync, before),
+            (1, 0, 0),
+            "a small blob: its bytes and its layer link in one journal entry"
         );
+        let before = syncs_since(&sync, (0, 0, 0));
+        let large: &'static [u8] = Box::leak(vec![7u8; 100 << 10].into_boxed_slice());
+        let large = push_blob(&reg, &r, large).await;
         assert_eq!(
-            all, 3,
-            "a blob: its bytes synced, and its upload file's name"
+            syncs_since(&sync, before),
+            (1, 3, 0),
+            "a larger blob: its bytes and its upload file's names, then one journal entry"
         );
         let layer = push_blob(&reg, &r, b"layer").await;
         let bytes = image_manifest(&config, &layer, None);
@@ -392,6 +395,13 @@ mod tests {
             Digest::sha256(&bytes).hex()
         ));
         std::fs::remove_dir_all(manifest_blob).unwrap();
+        // A small blob's bytes were not synced either: the journal holds them.
+        let config_blob = v2.join(format!(
+            "blobs/sha256/{}/{}",
+            &config.hex()[..2],
+            config.hex()
+        ));
+        std::fs::remove_dir_all(config_blob).unwrap();
 
         let (reg, _) = open("boot-b");
         for tag in ["v1", "latest"] {
@@ -402,6 +412,8 @@ mod tests {
             assert_eq!(got.bytes, bytes, "{tag}");
         }
         assert_eq!(reg.stat_blob(&r, &layer).await.unwrap(), 5);
+        assert_eq!(reg.storage().read_blob(&config).await.unwrap(), &b"{}"[..]);
+        assert_eq!(reg.stat_blob(&r, &large).await.unwrap(), 100 << 10);
     }
 
     #[actix_rt::test]

@@ -30,46 +30,55 @@ fn read_ahead(file: &std::fs::File, from: u64, len: u64) {
     }
 }
 
-/// A stream over `range` of a local file, read in large pieces on the blocking pool.
+/// Pieces read ahead of the one being sent: the next is read (a copy out of the page cache, or
+/// a wait for the disk) while the current one goes to the socket. Memory per request stays at
+/// this many pieces.
+const PIECES_IN_FLIGHT: usize = 2;
+
+/// Reads `want` bytes at `pos` of `file` (up to `end`, the end of the range being served).
+fn read_piece(file: &std::fs::File, pos: u64, want: usize, end: u64) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    // Keep the disk busy ahead of the reader when the blob is not in the page cache (an old
+    // blob, or `storage.filesystem.dropcache`).
+    let ahead = pos + want as u64;
+    if ahead < end {
+        read_ahead(file, ahead, (end - ahead).min(READ_AHEAD));
+    }
+    let mut buf = vec![0u8; want];
+    let mut filled = 0;
+    while filled < want {
+        let n = file.read_at(&mut buf[filled..], pos + filled as u64)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "blob shorter than its recorded size",
+            ));
+        }
+        filled += n;
+    }
+    Ok(buf)
+}
+
+/// A stream over `range` of a local file, read in large pieces on the blocking pool,
+/// [`PIECES_IN_FLIGHT`] at a time, in order.
 pub(super) fn file_stream(
     file: std::fs::File,
     range: std::ops::Range<u64>,
 ) -> BoxStream<'static, Result<Bytes>> {
-    use std::os::unix::fs::FileExt;
     let file = Arc::new(file);
-    futures_util::stream::try_unfold(range.start, move |pos| {
-        let file = file.clone();
-        let end = range.end;
-        async move {
-            if pos >= end {
-                return Ok(None);
-            }
+    let end = range.end;
+    let starts = (range.start..range.end).step_by(FILE_READ_CHUNK);
+    futures_util::stream::iter(starts)
+        .map(move |pos| {
+            let file = file.clone();
             let want = (end - pos).min(FILE_READ_CHUNK as u64) as usize;
-            let buf = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-                // Keep the disk busy ahead of the reader when the blob is not in the page cache
-                // (an old blob, or `storage.filesystem.dropcache`).
-                let ahead = pos + want as u64;
-                if ahead < end {
-                    read_ahead(&file, ahead, (end - ahead).min(READ_AHEAD));
-                }
-                let mut buf = vec![0u8; want];
-                let mut filled = 0;
-                while filled < want {
-                    let n = file.read_at(&mut buf[filled..], pos + filled as u64)?;
-                    if n == 0 {
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "blob shorter than its recorded size",
-                        ));
-                    }
-                    filled += n;
-                }
-                Ok(buf)
-            })
-            .await
-            .map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
-            Ok(Some((Bytes::from(buf), pos + want as u64)))
-        }
-    })
-    .boxed()
+            async move {
+                let buf = tokio::task::spawn_blocking(move || read_piece(&file, pos, want, end))
+                    .await
+                    .map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
+                Ok(Bytes::from(buf))
+            }
+        })
+        .buffered(PIECES_IN_FLIGHT)
+        .boxed()
 }

@@ -98,9 +98,13 @@ impl Storage {
     /// The journal, when changes to `path` go through it: distribution's layout (blobs and
     /// repositories) on local disk with fsync on.
     fn journal_for(&self, path: &Path) -> Option<&journal::Journal> {
+        self.journal().filter(|_| layout::is_content(path))
+    }
+
+    /// The journal, on local disk with fsync (not when faults are injected).
+    fn journal(&self) -> Option<&journal::Journal> {
         self.direct_reads.as_ref()?;
-        let journal = self.journal.as_ref()?;
-        layout::is_content(path).then_some(journal)
+        self.journal.as_ref()
     }
 
     /// Applies `ops` and journals them (see [`journal::Journal::apply`]).

@@ -68,7 +68,9 @@ impl Storage {
             let mut content = vec![0u8; offset as usize];
             content.extend_from_slice(&slot);
             let sync = self.file_sync(fsync);
-            return BlobWriter::create_file(location, path, sync, Some(("state", content))).await;
+            let writer =
+                BlobWriter::create_file(location, path, sync, Some(("state", content))).await?;
+            return Ok(self.inlining(writer));
         }
         let writer = self.new_upload_writer(upload_id).await?;
         record.parts = writer.parts_state();
@@ -82,7 +84,9 @@ impl Storage {
         match &self.backend {
             Backend::Filesystem { local, fsync } => {
                 let path = local.path_to_filesystem(&location)?;
-                BlobWriter::create_file(location, path, self.file_sync(*fsync), None).await
+                let writer =
+                    BlobWriter::create_file(location, path, self.file_sync(*fsync), None).await?;
+                Ok(self.inlining(writer))
             }
             Backend::Objects {
                 multipart,
@@ -113,12 +117,12 @@ impl Storage {
         match &self.backend {
             Backend::Filesystem { local, fsync } => {
                 let path = local.path_to_filesystem(&location)?;
-                Ok(BlobWriter::resume_file(
+                Ok(self.inlining(BlobWriter::resume_file(
                     location,
                     path,
                     self.file_sync(*fsync),
                     record.offset,
-                ))
+                )))
             }
             Backend::Objects {
                 multipart,
@@ -178,6 +182,15 @@ impl Storage {
         self.stream_object(location, None).await
     }
 
+    /// A file writer that leaves small uploads unsynced where [`Self::commit_upload`] journals
+    /// their bytes.
+    fn inlining(&self, writer: BlobWriter) -> BlobWriter {
+        match self.journal() {
+            Some(_) => writer.inlining_up_to(journal::INLINE_BLOB_MAX),
+            None => writer,
+        }
+    }
+
     /// Makes the finished upload at `location` (`size` bytes, verified to hash to `digest`)
     /// visible as the blob `digest`. The blob appears whole or not at all: a rename on the
     /// filesystem, a copy on object stores.
@@ -212,20 +225,29 @@ impl Storage {
             let dir = local.path_to_filesystem(&layout::upload_dir_of(location))?;
             let journal = self.journal_for(&target).cloned();
             let journaled = journal.is_some();
-            let ops = vec![
-                journal::Op::Rename {
-                    from: location.to_string(),
-                    to: target.to_string(),
-                },
-                journal::Op::Write {
-                    path: link.to_string(),
-                    bytes: digest.to_string().into_bytes(),
-                },
-            ];
+            let (upload, blob_path, link_path) = (location.clone(), target.clone(), link.clone());
+            let link_bytes = digest.to_string().into_bytes();
             tokio::task::spawn_blocking(move || -> std::io::Result<()> {
                 if let Some(journal) = journal {
-                    // Atomic, also over an existing blob: a reader sees the old file or the new.
-                    journal.apply(ops)?;
+                    // A small blob's bytes go in the journal (its upload was not synced, see
+                    // `BlobWriter::inlining_up_to`); a larger one is moved. Either is atomic,
+                    // also over an existing blob: a reader sees the old file or the new.
+                    let blob = if size <= journal::INLINE_BLOB_MAX {
+                        journal::Op::Write {
+                            path: blob_path.to_string(),
+                            bytes: std::fs::read(&from)?,
+                        }
+                    } else {
+                        journal::Op::Rename {
+                            from: upload.to_string(),
+                            to: blob_path.to_string(),
+                        }
+                    };
+                    let link = journal::Op::Write {
+                        path: link_path.to_string(),
+                        bytes: link_bytes,
+                    };
+                    journal.apply(vec![blob, link])?;
                 } else {
                     let parent = to.parent().expect("a blob path has a parent");
                     create_dirs(parent, fsync)?;

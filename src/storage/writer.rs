@@ -33,6 +33,10 @@ pub struct BlobWriter {
     location: Path,
     written: u64,
     sink: Sink,
+    /// On local disk with a journal: an upload of at most this many bytes is not synced when
+    /// it finishes, because its commit puts the bytes in the journal (see
+    /// [`super::journal::INLINE_BLOB_MAX`]). 0 otherwise.
+    inline_up_to: u64,
 }
 
 enum Sink {
@@ -108,6 +112,7 @@ impl BlobWriter {
         .await?;
         Ok(BlobWriter {
             location,
+            inline_up_to: 0,
             written: 0,
             sink: Sink::File {
                 path,
@@ -130,6 +135,7 @@ impl BlobWriter {
     ) -> Self {
         BlobWriter {
             location,
+            inline_up_to: 0,
             written: offset,
             sink: Sink::File {
                 path,
@@ -173,6 +179,7 @@ impl BlobWriter {
     ) -> Self {
         BlobWriter {
             location,
+            inline_up_to: 0,
             written: offset,
             sink: Sink::Multipart {
                 multipart,
@@ -472,12 +479,21 @@ impl BlobWriter {
         Ok(())
     }
 
-    /// Makes the written bytes durable and complete at [`Self::location`].
+    /// With a journal: a finished upload of at most `limit` bytes is left unsynced, for its
+    /// commit journals its bytes.
+    pub(super) fn inlining_up_to(mut self, limit: u64) -> Self {
+        self.inline_up_to = limit;
+        self
+    }
+
+    /// Makes the written bytes durable and complete at [`Self::location`] (a small upload on a
+    /// journal only complete: see [`Self::inlining_up_to`]).
     pub async fn finish(mut self) -> Result<Path> {
         match &self.sink {
             Sink::File { path, sync, .. } => {
                 self.refuse_if_failed()?;
-                let (path, sync, len) = (path.clone(), sync.clone(), self.written);
+                let (path, len) = (path.clone(), self.written);
+                let sync = sync.clone().filter(|_| len > self.inline_up_to);
                 tokio::task::spawn_blocking(move || -> Result<()> {
                     let file = std::fs::OpenOptions::new().write(true).open(&path)?;
                     // Bytes past the recorded end are a torn write of an interrupted request.

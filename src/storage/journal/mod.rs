@@ -41,6 +41,11 @@ pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 /// A journal file this large is checkpointed at once.
 pub const CHECKPOINT_BYTES: u64 = 16 << 20;
 
+/// A blob of at most this many bytes is committed with its bytes in the journal entry, instead
+/// of syncing its upload file and the file's directories before moving it: a small push then
+/// costs one (shared) sync.
+pub const INLINE_BLOB_MAX: u64 = 64 << 10;
+
 /// Where journal files live, below the storage root.
 pub const JOURNAL_DIR: &str = "docker/registry/v2/_berth/journal";
 
