@@ -56,9 +56,25 @@ pub(crate) trait Dirs {
     async fn page(&self, dir: &str, start: &Start) -> Result<DirPage>;
 }
 
-/// `a/` against `b/`, by bytes: the order of S3's common prefixes.
+/// `a/` against `b/`, by bytes: the order of S3's common prefixes (a comparison of the common
+/// length, then of `/` against the longer one's next byte).
 pub(crate) fn slash_order(a: &str, b: &str) -> Ordering {
-    slashed(a).cmp(slashed(b))
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let common = a.len().min(b.len());
+    match a[..common].cmp(&b[..common]) {
+        Ordering::Equal => match a.len().cmp(&b.len()) {
+            Ordering::Equal => Ordering::Equal,
+            Ordering::Less => slashed_tail(&b[common..]).reverse(),
+            Ordering::Greater => slashed_tail(&a[common..]),
+        },
+        other => other,
+    }
+}
+
+/// `tail/` against `/` (the longer name's rest against the shorter one's slash): past an equal
+/// first byte, `tail/` is the longer.
+fn slashed_tail(tail: &[u8]) -> Ordering {
+    tail[0].cmp(&b'/').then(Ordering::Greater)
 }
 
 fn slashed(name: &str) -> impl Iterator<Item = u8> + '_ {

@@ -165,6 +165,22 @@ fn paged(tree: &Tree, size: usize) -> Vec<String> {
 }
 
 #[test]
+fn slash_order_is_the_order_of_names_with_a_slash() {
+    let names = [
+        "", "a", "a-", "a-b", "a.", "a/", "a/b", "a//", "a0", "ab", "b", "/", "//",
+    ];
+    for a in names {
+        for b in names {
+            assert_eq!(
+                slash_order(a, b),
+                slashed(a).cmp(slashed(b)),
+                "{a:?} against {b:?}"
+            );
+        }
+    }
+}
+
+#[test]
 fn nested_names_come_in_lexical_order() {
     let tree = Tree::repositories(&["a", "a-c", "a/b", "a.b", "a_b", "a/b/c", "ab", "a-c/d", "b"]);
     let expected = ["a", "a-c", "a-c/d", "a.b", "a/b", "a/b/c", "a_b", "ab", "b"];
