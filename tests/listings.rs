@@ -261,7 +261,12 @@ fn count_pages(
     while let Some(path) = next.take() {
         front.take_operations();
         let (page, following) = one_page(reg, &path, key);
-        let operations = front.take_operations();
+        // Upload purging lists multipart uploads in the background meanwhile: not the page's.
+        let operations: Vec<&str> = front
+            .take_operations()
+            .into_iter()
+            .filter(|o| *o != "ListMultipartUploads")
+            .collect();
         assert!(
             operations.iter().all(|o| *o == "ListObjectsV2"),
             "{operations:?}"
