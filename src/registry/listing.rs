@@ -45,8 +45,25 @@ pub fn parse_n(n: Option<&str>) -> Result<Option<usize>> {
     .transpose()
 }
 
+/// The page of a listing read as `n + 1` names after its start (all, without `n`).
+fn page_of(mut names: Vec<String>, n: Option<usize>) -> Page {
+    let more = n.is_some_and(|n| n > 0 && names.len() > n);
+    if let Some(n) = n {
+        names.truncate(n);
+    }
+    let next_after = if more { names.last().cloned() } else { None };
+    Page {
+        items: names,
+        next_after,
+    }
+}
+
+/// The most names one trip of the catalog walk reads when hidden names left a page short.
+const CATALOG_BATCH_MAX: usize = 10_000;
+
 impl Registry {
-    /// A page of the repository's tags, in lexical order.
+    /// A page of the repository's tags, in lexical order: one read of the tags directory,
+    /// sorting only the page.
     pub async fn tags(
         &self,
         repo: &RepoName,
@@ -56,48 +73,49 @@ impl Registry {
         if !self.repository_exists(repo).await? {
             return Err(RegistryError::NameUnknown(repo.clone()));
         }
-        let tags = self.storage.list_dirs(&layout::tags_dir(repo)).await?;
-        Ok(paginate(tags, n, last))
+        let tags = self
+            .storage
+            .dirs_after(&layout::tags_dir(repo), last, n.map(|n| n + 1))
+            .await?;
+        Ok(page_of(tags, n))
     }
 
     /// A page of the repository names that hold manifests and that `visible` lets the caller
     /// see, in lexical order. Names are filtered before the page is cut, so a page holds up to
-    /// `n` visible names and its `next_after` is one of them.
+    /// `n` visible names and its `next_after` is one of them. The repository tree is walked in
+    /// order from `last` and only as far as the page (see `storage::listing`): one walk when
+    /// every name is visible, more (of growing batches) while hidden ones leave the page short.
     pub async fn catalog(
         &self,
         n: Option<usize>,
         last: Option<&str>,
         visible: impl Fn(&str) -> bool,
     ) -> Result<Page> {
-        let mut names = Vec::new();
-        let mut stack: Vec<String> = vec![String::new()];
-        while let Some(name) = stack.pop() {
-            let prefix = if name.is_empty() {
-                layout::repositories()
-            } else {
-                layout::repository(&name.parse()?)
-            };
-            let entries = self.storage.list_dirs(&prefix).await?;
-            if entries.iter().any(|e| e == "_manifests") && visible(&name) {
-                names.push(name.clone());
-            }
-            for child in entries.into_iter().filter(|e| !e.starts_with('_')) {
-                let full = if name.is_empty() {
-                    child
-                } else {
-                    format!("{name}/{child}")
-                };
-                if full.parse::<RepoName>().is_ok() {
-                    stack.push(full);
-                }
-            }
+        let n = n.unwrap_or(DEFAULT_CATALOG_PAGE);
+        if n == 0 {
+            return Ok(page_of(Vec::new(), Some(0)));
         }
-        names.sort();
-        Ok(paginate(
-            names,
-            Some(n.unwrap_or(DEFAULT_CATALOG_PAGE)),
-            last,
-        ))
+        let want = n + 1;
+        let mut names = Vec::with_capacity(want);
+        let mut cursor = last.map(str::to_string);
+        let mut batch = want;
+        loop {
+            let read = self
+                .storage
+                .repositories_after(cursor.as_deref(), batch)
+                .await?;
+            let exhausted = read.len() < batch;
+            if let Some(end) = read.last() {
+                cursor = Some(end.clone());
+            }
+            names.extend(read.into_iter().filter(|name| visible(name)));
+            if names.len() >= want || exhausted {
+                break;
+            }
+            batch = (batch * 2).min(CATALOG_BATCH_MAX);
+        }
+        names.truncate(want);
+        Ok(page_of(names, Some(n)))
     }
 
     /// Descriptors of the manifests in `repo` whose `subject` is `subject`, optionally only

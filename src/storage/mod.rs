@@ -14,6 +14,7 @@ pub mod filesync;
 mod gc_lock;
 pub mod journal;
 pub mod layout;
+mod listing;
 mod lock;
 mod open;
 mod orphans;
@@ -250,20 +251,10 @@ impl Storage {
             .boxed()
     }
 
-    /// The names of the "directories" directly below `prefix`, sorted.
+    /// The names of the "directories" directly below `prefix`, sorted (on local disk one
+    /// `read_dir`, see [`listing`]).
     pub async fn list_dirs(&self, prefix: &Path) -> Result<Vec<String>> {
-        let listing = match self.store.list_with_delimiter(Some(prefix)).await {
-            Ok(l) => l,
-            Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
-        };
-        let mut names: Vec<String> = listing
-            .common_prefixes
-            .iter()
-            .filter_map(|p| p.filename().map(str::to_string))
-            .collect();
-        names.sort();
-        Ok(names)
+        self.dirs_after(prefix, None, None).await
     }
 
     /// Every object below `prefix` with its size and modification time (garbage collection

@@ -3,7 +3,9 @@
 //! store's own client options, to the bucket URL object_store addresses: `UploadPartCopy`
 //! (multipart copies, see `storage::copy`) and `CompleteMultipartUpload` with explicit part
 //! numbers (object_store numbers parts 1, 2, 3, …; an upload whose holder lost its lock has
-//! gaps, see `storage::lock`), and `ListMultipartUploads` (see `storage::orphans`).
+//! gaps, see `storage::lock`), `ListMultipartUploads` (see `storage::orphans`), and
+//! `ListObjectsV2` of one "directory" a page at a time from a given key (see `storage::listing`;
+//! object_store's listing reads a directory whole).
 
 use bytes::Bytes;
 use object_store::aws::{
@@ -16,6 +18,7 @@ use object_store::path::Path;
 use object_store::ClientOptions;
 use serde::Deserialize;
 
+use super::listing::Start;
 use super::{Result, StorageError};
 use crate::config::S3Config;
 
@@ -220,6 +223,93 @@ impl S3Requests {
     }
 }
 
+/// Common prefixes one `ListObjectsV2` answers at most (S3's own ceiling).
+const LIST_PAGE: usize = 1000;
+
+impl S3Requests {
+    /// One page of the "directories" directly below `dir`: `ListObjectsV2` with `delimiter=/`
+    /// and `max-keys`, from `start` (`start-after` or a continuation token). Their names in
+    /// S3's order (by the bytes of `name/`), and the token of the next page if there is one.
+    pub(super) async fn list_directory(
+        &self,
+        dir: &Path,
+        start: &Start,
+    ) -> Result<(Vec<String>, Option<String>)> {
+        let prefix = self.full_prefix(dir);
+        let mut query = format!(
+            "delimiter=%2F&list-type=2&max-keys={LIST_PAGE}&prefix={}",
+            encode(&prefix, false)
+        );
+        match start {
+            Start::After(None) => {}
+            Start::After(Some(after)) => query.push_str(&format!(
+                "&start-after={}",
+                encode(&format!("{prefix}{after}"), false)
+            )),
+            Start::Token(token) => {
+                query.push_str(&format!("&continuation-token={}", encode(token, false)))
+            }
+        }
+        let request = format!("ListObjectsV2 of {prefix}");
+        let (status, answer) = self
+            .send_to_bucket(http::Method::GET, &query)
+            .await
+            .map_err(|f| backend_error(format!("{request}: {f}")))?;
+        let text = String::from_utf8_lossy(&answer);
+        if !(200..300).contains(&status) {
+            return Err(failed_answer(&request, status, &text));
+        }
+        parse_directory(&text, &prefix).map_err(|reason| StorageError::Corrupt {
+            path: request,
+            reason,
+        })
+    }
+}
+
+/// `ListBucketResult`, only what is used of it.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListBucketResult {
+    #[serde(default)]
+    is_truncated: bool,
+    #[serde(default)]
+    next_continuation_token: Option<String>,
+    #[serde(default, rename = "CommonPrefixes")]
+    common_prefixes: Vec<CommonPrefix>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CommonPrefix {
+    prefix: String,
+}
+
+/// The directory names of a `ListObjectsV2` answer under `prefix`, and the next page's token.
+fn parse_directory(
+    xml: &str,
+    prefix: &str,
+) -> std::result::Result<(Vec<String>, Option<String>), String> {
+    match root_element(xml).as_deref() {
+        Some("ListBucketResult") => {}
+        other => return Err(format!("root element {other:?}: {xml:.200}")),
+    }
+    let result: ListBucketResult = quick_xml::de::from_str(xml).map_err(|e| e.to_string())?;
+    let names = result
+        .common_prefixes
+        .into_iter()
+        .filter_map(|p| {
+            let name = p.prefix.strip_prefix(prefix)?.strip_suffix('/')?;
+            (!name.is_empty() && !name.contains('/')).then(|| name.to_string())
+        })
+        .collect();
+    let token = match (result.is_truncated, result.next_continuation_token) {
+        (false, _) => None,
+        (true, Some(token)) if !token.is_empty() => Some(token),
+        (true, _) => return Err("truncated, without a NextContinuationToken".into()),
+    };
+    Ok((names, token))
+}
+
 /// The error for an answer `text` (status `status`) to `request` that was not the one hoped
 /// for: refused if asking again unchanged would get the same answer.
 pub(super) fn failed_answer(request: &str, status: u16, text: &str) -> StorageError {
@@ -367,5 +457,29 @@ mod tests {
              </Part><Part><PartNumber>9</PartNumber><ETag>&quot;b&quot;</ETag></Part>\
              </CompleteMultipartUpload>"
         );
+    }
+
+    #[test]
+    fn directory_listings_give_names_and_the_next_token() {
+        let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name>
+<Prefix>r/repositories/</Prefix><KeyCount>3</KeyCount><MaxKeys>3</MaxKeys>
+<Delimiter>/</Delimiter><IsTruncated>true</IsTruncated>
+<Contents><Key>r/repositories/file</Key><Size>1</Size></Contents>
+<CommonPrefixes><Prefix>r/repositories/a-c/</Prefix></CommonPrefixes>
+<CommonPrefixes><Prefix>r/repositories/a/</Prefix></CommonPrefixes>
+<NextContinuationToken>tok+/=</NextContinuationToken></ListBucketResult>"#;
+        assert_eq!(
+            parse_directory(xml, "r/repositories/").unwrap(),
+            (
+                vec!["a-c".to_string(), "a".to_string()],
+                Some("tok+/=".into())
+            )
+        );
+        let last = "<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>";
+        assert_eq!(parse_directory(last, "p/").unwrap(), (vec![], None));
+        let broken = "<ListBucketResult><IsTruncated>true</IsTruncated></ListBucketResult>";
+        assert!(parse_directory(broken, "p/").is_err());
+        assert!(parse_directory("<Error><Code>x</Code></Error>", "p/").is_err());
     }
 }
