@@ -223,25 +223,24 @@ impl Storage {
             let from = local.path_to_filesystem(location)?;
             let to = local.path_to_filesystem(&target)?;
             let dir = local.path_to_filesystem(&layout::upload_dir_of(location))?;
-            let journal = self.journal_for(&target).cloned();
+            // Only a small blob goes through the journal (its bytes in the entry); a larger one
+            // is moved with its directories synced (a replayed move could not tell where a blob
+            // set aside meanwhile ended up), and its link journaled after.
+            let journal = self
+                .journal_for(&target)
+                .filter(|_| size <= journal::INLINE_BLOB_MAX)
+                .cloned();
             let journaled = journal.is_some();
-            let (upload, blob_path, link_path) = (location.clone(), target.clone(), link.clone());
+            let (blob_path, link_path) = (target.clone(), link.clone());
             let link_bytes = digest.to_string().into_bytes();
             tokio::task::spawn_blocking(move || -> std::io::Result<()> {
                 if let Some(journal) = journal {
                     // A small blob's bytes go in the journal (its upload was not synced, see
                     // `BlobWriter::inlining_up_to`); a larger one is moved. Either is atomic,
                     // also over an existing blob: a reader sees the old file or the new.
-                    let blob = if size <= journal::INLINE_BLOB_MAX {
-                        journal::Op::Write {
-                            path: blob_path.to_string(),
-                            bytes: std::fs::read(&from)?,
-                        }
-                    } else {
-                        journal::Op::Rename {
-                            from: upload.to_string(),
-                            to: blob_path.to_string(),
-                        }
+                    let blob = journal::Op::Write {
+                        path: blob_path.to_string(),
+                        bytes: std::fs::read(&from)?,
                     };
                     let link = journal::Op::Write {
                         path: link_path.to_string(),

@@ -512,14 +512,6 @@ impl BlobWriter {
                     }
                     if let Some(sync) = sync {
                         sync.sync_all(&file).map_err(StorageError::WriteBack)?;
-                        // The commit moves this file into place by its name (and the journal
-                        // replays that move after a power loss): the name, and its upload's
-                        // directory's, must be on disk too.
-                        let dir = path.parent().expect("an upload file has a directory");
-                        for d in [Some(dir), dir.parent()].into_iter().flatten() {
-                            let d = std::fs::File::open(d)?;
-                            sync.sync_all(&d).map_err(StorageError::WriteBack)?;
-                        }
                     }
                     Ok(())
                 })

@@ -1,9 +1,10 @@
 //! The metadata journal: how berth's changes to the layout on local disk are made durable with
 //! one sync per request, shared by concurrent requests.
 //!
-//! With `storage.filesystem.fsync`, every change to distribution's layout (`blobs/`,
-//! `repositories/`: link files, manifests, deletes, blobs moved into place) is applied to the
-//! files as a plain write-and-rename, without syncing them, and then appended as one entry to
+//! With `storage.filesystem.fsync`, changes to distribution's layout (`blobs/`, `repositories/`:
+//! link files, manifests, deletes, small blobs; moves are not journaled, see
+//! `Storage::rename`) are applied to the files as a plain write-and-rename, without syncing them,
+//! and then appended as one entry to
 //! this process's journal file (`_berth/journal/<boot id>-<pid>-<id>.log`), which is
 //! `fdatasync`ed before the request is acknowledged. Requests arriving while a sync runs are
 //! written and synced together by the next one (group commit). A manifest PUT with a tag thus
@@ -11,7 +12,9 @@
 //! are still synced by their upload before they are moved into place.
 //!
 //! Every [`CHECKPOINT_EVERY`] (or [`CHECKPOINT_BYTES`]) a checkpoint starts a new journal file,
-//! makes everything applied so far durable with one `syncfs`, and removes the previous file.
+//! makes everything applied so far durable with one `syncfs`, records that time durably (a replay
+//! skips older entries, which may be older than changes whose files that checkpoint removed), and
+//! removes the previous file.
 //!
 //! After a power loss a journal file's boot id differs from the machine's: whoever opens the
 //! storage next (`berth serve`, `berth garbage-collect`) replays every such file before anything
@@ -240,29 +243,35 @@ impl Inner {
         let (file, path) = new_file(&self.dir, &*self.sync, &self.boot_id)?;
         let old = {
             let mut st = self.state.lock().expect("journal state");
-            // What the old file holds must be written before it is retired.
-            while st.syncing || !st.pending.is_empty() {
-                if let Some(e) = &st.broken {
-                    return Err(broken(e));
-                }
-                if st.syncing {
-                    st = self.synced.wait(st).expect("journal state");
-                } else {
-                    drop(st);
-                    // Nobody leads: the queued frames' owners are about to; let them.
-                    std::thread::yield_now();
-                    st = self.state.lock().expect("journal state");
-                }
+            // A leader writing to the old file finishes first. Frames still queued go to the new
+            // file: their changes were applied before the swap, so the sync below covers them
+            // too (waiting for the queue to empty could wait for ever under steady load).
+            while st.syncing {
+                st = self.synced.wait(st).expect("journal state");
+            }
+            if let Some(e) = &st.broken {
+                return Err(broken(e));
             }
             st.entries = 0;
             st.bytes = 0;
             st.started = Instant::now();
             let old = std::mem::replace(&mut st.path, path);
             st.file = Arc::new(file);
-            old
+            (old, now_ns())
         };
-        // Every entry in the old file was applied before the swap: this makes it durable.
-        self.sync.sync_filesystem(&File::open(&self.root)?)?;
+        let (old, swapped_at) = old;
+        // Every entry in the old file was applied before the swap: this makes it durable. A
+        // failed sync may have lost changes whose entries are about to go, and a retried one
+        // can "succeed" without them: nothing more is acknowledged.
+        if let Err(e) = self.sync.sync_filesystem(&File::open(&self.root)?) {
+            let mut st = self.state.lock().expect("journal state");
+            st.broken = Some(e.to_string());
+            return Err(e);
+        }
+        // Before any file goes: every change of any process applied before the swap is on disk
+        // now, so a replay must not apply older entries still in other processes' files over
+        // newer ones whose files this removes (see `replay::recover`).
+        replay::advance_checkpoint(&self.dir, &*self.sync, swapped_at)?;
         for f in std::iter::once(&old).chain(&dead) {
             match std::fs::remove_file(f) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),

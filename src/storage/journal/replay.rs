@@ -83,6 +83,32 @@ pub(super) fn apply_finals(root: &Path, finals: &BTreeMap<String, Final>) -> io:
     Ok(())
 }
 
+/// Where the time of the newest checkpoint is kept (ns since the epoch, decimal).
+const CHECKPOINT_FILE: &str = "checkpoint";
+
+/// The time of the newest checkpoint: entries older than it were on disk when it synced.
+fn checkpoint_time(dir: &Path) -> u64 {
+    std::fs::read_to_string(dir.join(CHECKPOINT_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Records, durably, that everything applied before `at` is on disk (never moving it back).
+pub(super) fn advance_checkpoint(dir: &Path, sync: &dyn FileSync, at: u64) -> io::Result<()> {
+    if checkpoint_time(dir) >= at {
+        return Ok(());
+    }
+    let temp = dir.join(format!(
+        "{CHECKPOINT_FILE}#{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::write(&temp, at.to_string())?;
+    sync.sync_data(&File::open(&temp)?)?;
+    std::fs::rename(&temp, dir.join(CHECKPOINT_FILE))?;
+    sync_dir(sync, dir)
+}
+
 /// A journal file nobody holds, locked by the caller while it is open.
 struct Orphan {
     path: PathBuf,
@@ -167,14 +193,20 @@ pub(super) fn recover(
     if orphans.is_empty() {
         return Ok(());
     }
+    // Entries older than the newest checkpoint were on disk when it synced; replaying them
+    // could undo newer changes whose entries that checkpoint removed.
+    let synced_before = checkpoint_time(dir);
     let mut entries = Vec::new();
     for (file, orphan) in orphans.iter().enumerate() {
         if written_under(&orphan.frames, boot_id) {
             continue;
         }
         for (seq, frame) in orphan.frames.iter().enumerate() {
-            if let Frame::Entry { ts, ops } = frame {
-                entries.push(((*ts, file, seq), ops));
+            match frame {
+                Frame::Entry { ts, ops } if *ts >= synced_before => {
+                    entries.push(((*ts, file, seq), ops))
+                }
+                _ => {}
             }
         }
     }

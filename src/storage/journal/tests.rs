@@ -324,3 +324,90 @@ fn storage_opened_without_a_journal_still_replays_one_a_power_loss_left() {
     assert_eq!(read(root, "repo/tag").as_deref(), Some("sha256:one"));
     assert!(journal_files(root).is_empty());
 }
+
+#[test]
+fn a_checkpoint_of_one_process_keeps_a_replay_from_undoing_its_changes_with_older_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let sync = Arc::new(CountingSync::default());
+    {
+        let a = Journal::open(root, sync.clone(), "boot-a".into()).unwrap();
+        let b = Journal::open(root, sync.clone(), "boot-a".into()).unwrap();
+        b.apply(vec![write("t", "Y")]).unwrap();
+        a.apply(vec![write("t", "X")]).unwrap();
+        // a's checkpoint removes its file holding X; b (alive) keeps its older Y.
+        a.checkpoint().unwrap();
+    }
+    Journal::open(root, sync, "boot-b".into()).unwrap();
+    assert_eq!(read(root, "t").as_deref(), Some("X"));
+}
+
+/// Syncs whose filesystem sync fails once (a write-back error), as a faulty disk's would.
+#[derive(Debug, Default)]
+struct FailingFilesystemSync {
+    failed: std::sync::atomic::AtomicBool,
+}
+
+impl FileSync for FailingFilesystemSync {
+    fn start_writeback(&self, file: &File, from: u64, len: u64) -> io::Result<()> {
+        SystemSync::default().start_writeback(file, from, len)
+    }
+    fn wait_writeback(&self, file: &File, from: u64, len: u64) -> io::Result<()> {
+        SystemSync::default().wait_writeback(file, from, len)
+    }
+    fn sync_all(&self, file: &File) -> io::Result<()> {
+        file.sync_all()
+    }
+    fn sync_filesystem(&self, file: &File) -> io::Result<()> {
+        if !self.failed.swap(true, Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        SystemSync::default().sync_filesystem(file)
+    }
+}
+
+#[test]
+fn a_failed_checkpoint_sync_ends_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let sync = Arc::new(FailingFilesystemSync::default());
+    let j = Journal::open(dir.path(), sync, "boot-a".into()).unwrap();
+    j.apply(vec![write("t", "1")]).unwrap();
+    assert!(j.checkpoint().is_err());
+    assert!(
+        j.apply(vec![write("t", "2")]).is_err(),
+        "acknowledged after a lost sync"
+    );
+}
+
+#[test]
+fn a_checkpoint_is_not_held_off_by_steady_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let sync = Arc::new(CountingSync {
+        delay: std::time::Duration::from_millis(20),
+        ..Default::default()
+    });
+    let j = Journal::open(dir.path(), sync, "boot-a".into()).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (j, stop) = (j.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut i = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    j.apply(vec![write(&format!("w{w}/{i}"), "v")]).unwrap();
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let (done, finished) = std::sync::mpsc::channel();
+    let cj = j.clone();
+    std::thread::spawn(move || done.send(cj.checkpoint().is_ok()).unwrap());
+    let ok = finished.recv_timeout(std::time::Duration::from_secs(5));
+    stop.store(true, Ordering::SeqCst);
+    for w in writers {
+        w.join().unwrap();
+    }
+    assert_eq!(ok, Ok(true), "the checkpoint never got its turn");
+}
