@@ -57,18 +57,22 @@ impl Storage {
     /// durable before it is acknowledged.
     pub fn filesystem(root: impl Into<PathBuf>, fsync: bool) -> Result<Storage> {
         let root = root.into();
-        if fsync {
+        let boot_id = journal::boot_id();
+        if let (true, Some(boot_id)) = (fsync, &boot_id) {
             let sync = Arc::new(filesync::SystemSync::default());
-            return Storage::journaled_filesystem(root, sync, journal::boot_id());
+            return Storage::journaled_filesystem(root, sync, boot_id.clone());
         }
-        let storage = Storage::plain_filesystem(root.clone(), false)?;
-        // Written with fsync on before, maybe left by a power loss: replayed all the same.
+        if fsync {
+            log::warn!(
+                "the machine's boot id is unreadable (/proc/sys/kernel/random/boot_id): no \
+                 metadata journal, every change to the layout is synced file by file"
+            );
+        }
+        let storage = Storage::plain_filesystem(root.clone(), fsync)?;
+        // Written with the journal before, maybe left by a power loss: replayed all the same.
         let root = std::fs::canonicalize(root)?;
-        match journal::Journal::recover(
-            &root,
-            &filesync::SystemSync::default(),
-            &journal::boot_id(),
-        ) {
+        match journal::Journal::recover(&root, &filesync::SystemSync::default(), boot_id.as_deref())
+        {
             Err(e) if e.kind() != std::io::ErrorKind::ReadOnlyFilesystem => return Err(e.into()),
             _ => {}
         }

@@ -30,6 +30,7 @@ mod replay;
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -77,6 +78,9 @@ struct Inner {
     synced: Condvar,
     /// One checkpoint at a time.
     checkpointing: Mutex<()>,
+    /// The time of the latest entry or checkpoint (ns since the epoch): times are strictly
+    /// increasing within the process, even if the clock steps back (see [`Inner::next_time`]).
+    last_time: AtomicU64,
 }
 
 struct State {
@@ -98,11 +102,14 @@ struct State {
     started: Instant,
 }
 
-/// The machine's boot id: a journal written under another one outlived a reboot.
-pub fn boot_id() -> String {
+/// The machine's boot id: a journal written under another one outlived a reboot. `None` where
+/// it cannot be read (no `/proc`): then no journal is kept, since a journal's files could not
+/// tell a power loss from a process's death, and every journal found is replayed.
+pub fn boot_id() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
         .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
+        .filter(|s| !s.is_empty())
 }
 
 /// Syncs a directory, so that the entries created or removed in it survive a power loss.
@@ -128,7 +135,7 @@ impl Journal {
                 d = parent;
             }
         }
-        replay::recover(root, &dir, &*sync, &boot_id)?;
+        replay::recover(root, &dir, &*sync, Some(&boot_id))?;
         let (file, path) = new_file(&dir, &*sync, &boot_id)?;
         let inner = Arc::new(Inner {
             root: root.to_path_buf(),
@@ -149,14 +156,16 @@ impl Journal {
             }),
             synced: Condvar::new(),
             checkpointing: Mutex::new(()),
+            last_time: AtomicU64::new(0),
         });
         spawn_checkpointer(Arc::downgrade(&inner));
         Ok(Journal { inner })
     }
 
     /// What [`Journal::open`] does first, without starting a journal: for storage opened with
-    /// fsync off, which may have been written with it on before a power loss.
-    pub fn recover(root: &Path, sync: &dyn FileSync, boot_id: &str) -> io::Result<()> {
+    /// fsync off, which may have been written with it on before a power loss, or where the
+    /// boot id is unknown (`None`: every journal found is replayed).
+    pub fn recover(root: &Path, sync: &dyn FileSync, boot_id: Option<&str>) -> io::Result<()> {
         let dir = root.join(JOURNAL_DIR);
         if !dir.is_dir() {
             return Ok(());
@@ -170,12 +179,20 @@ impl Journal {
         if ops.is_empty() {
             return Ok(());
         }
+        // A change that could not be made durable is not made at all: a failed request must
+        // not leave a tag moved in the page cache.
+        if let Some(e) = &self.inner.state.lock().expect("journal state").broken {
+            return Err(broken(e));
+        }
         for op in &ops {
             op.apply(&self.inner.root)?;
         }
         // After applying: a replay orders entries of several processes by this time, which is
         // then the order their changes reached the files.
-        let frame = encode(&Frame::Entry { ts: now_ns(), ops })?;
+        let frame = encode(&Frame::Entry {
+            ts: self.inner.next_time(),
+            ops,
+        })?;
         self.inner.commit(frame)
     }
 
@@ -193,6 +210,19 @@ impl Journal {
 }
 
 impl Inner {
+    /// Now, or just after the last time this process took, whichever is later: entries of one
+    /// process replay in the order they were applied even if the wall clock steps back.
+    fn next_time(&self) -> u64 {
+        let now = now_ns();
+        let previous = self
+            .last_time
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+                Some(now.max(last + 1))
+            })
+            .expect("the update always returns Some");
+        now.max(previous + 1)
+    }
+
     fn commit(&self, frame: Vec<u8>) -> io::Result<()> {
         let mut st = self.state.lock().expect("journal state");
         if let Some(e) = &st.broken {
@@ -257,7 +287,7 @@ impl Inner {
             st.started = Instant::now();
             let old = std::mem::replace(&mut st.path, path);
             st.file = Arc::new(file);
-            (old, now_ns())
+            (old, self.next_time())
         };
         let (old, swapped_at) = old;
         // Every entry in the old file was applied before the swap: this makes it durable. A
@@ -302,29 +332,47 @@ fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// A new journal file, its header synced and its name durable, locked by this process.
+/// A new journal file, its header synced and its name durable, locked by this process. It is
+/// made under a name no recovery looks at ([`replay::NEW_SUFFIX`]) and renamed once locked: a
+/// recovery in another process never sees it unlocked, so never takes it for a dead one.
 fn new_file(dir: &Path, sync: &dyn FileSync, boot_id: &str) -> io::Result<(File, PathBuf)> {
-    let path = dir.join(format!(
-        "{boot_id}-{}-{}.log",
-        std::process::id(),
-        uuid::Uuid::new_v4().simple()
-    ));
-    let mut file = std::fs::OpenOptions::new()
-        .create_new(true)
-        .append(true)
-        .read(true)
-        .open(&path)?;
-    if !try_lock_file(&file)? {
-        return Err(io::Error::other(format!(
-            "{} is locked by another process",
-            path.display()
-        )));
+    let mut attempts = 0;
+    let (mut file, temp, path) = loop {
+        let name = format!(
+            "{boot_id}-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let temp = dir.join(format!("{name}.{}", replay::NEW_SUFFIX));
+        let file = std::fs::OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .read(true)
+            .open(&temp)?;
+        if try_lock_file(&file)? {
+            break (file, temp, dir.join(format!("{name}.log")));
+        }
+        // Another process is looking at it (to see whether it was abandoned): another name.
+        let _ = std::fs::remove_file(&temp);
+        attempts += 1;
+        if attempts == 8 {
+            return Err(io::Error::other(format!(
+                "{}: new journal files are locked by another process",
+                dir.display()
+            )));
+        }
+    };
+    let written = file
+        .write_all(&encode(&Frame::Header {
+            boot: boot_id.to_string(),
+            pid: std::process::id(),
+        })?)
+        .and_then(|()| sync.sync_data(&file))
+        .and_then(|()| std::fs::rename(&temp, &path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(e);
     }
-    file.write_all(&encode(&Frame::Header {
-        boot: boot_id.to_string(),
-        pid: std::process::id(),
-    })?)?;
-    sync.sync_data(&file)?;
     sync_dir(sync, dir)?;
     Ok((file, path))
 }

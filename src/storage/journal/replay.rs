@@ -10,7 +10,8 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io;
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::frame::{decode_all, delete_file, move_file, write_file, Frame, Op};
@@ -109,6 +110,38 @@ pub(super) fn advance_checkpoint(dir: &Path, sync: &dyn FileSync, at: u64) -> io
     sync_dir(sync, dir)
 }
 
+/// The extension of a journal file being created: it is renamed to `.log` once its writer
+/// holds its lock. One left unlocked for long belonged to a process that died before renaming
+/// it: it holds no entry.
+pub(super) const NEW_SUFFIX: &str = "new";
+
+/// How old an unlocked `.new` file must be to be taken for abandoned: its creator locks it
+/// microseconds after creating it, and retries under another name if it finds it locked (by
+/// this check, for a moment).
+const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Removes a `.new` journal file that nobody holds and nobody has touched for a while.
+fn remove_if_abandoned(path: &Path) -> io::Result<()> {
+    // Writable: a write lock needs it.
+    let file = match File::options().read(true).write(true).open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let old = file
+        .metadata()?
+        .modified()?
+        .elapsed()
+        .is_ok_and(|age| age >= ABANDONED_AFTER);
+    if old && try_lock_file(&file)? {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// A journal file nobody holds, locked by the caller while it is open.
 struct Orphan {
     path: PathBuf,
@@ -117,11 +150,19 @@ struct Orphan {
 }
 
 /// Journal files in `dir` whose writers are gone, each locked (so no second opener takes them).
+/// Files whose creation a dead process left unfinished are removed.
 fn orphans(dir: &Path) -> io::Result<Vec<Orphan>> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        if path.extension().is_none_or(|e| e != "log") {
+        let Some(extension) = path.extension() else {
+            continue;
+        };
+        if extension == NEW_SUFFIX {
+            remove_if_abandoned(&path)?;
+            continue;
+        }
+        if extension != "log" {
             continue;
         }
         let file = match std::fs::OpenOptions::new()
@@ -136,7 +177,22 @@ fn orphans(dir: &Path) -> io::Result<Vec<Orphan>> {
         if !try_lock_file(&file)? {
             continue;
         }
-        let frames = decode_all(&std::fs::read(&path)?);
+        // Its writer may have let go of it just before removing it (a checkpoint): then it is
+        // gone, or another file by now, and nobody's orphan.
+        let same = match std::fs::metadata(&path) {
+            Ok(named) => {
+                let held = file.metadata()?;
+                (named.dev(), named.ino()) == (held.dev(), held.ino())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(e),
+        };
+        if !same {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        (&file).read_to_end(&mut bytes)?;
+        let frames = decode_all(&bytes);
         found.push(Orphan {
             path,
             _lock: file,
@@ -146,8 +202,9 @@ fn orphans(dir: &Path) -> io::Result<Vec<Orphan>> {
     Ok(found)
 }
 
-fn written_under(frames: &[Frame], boot_id: &str) -> bool {
-    matches!(frames.first(), Some(Frame::Header { boot, .. }) if boot == boot_id)
+/// Whether a journal's header names `boot_id` (never for an unknown boot: `None`).
+fn written_under(frames: &[Frame], boot_id: Option<&str>) -> bool {
+    matches!(frames.first(), Some(Frame::Header { boot, .. }) if Some(boot.as_str()) == boot_id)
 }
 
 /// The journal files in `dir` of processes of this boot that died: their changes are in the
@@ -155,7 +212,7 @@ fn written_under(frames: &[Frame], boot_id: &str) -> bool {
 pub(super) fn dead_files_of_this_boot(dir: &Path, boot_id: &str) -> io::Result<Vec<PathBuf>> {
     Ok(orphans(dir)?
         .into_iter()
-        .filter(|o| written_under(&o.frames, boot_id))
+        .filter(|o| written_under(&o.frames, Some(boot_id)))
         .map(|o| o.path)
         .collect())
 }
@@ -176,12 +233,13 @@ fn lock_exclusive(file: &File) -> io::Result<()> {
 }
 
 /// Replays what a power loss left in `dir` and retires the files of dead processes (see the
-/// module's comment). One opener at a time.
+/// module's comment). One opener at a time. With the boot unknown (`None`), every file found
+/// is replayed: it may have outlived a power loss.
 pub(super) fn recover(
     root: &Path,
     dir: &Path,
     sync: &dyn FileSync,
-    boot_id: &str,
+    boot_id: Option<&str>,
 ) -> io::Result<()> {
     let guard = std::fs::OpenOptions::new()
         .create(true)

@@ -320,7 +320,7 @@ fn storage_opened_without_a_journal_still_replays_one_a_power_loss_left() {
         before.apply(vec![write("repo/tag", "sha256:one")]).unwrap();
     }
     lose_unsynced_changes(root, &[("repo/tag", None)]);
-    Journal::recover(root, &*sync, "boot-b").unwrap();
+    Journal::recover(root, &*sync, Some("boot-b")).unwrap();
     assert_eq!(read(root, "repo/tag").as_deref(), Some("sha256:one"));
     assert!(journal_files(root).is_empty());
 }
@@ -377,6 +377,85 @@ fn a_failed_checkpoint_sync_ends_the_journal() {
         j.apply(vec![write("t", "2")]).is_err(),
         "acknowledged after a lost sync"
     );
+    assert_eq!(
+        read(dir.path(), "t").as_deref(),
+        Some("1"),
+        "a change refused is not made either"
+    );
+}
+
+#[test]
+fn entries_of_one_process_replay_in_the_order_applied_even_if_the_clock_steps_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let sync = Arc::new(CountingSync::default());
+    {
+        let a = Journal::open(root, sync.clone(), "boot-a".into()).unwrap();
+        a.apply(vec![write("t", "one")]).unwrap();
+        // As if the wall clock had been set back an hour after the first entry.
+        a.inner
+            .last_time
+            .fetch_add(3_600_000_000_000, Ordering::SeqCst);
+        a.apply(vec![write("t", "two")]).unwrap();
+        a.apply(vec![write("t", "three")]).unwrap();
+        let times: Vec<u64> = decode_all(&std::fs::read(&journal_files(root)[0]).unwrap())
+            .iter()
+            .filter_map(|f| match f {
+                Frame::Entry { ts, .. } => Some(*ts),
+                Frame::Header { .. } => None,
+            })
+            .collect();
+        assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
+    }
+    lose_unsynced_changes(root, &[("t", None)]);
+    Journal::open(root, sync, "boot-b".into()).unwrap();
+    assert_eq!(read(root, "t").as_deref(), Some("three"));
+}
+
+#[test]
+fn a_journal_file_is_never_seen_unlocked_and_an_unfinished_one_is_swept() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let sync = Arc::new(CountingSync::default());
+    let a = Journal::open(root, sync.clone(), "boot-a".into()).unwrap();
+    let journals = root.join(JOURNAL_DIR);
+    // What a process killed while creating its file leaves: a `.new` file nobody holds, long
+    // untouched; and one just made, whose creator is about to lock it.
+    let abandoned = journals.join("boot-a-1-abc.new");
+    std::fs::write(&abandoned, b"").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&abandoned)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(600))
+        .unwrap();
+    let young = journals.join("boot-a-2-def.new");
+    std::fs::write(&young, b"").unwrap();
+    // Creations and checkpoints racing with another process's recoveries: none takes a live
+    // file for a dead one (which would remove it and lose what is journaled in it), and none
+    // fails on a file a checkpoint removes under it.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let recoverer = {
+        let (root, sync, stop) = (root.to_path_buf(), sync.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                Journal::recover(&root, &*sync, Some("boot-a")).unwrap();
+            }
+        })
+    };
+    for i in 0..50 {
+        a.checkpoint().unwrap();
+        a.apply(vec![write("t", &i.to_string())]).unwrap();
+        assert_eq!(
+            journal_files(root).len(),
+            1,
+            "a's file is there, and only it"
+        );
+    }
+    stop.store(true, Ordering::SeqCst);
+    recoverer.join().unwrap();
+    assert!(!abandoned.exists());
+    assert!(young.exists(), "a file just made is its creator's to lock");
 }
 
 #[test]
