@@ -15,7 +15,8 @@
 //! `e/` are proper prefixes of `e` followed by a byte below `/` (`a` for `a-c`), so those are
 //! looked up (in the page at hand, or with one listing of their own), and every key up to `e/`
 //! is then final. On local disk [`LocalDirs`] reads a directory whole with `read_dir` (the
-//! entries' file types, no stat per entry; the whole walk in one trip to the blocking pool); on
+//! entries' file types, no stat per entry; the whole walk in one trip to the blocking pool), or
+//! pages through its sorted listing kept in memory while it is unchanged ([`dir_cache`]); on
 //! S3 `S3Dirs` lists one directory page by page (`ListObjectsV2`, signed in `s3_requests`);
 //! other stores go through object_store's delimiter listing, a directory at a time.
 
@@ -27,6 +28,7 @@ use futures_util::FutureExt;
 use object_store::path::Path;
 use object_store::ObjectStore;
 
+use super::dir_cache::{self, DirCache, Order};
 use super::s3_requests::S3Requests;
 use super::{layout, Backend, Result, Storage, StorageError};
 use crate::oci::RepoName;
@@ -93,20 +95,43 @@ fn whole_page(mut names: Vec<String>, start: &Start) -> DirPage {
     }
 }
 
-/// Directories on local disk, read whole with `read_dir` (synchronously: their futures are
-/// ready at once, see [`Storage::repositories_after`]).
-pub(crate) struct LocalDirs {
+/// Directories on local disk, read with `read_dir` (synchronously: their futures are ready at
+/// once, see [`Storage::repositories_after`]): a directory read afresh comes whole, one kept
+/// sorted in memory ([`dir_cache`]) by pages of [`LOCAL_PAGE`].
+pub(crate) struct LocalDirs<'a> {
     pub base: PathBuf,
+    pub cache: &'a DirCache,
 }
 
-impl Dirs for LocalDirs {
+/// Entries per page of a directory whose sorted listing was kept.
+const LOCAL_PAGE: usize = 1000;
+
+impl Dirs for LocalDirs<'_> {
     async fn page(&self, dir: &str, start: &Start) -> Result<DirPage> {
         let path = if dir.is_empty() {
             self.base.clone()
         } else {
             self.base.join(dir)
         };
-        Ok(whole_page(read_subdirs(&path)?, start))
+        let listing = self.cache.subdirs(&path, Order::Slash)?;
+        let names = &listing.names;
+        let from = match start {
+            Start::After(None) => 0,
+            Start::After(Some(after)) | Start::Token(after) => {
+                names.partition_point(|n| slashed(n).cmp(after.bytes()) != Ordering::Greater)
+            }
+        };
+        let to = if listing.kept {
+            (from + LOCAL_PAGE).min(names.len())
+        } else {
+            names.len()
+        };
+        let next =
+            (to < names.len()).then(|| Start::After(Some(format!("{}/", names.get(to - 1)))));
+        Ok(DirPage {
+            entries: names.slice(from, to),
+            next,
+        })
     }
 }
 
@@ -461,6 +486,7 @@ impl Storage {
         if let Some((local, _)) = self.local_files() {
             let dirs = LocalDirs {
                 base: local.path_to_filesystem(&base)?,
+                cache: dir_cache::shared(),
             };
             let after = after.map(str::to_string);
             return tokio::task::spawn_blocking(move || {
@@ -499,7 +525,12 @@ impl Storage {
             let dir = local.path_to_filesystem(prefix)?;
             let after = after.map(str::to_string);
             return tokio::task::spawn_blocking(move || {
-                Ok(smallest_after(read_subdirs(&dir)?, after.as_deref(), limit))
+                let names = dir_cache::shared().subdirs(&dir, Order::Bytes)?.names;
+                let from = after
+                    .as_deref()
+                    .map_or(0, |a| names.partition_point(|n| n <= a));
+                let to = limit.map_or(names.len(), |l| (from + l).min(names.len()));
+                Ok(names.slice(from, to))
             })
             .await
             .map_err(|e| StorageError::Io(std::io::Error::other(e)))?;

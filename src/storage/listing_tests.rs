@@ -310,6 +310,67 @@ fn pages_of_random_trees_equal_the_sorted_list_cut() {
 }
 
 #[test]
+fn walks_over_listings_kept_on_disk_equal_the_sorted_list_cut() {
+    let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+    let mut tree = random_tree(&mut rng);
+    // Two levels large enough to be kept and read in pages of LOCAL_PAGE: the top one, where
+    // `a-…` sorts between `a` and `a/`, and the one below `a`.
+    for i in 0..1100 {
+        tree.add(&format!("a-{i:04}/_manifests"));
+        tree.add(&format!("a/n{i:04}/_manifests"));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    for d in &tree.dirs {
+        std::fs::create_dir_all(tmp.path().join(d)).unwrap();
+    }
+    // Settled, as a registry's directories are between pushes: their listings are kept.
+    let past = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    for d in tree.dirs.iter().map(|d| tmp.path().join(d)) {
+        std::fs::File::open(&d).unwrap().set_modified(past).unwrap();
+    }
+    let top = tmp.path().to_path_buf();
+    std::fs::File::open(&top)
+        .unwrap()
+        .set_modified(past)
+        .unwrap();
+    let cache = DirCache::default();
+    let dirs = LocalDirs {
+        base: top.clone(),
+        cache: &cache,
+    };
+    let run = |after: Option<&str>, limit: usize| {
+        repositories_after(&dirs, after, limit)
+            .now_or_never()
+            .unwrap()
+            .unwrap()
+    };
+    let all = tree.all_sorted();
+    assert_eq!(run(None, usize::MAX), all, "read afresh");
+    assert!(cache.subdirs(&top, Order::Slash).unwrap().kept);
+    assert!(cache.subdirs(&top.join("a"), Order::Slash).unwrap().kept);
+    assert_eq!(run(None, usize::MAX), all, "from kept listings");
+    let mut starts: Vec<String> = all.iter().step_by(37).cloned().collect();
+    starts.extend(all.iter().step_by(91).map(|n| format!("{n}-")));
+    starts.extend(all.iter().step_by(89).map(|n| format!("{n}/")));
+    starts.extend(["", "a", "a-", "a/", "a-0999", "a/n0999", "b", "zz"].map(String::from));
+    for start in &starts {
+        for limit in [1, 100, 1500] {
+            let old_page: Vec<String> = all
+                .iter()
+                .filter(|n| n.as_str() > start.as_str())
+                .take(limit)
+                .cloned()
+                .collect();
+            assert_eq!(
+                run(Some(start), limit),
+                old_page,
+                "after {start:?}, limit {limit}"
+            );
+        }
+    }
+}
+
+#[test]
 fn the_page_of_one_directory_is_a_sorted_cut() {
     let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let tags = names(&["b", "C", "a", "a-1", "a.1", "A", "_x", "z"]);

@@ -7,6 +7,7 @@
 
 mod backends;
 mod copy;
+mod dir_cache;
 mod error;
 pub mod faults;
 mod file_reads;
