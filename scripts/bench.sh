@@ -287,7 +287,8 @@ OTHERS="$WORK/others.txt"
 MYPGRP=$(sed 's/.*) //' /proc/$$/stat | cut -d' ' -f3)
 (
   while sleep 5; do
-    echo "$(cut -d' ' -f1 /proc/loadavg) $(ps -eo comm= | grep -cxE 'rustc|cargo|cc1|cc1plus|clippy-driver' || true)" >>"$SAMPLES"
+    # Compilers stopped (state T, e.g. a long build paused with SIGSTOP for the run) take no CPU.
+    echo "$(cut -d' ' -f1 /proc/loadavg) $(ps -eo stat=,comm= | awk '$1 !~ /^T/ && $2 ~ /^(rustc|cargo|cc1|cc1plus|clippy-driver)$/ { n++ } END { print n + 0 }')" >>"$SAMPLES"
     awk -v pg="$MYPGRP" '{ sub(/^.*\) /, ""); if ($3 != pg) print FILENAME, $12 + $13 }' /proc/[0-9]*/stat 2>/dev/null >>"$OTHERS" || true
   done
 ) &
@@ -807,7 +808,8 @@ fi
 
 # --- report ------------------------------------------------------------------------------------
 # BENCHMARKS.md keeps sections of other runs between markers: the container image's
-# (make bench-image) and the Garage cluster's (this script's garage group).
+# (make bench-image), the small-push profile (benches/results/push-small-profile.md, written by
+# hand from strace and perf) and the Garage cluster's (this script's garage group).
 section() { # marker file: the file between markers, if it exists
   if [ -f "$2" ]; then printf '\n<!-- %s -->\n%s\n<!-- /%s -->\n' "$1" "$(cat "$2")" "$1"; fi
 }
@@ -857,6 +859,7 @@ for throughput, and the chart scales each scenario's two bars to the larger one.
 
 $(cat "$OUT/report.md")
 $(section image-bench "$ROOT/benches/results/image.md")
+$(section push-small-profile "$ROOT/benches/results/push-small-profile.md")
 $(section garage-bench "$OUT/garage-section.md")
 
 ## How this was measured

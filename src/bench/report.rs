@@ -231,11 +231,14 @@ impl Row {
 
     /// The best of the baseline and the peers (index 0 the baseline, i the peer i − 1) with the
     /// candidate's ratio to it.
+    /// The candidate's ratio to the best of the others, among those whose runs all answered
+    /// right (a peer that failed, e.g. one that cannot read distribution's layout, is no
+    /// competitor for the row, however fast its errors came back).
     fn best_other(&self) -> Option<(usize, f64)> {
         let (i, best) = std::iter::once(self.base)
             .chain(self.peers.iter().copied())
             .enumerate()
-            .filter_map(|(i, s)| Some((i, s?.value)))
+            .filter_map(|(i, s)| s.filter(|s| s.errors == 0).map(|s| (i, s.value)))
             .max_by(|a, b| a.1.total_cmp(&b.1))?;
         Some((i, ratio(self.cand?.value, best)?))
     }

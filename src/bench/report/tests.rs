@@ -235,6 +235,19 @@ fn peers_get_columns_and_the_ratio_to_the_best_other() {
         ),
         "{md}"
     );
+    // A peer whose runs failed is shown, but is not the best other.
+    let mut failing = results.clone();
+    failing.push(ScenarioResult {
+        errors: 20,
+        ..r("catalog-first", "angos", 0.0, 1500.0)
+    });
+    failing.push(r("catalog-first", "berth", 0.0, 300.0));
+    failing.push(r("catalog-first", "distribution", 0.0, 10.0));
+    let md = Comparison::with_peers(&failing, "berth", "distribution", &peers).markdown();
+    assert!(
+        md.contains("| catalog-first | ops/s | 300 | 10.0 | 1500 | – | **30.00×** | **30.00×** (distribution) |"),
+        "{md}"
+    );
     // Without peers the table keeps its columns.
     let md = Comparison::new(&results, "berth", "distribution").markdown();
     assert!(md.contains("| scenario | unit | berth | distribution | berth ÷ distribution | berth p50 / p99 ms | distribution p50 / p99 ms | runs | errors |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n"), "{md}");
