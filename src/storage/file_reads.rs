@@ -48,7 +48,13 @@ struct Buffers {
 const BUFFERS_KEPT: usize = PIECES_IN_FLIGHT + 2;
 
 impl Buffers {
-    fn take(&self) -> Vec<u8> {
+    /// A buffer for a piece of `want` bytes: a reused full-size one, or for a shorter piece (a
+    /// small range, a blob's tail) one of its own size, which is not kept (a 4 KiB range read
+    /// must not hold a megabyte).
+    fn take(&self, want: usize) -> Vec<u8> {
+        if want < FILE_READ_CHUNK {
+            return vec![0u8; want];
+        }
         let reused = self.free.lock().expect("buffers").pop();
         reused.unwrap_or_else(|| vec![0u8; FILE_READ_CHUNK])
     }
@@ -69,6 +75,9 @@ impl AsRef<[u8]> for Piece {
 
 impl Drop for Piece {
     fn drop(&mut self) {
+        if self.buf.len() < FILE_READ_CHUNK {
+            return;
+        }
         if let Some(home) = self.home.upgrade() {
             let mut free = home.free.lock().expect("buffers");
             if free.len() < BUFFERS_KEPT {
@@ -124,7 +133,7 @@ pub(super) fn file_stream(
             let want = (end - pos).min(FILE_READ_CHUNK as u64) as usize;
             async move {
                 let piece = tokio::task::spawn_blocking(move || {
-                    let mut buf = buffers.take();
+                    let mut buf = buffers.take(want);
                     read_piece(&file, &mut buf, pos, want, end)?;
                     Ok::<_, std::io::Error>(Piece {
                         buf,

@@ -78,6 +78,9 @@ struct Inner {
     synced: Condvar,
     /// One checkpoint at a time.
     checkpointing: Mutex<()>,
+    /// Held while an entry's changes are applied and its time taken: two entries changing the
+    /// same path replay in the order their changes reached the file.
+    applying: Mutex<()>,
     /// The time of the latest entry or checkpoint (ns since the epoch): times are strictly
     /// increasing within the process, even if the clock steps back (see [`Inner::next_time`]).
     last_time: AtomicU64,
@@ -104,7 +107,8 @@ struct State {
 
 /// The machine's boot id: a journal written under another one outlived a reboot. `None` where
 /// it cannot be read (no `/proc`): then no journal is kept, since a journal's files could not
-/// tell a power loss from a process's death, and every journal found is replayed.
+/// tell a power loss from a process's death, and journals found are left to an opener that can
+/// tell (replaying a dead process's entries could undo a live one's newer changes).
 pub fn boot_id() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .ok()
@@ -137,6 +141,7 @@ impl Journal {
         }
         replay::recover(root, &dir, &*sync, Some(&boot_id))?;
         let (file, path) = new_file(&dir, &*sync, &boot_id)?;
+        let checkpointed = replay::checkpoint_time(&dir);
         let inner = Arc::new(Inner {
             root: root.to_path_buf(),
             dir,
@@ -156,15 +161,17 @@ impl Journal {
             }),
             synced: Condvar::new(),
             checkpointing: Mutex::new(()),
-            last_time: AtomicU64::new(0),
+            applying: Mutex::new(()),
+            // After the newest checkpoint, whatever the clock says: a replay skips older entries.
+            last_time: AtomicU64::new(checkpointed),
         });
         spawn_checkpointer(Arc::downgrade(&inner));
         Ok(Journal { inner })
     }
 
     /// What [`Journal::open`] does first, without starting a journal: for storage opened with
-    /// fsync off, which may have been written with it on before a power loss, or where the
-    /// boot id is unknown (`None`: every journal found is replayed).
+    /// fsync off, which may have been written with it on before a power loss. With the boot id
+    /// unknown (`None`) nothing is replayed (see [`boot_id`]).
     pub fn recover(root: &Path, sync: &dyn FileSync, boot_id: Option<&str>) -> io::Result<()> {
         let dir = root.join(JOURNAL_DIR);
         if !dir.is_dir() {
@@ -184,15 +191,16 @@ impl Journal {
         if let Some(e) = &self.inner.state.lock().expect("journal state").broken {
             return Err(broken(e));
         }
-        for op in &ops {
-            op.apply(&self.inner.root)?;
-        }
-        // After applying: a replay orders entries of several processes by this time, which is
-        // then the order their changes reached the files.
-        let frame = encode(&Frame::Entry {
-            ts: self.inner.next_time(),
-            ops,
-        })?;
+        // The time is taken after applying: a replay orders entries of several processes by
+        // it, which is then the order their changes reached the files.
+        let ts = {
+            let _one = self.inner.applying.lock().expect("journal apply");
+            for op in &ops {
+                op.apply(&self.inner.root)?;
+            }
+            self.inner.next_time()
+        };
+        let frame = encode(&Frame::Entry { ts, ops })?;
         self.inner.commit(frame)
     }
 
@@ -287,7 +295,9 @@ impl Inner {
             st.started = Instant::now();
             let old = std::mem::replace(&mut st.path, path);
             st.file = Arc::new(file);
-            (old, self.next_time())
+            // The wall clock, as every process's entries carry it: an entry applied after the
+            // swap, by any process, is stamped at least this (this process's may run ahead).
+            (old, now_ns())
         };
         let (old, swapped_at) = old;
         // Every entry in the old file was applied before the swap: this makes it durable. A
@@ -302,6 +312,10 @@ impl Inner {
         // now, so a replay must not apply older entries still in other processes' files over
         // newer ones whose files this removes (see `replay::recover`).
         replay::advance_checkpoint(&self.dir, &*self.sync, swapped_at)?;
+        // Later entries sort after every checkpoint recorded so far, this process's or
+        // another's, even if the clock has stepped back since it was recorded.
+        self.last_time
+            .fetch_max(replay::checkpoint_time(&self.dir), Ordering::SeqCst);
         for f in std::iter::once(&old).chain(&dead) {
             match std::fs::remove_file(f) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),

@@ -88,7 +88,7 @@ pub(super) fn apply_finals(root: &Path, finals: &BTreeMap<String, Final>) -> io:
 const CHECKPOINT_FILE: &str = "checkpoint";
 
 /// The time of the newest checkpoint: entries older than it were on disk when it synced.
-fn checkpoint_time(dir: &Path) -> u64 {
+pub(super) fn checkpoint_time(dir: &Path) -> u64 {
     std::fs::read_to_string(dir.join(CHECKPOINT_FILE))
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -120,13 +120,17 @@ pub(super) const NEW_SUFFIX: &str = "new";
 /// this check, for a moment).
 const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Removes a `.new` journal file that nobody holds and nobody has touched for a while.
+/// Removes a `.new` journal file that nobody holds and nobody has touched for a while. One this
+/// process may not open (another user's) is left, with a warning: it holds no entry.
 fn remove_if_abandoned(path: &Path) -> io::Result<()> {
     // Writable: a write lock needs it.
     let file = match File::options().read(true).write(true).open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
+        Err(e) => {
+            log::warn!("metadata journal: leaving {}: {e}", path.display());
+            return Ok(());
+        }
     };
     let old = file
         .metadata()?
@@ -233,14 +237,28 @@ fn lock_exclusive(file: &File) -> io::Result<()> {
 }
 
 /// Replays what a power loss left in `dir` and retires the files of dead processes (see the
-/// module's comment). One opener at a time. With the boot unknown (`None`), every file found
-/// is replayed: it may have outlived a power loss.
+/// module's comment). One opener at a time. With the boot unknown (`None`) nothing is touched:
+/// a file could be a dead process's of this boot, whose replay would undo newer changes of live
+/// ones; the next opener that knows the boot recovers it.
 pub(super) fn recover(
     root: &Path,
     dir: &Path,
     sync: &dyn FileSync,
     boot_id: Option<&str>,
 ) -> io::Result<()> {
+    let Some(boot_id) = boot_id else {
+        let journals = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok())
+            .any(|e| e.path().extension().is_some_and(|x| x == "log"));
+        if journals {
+            log::warn!(
+                "metadata journals in {} are left for an opener that can read the machine's boot id",
+                dir.display()
+            );
+        }
+        return Ok(());
+    };
+    let boot_id = Some(boot_id);
     let guard = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

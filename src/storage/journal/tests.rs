@@ -490,3 +490,51 @@ fn a_checkpoint_is_not_held_off_by_steady_commits() {
     }
     assert_eq!(ok, Ok(true), "the checkpoint never got its turn");
 }
+
+#[test]
+fn entries_written_after_a_checkpoint_replay_even_if_the_clock_is_behind_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let sync = Arc::new(CountingSync::default());
+    // Another process checkpointed at a time this machine's clock has not reached (it was
+    // set back since, or ran ahead there).
+    Journal::open(root, sync.clone(), "boot-a".into()).unwrap();
+    let ahead = now_ns() + 3_600_000_000_000;
+    super::replay::advance_checkpoint(&root.join(JOURNAL_DIR), &*sync, ahead).unwrap();
+    {
+        let j = Journal::open(root, sync.clone(), "boot-a".into()).unwrap();
+        j.apply(vec![write("repo/tag", "sha256:acknowledged")])
+            .unwrap();
+    }
+    lose_unsynced_changes(root, &[("repo/tag", None)]);
+    Journal::open(root, sync, "boot-b".into()).unwrap();
+    assert_eq!(
+        read(root, "repo/tag").as_deref(),
+        Some("sha256:acknowledged"),
+        "an acknowledged entry was taken for one older than the checkpoint"
+    );
+}
+
+#[test]
+fn with_the_boot_unknown_journals_are_left_for_an_opener_that_knows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let sync = Arc::new(CountingSync::default());
+    {
+        let dead = Journal::open(root, sync.clone(), "boot-a".into()).unwrap();
+        dead.apply(vec![write("t", "old")]).unwrap();
+    }
+    // A live process of the same boot changed it since (its entry not yet checkpointed): a
+    // replay of the dead one's file would undo that.
+    std::fs::write(root.join("t"), "newer").unwrap();
+    Journal::recover(root, &*sync, None).unwrap();
+    assert_eq!(read(root, "t").as_deref(), Some("newer"));
+    assert_eq!(journal_files(root).len(), 1, "the file is left");
+    Journal::recover(root, &*sync, Some("boot-a")).unwrap();
+    assert_eq!(
+        read(root, "t").as_deref(),
+        Some("newer"),
+        "same boot: synced, not replayed"
+    );
+    assert!(journal_files(root).is_empty());
+}
