@@ -11,8 +11,9 @@
 //! started: a change made later gets a later timestamp however coarse the file system's clock,
 //! so an unchanged mtime proves nothing changed (git's "racy" rule). A directory changed within
 //! the last two seconds is read afresh. What this does not see: a symbolic link below the
-//! directory pointed elsewhere (the layout has none), or a clock stepped back by more than
-//! [`SETTLED`].
+//! directory pointed elsewhere (the layout has none), a clock stepped back by more than
+//! [`SETTLED`], or, on a network file system, a server whose clock runs more than [`SETTLED`]
+//! behind this machine's (its timestamps then look settled at once).
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
