@@ -269,17 +269,23 @@ fn after_a_power_loss_the_next_opener_replays_what_was_acknowledged() {
     drop(c);
 }
 
+/// A journal of a process of boot "boot-a" that wrote `t` and died, and `t` changed since to
+/// "newer" by someone else.
+fn leave_a_dead_journal_then_change_its_file(root: &Path, sync: &Arc<CountingSync>) {
+    {
+        let dead = Journal::open(root, sync.clone(), "boot-a".into()).unwrap();
+        dead.apply(vec![write("t", "old")]).unwrap();
+    }
+    std::fs::write(root.join("t"), "newer").unwrap();
+}
+
 #[test]
 fn a_journal_of_a_process_that_died_without_a_reboot_is_synced_not_replayed() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let sync = Arc::new(CountingSync::default());
-    {
-        let dead = Journal::open(root, sync.clone(), "boot-a".into()).unwrap();
-        dead.apply(vec![write("t", "one")]).unwrap();
-    }
     // Someone changed the file since (another instance, unjournaled here): no replay may undo it.
-    std::fs::write(root.join("t"), "newer").unwrap();
+    leave_a_dead_journal_then_change_its_file(root, &sync);
     let before = sync.filesystem.load(Ordering::SeqCst);
     let live = Journal::open(root, sync.clone(), "boot-a".into()).unwrap();
     assert_eq!(read(root, "t").as_deref(), Some("newer"));
@@ -520,13 +526,9 @@ fn with_the_boot_unknown_journals_are_left_for_an_opener_that_knows_it() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let sync = Arc::new(CountingSync::default());
-    {
-        let dead = Journal::open(root, sync.clone(), "boot-a".into()).unwrap();
-        dead.apply(vec![write("t", "old")]).unwrap();
-    }
     // A live process of the same boot changed it since (its entry not yet checkpointed): a
     // replay of the dead one's file would undo that.
-    std::fs::write(root.join("t"), "newer").unwrap();
+    leave_a_dead_journal_then_change_its_file(root, &sync);
     Journal::recover(root, &*sync, None).unwrap();
     assert_eq!(read(root, "t").as_deref(), Some("newer"));
     assert_eq!(journal_files(root).len(), 1, "the file is left");
