@@ -158,7 +158,12 @@ struct Orphan {
 fn orphans(dir: &Path) -> io::Result<Vec<Orphan>> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
+        let entry = entry?;
+        // Only files are journals: a directory named like one is no reason to refuse to start.
+        if !entry.file_type()?.is_file() {
+            continue;
+        }
+        let path = entry.path();
         let Some(extension) = path.extension() else {
             continue;
         };

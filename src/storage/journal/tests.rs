@@ -540,3 +540,16 @@ fn with_the_boot_unknown_journals_are_left_for_an_opener_that_knows_it() {
     );
     assert!(journal_files(root).is_empty());
 }
+
+#[test]
+fn a_directory_named_like_a_journal_does_not_stop_the_storage_from_opening() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join(JOURNAL_DIR).join("boot-a-1-x.log")).unwrap();
+    std::fs::create_dir_all(root.join(JOURNAL_DIR).join("boot-a-2-y.new")).unwrap();
+    let sync = Arc::new(CountingSync::default());
+    let j = Journal::open(root, sync.clone(), "boot-b".into()).unwrap();
+    j.apply(vec![write("t", "1")]).unwrap();
+    j.checkpoint().unwrap();
+    Journal::recover(root, &*sync, Some("boot-b")).unwrap();
+}
