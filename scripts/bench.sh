@@ -371,6 +371,7 @@ EOF
       settle
       bench nginx "http://127.0.0.1:$NPORT" "" "$r" http-put -- --warm-memory "$WARM"
       bench nginx "http://127.0.0.1:$NPORT" "" "$r" http-get
+      bench nginx "http://127.0.0.1:$NPORT" "" "$r" http-get-hashed
     done
     # The same PUT, and a first touch of fresh memory, after the machine sat idle long enough for
     # freed memory to go back to the hypervisor: what a write into the page cache meets then.

@@ -441,11 +441,12 @@ impl Client {
         Ok(())
     }
 
-    /// A plain `GET` of `path` (200), read without hashing; returns the byte count.
-    pub async fn raw_get(&self, path: &str, tick: Tick) -> OpResult<u64> {
+    /// A plain `GET` of `path` (200), its body hashed as it arrives if `hash`; returns the byte
+    /// count.
+    pub async fn raw_get(&self, path: &str, hash: bool, tick: Tick) -> OpResult<u64> {
         let resp = self.request(Method::GET, self.url(path)).send().await?;
         let resp = expect(resp, StatusCode::OK, &format!("GET {path}")).await?;
-        Ok(read_body(resp, false, Some(tick)).await?.0)
+        Ok(read_body(resp, hash, Some(tick)).await?.0)
     }
 }
 

@@ -60,12 +60,13 @@ pub enum Scenario {
     TagsMiddle,
     HttpPut,
     HttpGet,
+    HttpGetHashed,
     CeilingSha256,
     CeilingFirstTouch,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 27] = [
+    pub const ALL: [Scenario; 28] = [
         Scenario::PushMonolithic,
         Scenario::PushSinglePost,
         Scenario::PushChunked1m,
@@ -91,6 +92,7 @@ impl Scenario {
         Scenario::TagsMiddle,
         Scenario::HttpPut,
         Scenario::HttpGet,
+        Scenario::HttpGetHashed,
         Scenario::CeilingSha256,
         Scenario::CeilingFirstTouch,
     ];
@@ -128,6 +130,7 @@ impl Scenario {
             Scenario::TagsMiddle => "tags-middle",
             Scenario::HttpPut => "http-put",
             Scenario::HttpGet => "http-get",
+            Scenario::HttpGetHashed => "http-get-hashed",
             Scenario::CeilingSha256 => "ceiling-sha256",
             Scenario::CeilingFirstTouch => "ceiling-first-touch",
         }
@@ -143,6 +146,7 @@ impl Scenario {
             self,
             Scenario::HttpPut
                 | Scenario::HttpGet
+                | Scenario::HttpGetHashed
                 | Scenario::CeilingSha256
                 | Scenario::CeilingFirstTouch
         )
@@ -340,7 +344,8 @@ impl<'a> Context<'a> {
             | Scenario::TagsFirst
             | Scenario::TagsMiddle => self.list_pages(scenario).await,
             Scenario::HttpPut => self.http_put(size).await,
-            Scenario::HttpGet => self.http_get().await,
+            Scenario::HttpGet => self.http_get(false).await,
+            Scenario::HttpGetHashed => self.http_get(true).await,
             Scenario::CeilingSha256 => ceiling_sha256(size).await,
             Scenario::CeilingFirstTouch => ceiling_first_touch(size).await,
         };

@@ -354,6 +354,7 @@ fn ceiling_title(name: &str) -> String {
         "http-put" => "loopback HTTP PUT of the large blob (nginx)".into(),
         "http-put-cold" => "… the same PUT after 8 s idle, memory not warmed".into(),
         "http-get" => "loopback HTTP GET from page cache (nginx)".into(),
+        "http-get-hashed" => "… the same GET, hashed by the client as a pull is".into(),
         "ceiling-first-touch" => "first touch of fresh memory after 8 s idle".into(),
         "ceiling-store-put" => {
             "S3 PUT of the large blob straight to the store (curl, SigV4)".into()

@@ -24,11 +24,21 @@ impl Context<'_> {
         single(size, measured, r.err())
     }
 
-    /// Plain `GET`, not hashed: what the HTTP path alone allows for reads.
-    pub(super) async fn http_get(&mut self) -> Outcome {
-        let pb = self.bar(Scenario::HttpGet, None, Unit::Bytes);
+    /// Plain `GET`: what the HTTP path alone allows for reads; `hashed`, with the body hashed
+    /// as it arrives (SHA-256, as a client checking a blob's digest does), the ceiling of a pull
+    /// that is checked like that.
+    pub(super) async fn http_get(&mut self, hashed: bool) -> Outcome {
+        let scenario = if hashed {
+            Scenario::HttpGetHashed
+        } else {
+            Scenario::HttpGet
+        };
+        let pb = self.bar(scenario, None, Unit::Bytes);
         let meter = self.meter();
-        let r = self.client.raw_get(&self.args.http_path, tick(&pb)).await;
+        let r = self
+            .client
+            .raw_get(&self.args.http_path, hashed, tick(&pb))
+            .await;
         let measured = meter.finish();
         pb.finish_and_clear();
         match r {
