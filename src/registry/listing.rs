@@ -63,7 +63,7 @@ const CATALOG_BATCH_MAX: usize = 10_000;
 
 impl Registry {
     /// A page of the repository's tags, in lexical order: one read of the tags directory,
-    /// sorting only the page.
+    /// sorting only the page; a tag whose link a crash left unwritten is not listed.
     pub async fn tags(
         &self,
         repo: &RepoName,
@@ -75,7 +75,7 @@ impl Registry {
         }
         let tags = self
             .storage
-            .dirs_after(&layout::tags_dir(repo), last, n.map(|n| n + 1))
+            .tags_after(repo, last, n.map(|n| n + 1))
             .await?;
         Ok(page_of(tags, n))
     }

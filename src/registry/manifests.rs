@@ -77,9 +77,12 @@ impl Registry {
                 link.clone(),
             ));
         }
+        // A tag's current link first: where these are written one by one (object stores), a
+        // write that fails after it leaves a tag that resolves, never a tag prefix that is
+        // listed but has no current link (see `Storage::tags_after`).
         for tag in &tags {
-            files.push((layout::tag_index_link(repo, tag, &digest), link.clone()));
             files.push((layout::tag_current_link(repo, tag), link.clone()));
+            files.push((layout::tag_index_link(repo, tag, &digest), link.clone()));
         }
         self.storage.write_files(files).await?;
         if let Some(cache) = &self.cache {
@@ -210,9 +213,7 @@ impl Registry {
         };
         match reference {
             Reference::Tag(tag) => {
-                self.storage
-                    .delete_prefix(&layout::tag_dir(repo, tag))
-                    .await?;
+                self.storage.delete_tag(repo, tag).await?;
             }
             Reference::Digest(_) => {
                 if let Ok(bytes) = self.storage.read_blob(&digest).await {
@@ -233,9 +234,7 @@ impl Registry {
                         .read_link(&layout::tag_current_link(repo, &tag))
                         .await?;
                     if current.as_ref() == Some(&digest) {
-                        self.storage
-                            .delete_prefix(&layout::tag_dir(repo, &tag))
-                            .await?;
+                        self.storage.delete_tag(repo, &tag).await?;
                     }
                 }
                 self.storage
@@ -324,6 +323,61 @@ mod tests {
             .await
             .unwrap()
             .is_none());
+    }
+
+    /// Where a manifest's files are written one at a time (object stores), a tag write or
+    /// delete that fails part-way lists no tag that cannot be fetched: a tag's current link is
+    /// its first object written and its last deleted.
+    #[actix_rt::test]
+    async fn a_tag_write_or_delete_failing_part_way_lists_no_tag_that_cannot_be_fetched() {
+        use crate::storage::faults::{Faults, Op};
+        let faults = Faults::default();
+        let options = crate::registry::Options {
+            delete_enabled: true,
+            redirect: false,
+        };
+        let reg = Registry::new(Storage::in_memory().with_faults(faults.clone()), options, 1);
+        let r = repo("team/app");
+        let config = push_blob(&reg, &r, b"{}").await;
+        let layer = push_blob(&reg, &r, b"layer").await;
+        let bytes = image_manifest(&config, &layer, None);
+        let put = |tag: &'static str| {
+            let (reg, r, bytes) = (&reg, &r, bytes.clone());
+            async move {
+                let tag: Reference = tag.parse().unwrap();
+                reg.put_manifest(r, &tag, bytes, Some(OCI_MANIFEST), &[])
+                    .await
+            }
+        };
+        let delete = |tag: &'static str| {
+            let (reg, r) = (&reg, &r);
+            async move { reg.delete_manifest(r, &tag.parse().unwrap()).await }
+        };
+        let listed = || async {
+            let page = reg.tags(&r, None, None).await.unwrap();
+            for tag in &page.items {
+                if let Err(e) = reg.get_manifest(&r, &tag.parse().unwrap(), &[]).await {
+                    panic!("{tag} is listed but its manifest answers {e:?}");
+                }
+            }
+            page.items
+        };
+        put("v1").await.unwrap();
+
+        // The new tag's current link cannot be written: no trace of the tag.
+        faults.fail(Op::Put, "tags/v2/current", 1);
+        put("v2").await.unwrap_err();
+        assert_eq!(listed().await, ["v1"]);
+        // Its index entry cannot be written: the tag works (and the PUT can be retried).
+        faults.fail(Op::Put, "tags/v2/index", 1);
+        put("v2").await.unwrap_err();
+        assert_eq!(listed().await, ["v1", "v2"]);
+        // A delete whose index entry cannot be removed: the tag still works, and goes next time.
+        faults.fail(Op::Delete, "tags/v1/index", 1);
+        delete("v1").await.unwrap_err();
+        assert_eq!(listed().await, ["v1", "v2"]);
+        delete("v1").await.unwrap();
+        assert_eq!(listed().await, ["v2"]);
     }
 
     /// Syncs counted by kind since `before`: (data syncs, file and directory syncs, filesystem syncs).

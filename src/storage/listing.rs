@@ -554,6 +554,64 @@ impl Storage {
     }
 }
 
+impl Storage {
+    /// Up to `limit` of `repo`'s tags after `after`, in byte order (all of them without a
+    /// limit): the tag directories that hold a current link, so that every tag listed can be
+    /// fetched. A tag's directories are made before its link is renamed into place, so a
+    /// process killed in between (before its journal entry, so nothing replays it) or a write
+    /// that failed leaves `tags/<t>/current/` without a link: on local disk each name of the page
+    /// is checked for its link (a `stat`) and skipped without one. An object store has no empty
+    /// directories, and a tag's current link is its first object written and its last deleted
+    /// ([`Storage::delete_tag`]), so its tag prefixes are listed as they come.
+    pub async fn tags_after(
+        &self,
+        repo: &RepoName,
+        after: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Vec<String>> {
+        let Some((local, _)) = self.local_files() else {
+            return self.dirs_after(&layout::tags_dir(repo), after, limit).await;
+        };
+        let dir = local.path_to_filesystem(&layout::tags_dir(repo))?;
+        let after = after.map(str::to_string);
+        tokio::task::spawn_blocking(move || {
+            let names = dir_cache::shared().subdirs(&dir, Order::Bytes)?.names;
+            let from = after
+                .as_deref()
+                .map_or(0, |a| names.partition_point(|n| n <= a));
+            let mut tags = Vec::new();
+            for i in from..names.len() {
+                if limit.is_some_and(|l| tags.len() >= l) {
+                    break;
+                }
+                let name = names.get(i);
+                if has_current_link(&dir.join(name))? {
+                    tags.push(name.to_string());
+                }
+            }
+            Ok(tags)
+        })
+        .await
+        .map_err(|e| StorageError::Io(std::io::Error::other(e)))?
+    }
+}
+
+/// Whether the tag directory `tag_dir` on disk holds its `current/link` file.
+fn has_current_link(tag_dir: &std::path::Path) -> Result<bool> {
+    match std::fs::metadata(tag_dir.join("current").join("link")) {
+        Ok(meta) => Ok(meta.is_file()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(StorageError::Io(e)),
+    }
+}
+
 #[cfg(test)]
 #[path = "listing_tests.rs"]
 mod tests;

@@ -539,3 +539,44 @@ async fn local_disk_and_object_stores_walk_alike() {
     let empty = Storage::filesystem(empty_dir.path(), false).unwrap();
     assert!(empty.repositories_after(None, 10).await.unwrap().is_empty());
 }
+
+/// A tag directory that a crash left without its current link (the directories made, the link
+/// never renamed into place) is not listed: every tag listed can be fetched.
+#[tokio::test]
+async fn a_tag_without_its_current_link_is_not_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::filesystem(dir.path(), false).unwrap();
+    let repo: RepoName = "team/app".parse().unwrap();
+    let digest: Digest = format!("sha256:{}", "0".repeat(64)).parse().unwrap();
+    for tag in ["a", "c", "e"] {
+        let tag: Tag = tag.parse().unwrap();
+        storage
+            .write_link(&layout::tag_current_link(&repo, &tag), &digest)
+            .await
+            .unwrap();
+    }
+    let tags = dir
+        .path()
+        .join("docker/registry/v2/repositories/team/app/_manifests/tags");
+    // Killed after making the directories: nothing in them, or only the temporary file.
+    std::fs::create_dir_all(tags.join("b/current")).unwrap();
+    std::fs::create_dir_all(tags.join("d/current")).unwrap();
+    std::fs::write(tags.join("d/current/link#0123"), digest.to_string()).unwrap();
+    // An index entry without a current link.
+    std::fs::create_dir_all(tags.join("f/index/sha256/00")).unwrap();
+
+    let page = |after: Option<&'static str>, limit| {
+        let (storage, repo) = (&storage, &repo);
+        async move { storage.tags_after(repo, after, limit).await.unwrap() }
+    };
+    assert_eq!(page(None, None).await, ["a", "c", "e"]);
+    assert_eq!(page(Some("a"), Some(2)).await, ["c", "e"]);
+    assert_eq!(page(Some("c"), Some(1)).await, ["e"]);
+    assert!(page(Some("e"), Some(5)).await.is_empty());
+    // The directories themselves are all there (distribution would list every one).
+    let dirs = storage
+        .dirs_after(&layout::tags_dir(&repo), None, None)
+        .await
+        .unwrap();
+    assert_eq!(dirs, ["a", "b", "c", "d", "e", "f"]);
+}

@@ -38,7 +38,7 @@ use object_store::{
     GetOptions, GetRange, GetResultPayload, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload,
 };
 
-use crate::oci::Digest;
+use crate::oci::{Digest, RepoName, Tag};
 use backends::Backend;
 pub(crate) use error::STATUS_ERROR_PREFIX;
 pub use error::{Result, StorageError};
@@ -227,19 +227,38 @@ impl Storage {
 
     /// Deletes every object below `prefix`.
     pub async fn delete_prefix(&self, prefix: &Path) -> Result<()> {
+        let paths: Vec<Path> = self.list_objects(prefix).try_collect().await?;
+        self.delete_all(prefix, paths).await
+    }
+
+    /// Deletes a tag: every object below its directory, its current link last. Until that
+    /// last delete the tag is still listed and still resolves; a delete that fails or is cut
+    /// short leaves a tag that works (and can be deleted again), never one listed that 404s.
+    pub async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<()> {
+        let current = layout::tag_current_link(repo, tag);
+        let mut paths: Vec<Path> = self
+            .list_objects(&layout::tag_dir(repo, tag))
+            .try_filter(|p| std::future::ready(*p != current))
+            .try_collect()
+            .await?;
+        paths.push(current);
+        self.delete_all(&layout::tag_dir(repo, tag), paths).await
+    }
+
+    /// Deletes `paths` (all below `prefix`) in order: one journal entry on local disk with
+    /// fsync, else one at a time (a missing one is fine).
+    async fn delete_all(&self, prefix: &Path, paths: Vec<Path>) -> Result<()> {
         if let Some(journal) = self.journal_for(prefix) {
-            let paths: Vec<ObjectMeta> = self.store.list(Some(prefix)).try_collect().await?;
             let ops = paths
                 .into_iter()
-                .map(|meta| journal::Op::Delete {
-                    path: meta.location.to_string(),
+                .map(|path| journal::Op::Delete {
+                    path: path.to_string(),
                 })
                 .collect();
             return Self::journaled(journal, ops).await;
         }
-        let mut objects = self.store.list(Some(prefix));
-        while let Some(meta) = objects.next().await {
-            self.delete(&meta?.location).await?;
+        for path in paths {
+            self.delete(&path).await?;
         }
         Ok(())
     }
