@@ -8,9 +8,9 @@
 //! So a failed sync is never retried as if it could still succeed: the caller ends the upload
 //! (see [`super::StorageError::WriteBack`]).
 //!
-//! The syscalls sit behind [`FileSync`] so that tests can make them fail as a faulty disk would
-//! (`storage::faults::Faults` implements it); production uses [`SystemSync`], one virtual call
-//! per 16 MiB step.
+//! The syscalls sit behind [`FileSync`] so that tests can make them fail as a faulty or full
+//! disk would (`storage::faults::Faults` implements it); production uses [`SystemSync`], one
+//! virtual call per 16 MiB step.
 
 use std::fs::File;
 use std::io;
@@ -26,6 +26,13 @@ pub trait FileSync: Send + Sync + std::fmt::Debug {
     fn wait_writeback(&self, file: &File, from: u64, len: u64) -> io::Result<()>;
     /// Syncs the file's data and metadata (`fsync`).
     fn sync_all(&self, file: &File) -> io::Result<()>;
+    /// Appends `bytes` to a journal file (`storage::journal`): a write, not a sync, but behind
+    /// this trait too so that tests can fill the disk (`ENOSPC`).
+    fn append(&self, file: &File, bytes: &[u8]) -> io::Result<()> {
+        use std::io::Write;
+        let mut file = file;
+        file.write_all(bytes)
+    }
     /// Syncs the file's data and what is needed to read it back (`fdatasync`): the journal's
     /// commits (`storage::journal`).
     fn sync_data(&self, file: &File) -> io::Result<()> {

@@ -146,9 +146,14 @@ impl Storage {
         }
     }
 
-    /// The health check's probe: a HEAD of `_berth/health` (absent is fine), a real round trip
-    /// to the backend that costs next to nothing.
+    /// The health check's probe: the metadata journal still takes changes (one whose write or
+    /// sync failed refuses them all until a restart: a full disk, an I/O error), and a HEAD of
+    /// `_berth/health` (absent is fine), a real round trip to the backend that costs next to
+    /// nothing.
     pub async fn check(&self) -> Result<()> {
+        if let Some(journal) = &self.journal {
+            journal.check()?;
+        }
         self.exists(&Path::from("_berth/health")).await.map(|_| ())
     }
 

@@ -28,7 +28,7 @@ mod frame;
 mod replay;
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
@@ -70,6 +70,12 @@ impl std::fmt::Debug for Journal {
 struct Inner {
     /// The storage root: paths in entries are relative to it.
     root: PathBuf,
+    /// The storage root, opened before this process changed anything, for the checkpoints'
+    /// `syncfs`: the kernel reports a write-back error (a layout file's pages that never reached
+    /// the disk) only to descriptors opened before the error, so a descriptor opened afresh at
+    /// each checkpoint would miss one that happened since the last, and the checkpoint would
+    /// remove the only record of changes that were lost.
+    root_dir: File,
     dir: PathBuf,
     boot_id: String,
     sync: Arc<dyn FileSync>,
@@ -97,12 +103,27 @@ struct State {
     /// A leader is writing and syncing.
     syncing: bool,
     /// A failed write or sync: nothing counted after it can be trusted (a retried fsync may
-    /// "succeed" without the data), so every later commit fails.
-    broken: Option<String>,
+    /// "succeed" without the data), so every later commit fails, until a checkpoint heals it
+    /// where it can (see [`Broken::healable`]).
+    broken: Option<Broken>,
+    /// Entries a failed write or sync may have lost, with its error: never acknowledged, even
+    /// once a later batch is durable (after a heal).
+    lost: Vec<(std::ops::RangeInclusive<u64>, String)>,
     /// Entries and bytes in the current file, and when it was started.
     entries: u64,
     bytes: u64,
     started: Instant,
+}
+
+/// Why the journal takes no changes.
+#[derive(Debug, Clone)]
+struct Broken {
+    error: String,
+    /// The journal's own write or sync failed (a full disk, say): a checkpoint that can start a
+    /// new file and then `syncfs` without an error makes every change applied so far durable,
+    /// and the journal takes changes again. Not after a failed `syncfs`: the kernel reports a
+    /// write-back error once, so a second one can "succeed" without the pages it lost.
+    healable: bool,
 }
 
 /// The machine's boot id: a journal written under another one outlived a reboot. `None` where
@@ -126,6 +147,7 @@ impl Journal {
     /// [`replay`]), retires journals of processes that died since, and starts this process's
     /// file. `boot_id` is the machine's ([`boot_id`]; tests pass others to stage a reboot).
     pub fn open(root: &Path, sync: Arc<dyn FileSync>, boot_id: String) -> io::Result<Journal> {
+        let root_dir = File::open(root)?;
         let dir = root.join(JOURNAL_DIR);
         if !dir.is_dir() {
             std::fs::create_dir_all(&dir)?;
@@ -144,6 +166,7 @@ impl Journal {
         let checkpointed = replay::checkpoint_time(&dir);
         let inner = Arc::new(Inner {
             root: root.to_path_buf(),
+            root_dir,
             dir,
             boot_id,
             sync,
@@ -155,6 +178,7 @@ impl Journal {
                 durable: 0,
                 syncing: false,
                 broken: None,
+                lost: Vec::new(),
                 entries: 0,
                 bytes: 0,
                 started: Instant::now(),
@@ -180,6 +204,16 @@ impl Journal {
         replay::recover(root, &dir, sync, boot_id)
     }
 
+    /// Whether changes are journaled: the error of the failed write or sync that stopped it, if
+    /// one did (every change is refused until a checkpoint heals it, see [`Broken`], or a
+    /// restart).
+    pub fn check(&self) -> io::Result<()> {
+        match &self.inner.state.lock().expect("journal state").broken {
+            Some(b) => Err(b.refusal()),
+            None => Ok(()),
+        }
+    }
+
     /// Applies `ops` to the files (in order, without syncing them), then journals them: when
     /// this returns `Ok`, they survive a power loss. Blocking: call it on the blocking pool.
     pub fn apply(&self, ops: Vec<Op>) -> io::Result<()> {
@@ -188,8 +222,8 @@ impl Journal {
         }
         // A change that could not be made durable is not made at all: a failed request must
         // not leave a tag moved in the page cache.
-        if let Some(e) = &self.inner.state.lock().expect("journal state").broken {
-            return Err(broken(e));
+        if let Some(b) = &self.inner.state.lock().expect("journal state").broken {
+            return Err(b.refusal());
         }
         // The time is taken after applying: a replay orders entries of several processes by
         // it, which is then the order their changes reached the files.
@@ -233,8 +267,8 @@ impl Inner {
 
     fn commit(&self, frame: Vec<u8>) -> io::Result<()> {
         let mut st = self.state.lock().expect("journal state");
-        if let Some(e) = &st.broken {
-            return Err(broken(e));
+        if let Some(b) = &st.broken {
+            return Err(b.refusal());
         }
         st.bytes += frame.len() as u64;
         st.pending.extend_from_slice(&frame);
@@ -242,11 +276,16 @@ impl Inner {
         st.entries += 1;
         let mine = st.queued;
         loop {
+            if let Some((_, e)) = st.lost.iter().find(|(seqs, _)| seqs.contains(&mine)) {
+                return Err(io::Error::other(format!(
+                    "the metadata journal failed ({e}) before this change was on disk"
+                )));
+            }
             if st.durable >= mine {
                 return Ok(());
             }
-            if let Some(e) = &st.broken {
-                return Err(broken(e));
+            if let Some(b) = &st.broken {
+                return Err(b.refusal());
             }
             if st.syncing {
                 st = self.synced.wait(st).expect("journal state");
@@ -258,16 +297,29 @@ impl Inner {
             let upto = st.queued;
             let file = st.file.clone();
             drop(st);
-            let result = (&*file)
-                .write_all(&batch)
+            let result = self
+                .sync
+                .append(&file, &batch)
                 .and_then(|()| self.sync.sync_data(&file));
             st = self.state.lock().expect("journal state");
             st.syncing = false;
             match result {
                 Ok(()) => st.durable = upto,
                 Err(e) => {
-                    log::error!("metadata journal {}: {e}", st.path.display());
-                    st.broken = Some(e.to_string());
+                    log::error!(
+                        "metadata journal {}: {e}; no change is taken until a checkpoint can sync \
+                         the filesystem",
+                        st.path.display()
+                    );
+                    // This batch and the frames queued behind it: their callers are told, and
+                    // their changes (made already) become durable with the checkpoint's sync.
+                    let lost = (st.durable + 1)..=st.queued;
+                    st.lost.push((lost, e.to_string()));
+                    st.pending.clear();
+                    st.broken = Some(Broken {
+                        error: e.to_string(),
+                        healable: true,
+                    });
                 }
             }
             self.synced.notify_all();
@@ -287,9 +339,11 @@ impl Inner {
             while st.syncing {
                 st = self.synced.wait(st).expect("journal state");
             }
-            if let Some(e) = &st.broken {
-                return Err(broken(e));
-            }
+            let healing = match &st.broken {
+                Some(b) if b.healable => Some(b.error.clone()),
+                Some(b) => return Err(b.refusal()),
+                None => None,
+            };
             st.entries = 0;
             st.bytes = 0;
             st.started = Instant::now();
@@ -297,15 +351,18 @@ impl Inner {
             st.file = Arc::new(file);
             // The wall clock, as every process's entries carry it: an entry applied after the
             // swap, by any process, is stamped at least this (this process's may run ahead).
-            (old, now_ns())
+            (old, now_ns(), healing)
         };
-        let (old, swapped_at) = old;
+        let (old, swapped_at, healing) = old;
         // Every entry in the old file was applied before the swap: this makes it durable. A
         // failed sync may have lost changes whose entries are about to go, and a retried one
         // can "succeed" without them: nothing more is acknowledged.
-        if let Err(e) = self.sync.sync_filesystem(&File::open(&self.root)?) {
+        if let Err(e) = self.sync.sync_filesystem(&self.root_dir) {
             let mut st = self.state.lock().expect("journal state");
-            st.broken = Some(e.to_string());
+            st.broken = Some(Broken {
+                error: e.to_string(),
+                healable: false,
+            });
             return Err(e);
         }
         // Before any file goes: every change of any process applied before the swap is on disk
@@ -322,21 +379,41 @@ impl Inner {
                 _ => {}
             }
         }
-        sync_dir(&*self.sync, &self.dir)
+        sync_dir(&*self.sync, &self.dir)?;
+        if let Some(error) = healing {
+            // Everything applied so far is on disk, and the new file is sound: changes are
+            // taken again (those refused meanwhile were not made).
+            let mut st = self.state.lock().expect("journal state");
+            if st.broken.as_ref().is_some_and(|b| b.healable) {
+                st.broken = None;
+                log::warn!("metadata journal: takes changes again (after {error})");
+            }
+        }
+        Ok(())
     }
 
     fn due(&self) -> bool {
         let st = self.state.lock().expect("journal state");
-        st.broken.is_none()
-            && st.entries > 0
-            && (st.started.elapsed() >= CHECKPOINT_EVERY || st.bytes >= CHECKPOINT_BYTES)
+        if let Some(b) = &st.broken {
+            return b.healable;
+        }
+        st.entries > 0 && (st.started.elapsed() >= CHECKPOINT_EVERY || st.bytes >= CHECKPOINT_BYTES)
     }
 }
 
-fn broken(e: &str) -> io::Error {
-    io::Error::other(format!(
-        "the metadata journal failed earlier ({e}); restart berth"
-    ))
+impl Broken {
+    /// The error a refused change gets.
+    fn refusal(&self) -> io::Error {
+        let e = &self.error;
+        io::Error::other(if self.healable {
+            format!(
+                "the metadata journal failed ({e}); no change is taken until the disk takes \
+                 writes again"
+            )
+        } else {
+            format!("the metadata journal failed earlier ({e}); restart berth")
+        })
+    }
 }
 
 fn now_ns() -> u64 {
@@ -351,7 +428,7 @@ fn now_ns() -> u64 {
 /// recovery in another process never sees it unlocked, so never takes it for a dead one.
 fn new_file(dir: &Path, sync: &dyn FileSync, boot_id: &str) -> io::Result<(File, PathBuf)> {
     let mut attempts = 0;
-    let (mut file, temp, path) = loop {
+    let (file, temp, path) = loop {
         let name = format!(
             "{boot_id}-{}-{}",
             std::process::id(),
@@ -376,11 +453,12 @@ fn new_file(dir: &Path, sync: &dyn FileSync, boot_id: &str) -> io::Result<(File,
             )));
         }
     };
-    let written = file
-        .write_all(&encode(&Frame::Header {
-            boot: boot_id.to_string(),
-            pid: std::process::id(),
-        })?)
+    let header = encode(&Frame::Header {
+        boot: boot_id.to_string(),
+        pid: std::process::id(),
+    })?;
+    let written = sync
+        .append(&file, &header)
         .and_then(|()| sync.sync_data(&file))
         .and_then(|()| std::fs::rename(&temp, &path));
     if let Err(e) = written {
@@ -394,14 +472,29 @@ fn new_file(dir: &Path, sync: &dyn FileSync, boot_id: &str) -> io::Result<(File,
 fn spawn_checkpointer(inner: Weak<Inner>) {
     let spawned = std::thread::Builder::new()
         .name("berth-journal".into())
-        .spawn(move || loop {
-            std::thread::sleep(Duration::from_millis(500));
-            let Some(inner) = inner.upgrade() else {
-                return;
-            };
-            if inner.due() {
-                if let Err(e) = inner.checkpoint() {
-                    log::warn!("metadata journal checkpoint: {e} (retried)");
+        .spawn(move || {
+            // A failure that repeats (a full disk) is said once a minute, not at every try.
+            let mut said: Option<(String, Instant)> = None;
+            loop {
+                std::thread::sleep(Duration::from_millis(500));
+                let Some(inner) = inner.upgrade() else {
+                    return;
+                };
+                if !inner.due() {
+                    continue;
+                }
+                match inner.checkpoint() {
+                    Ok(()) => said = None,
+                    Err(e) => {
+                        let e = e.to_string();
+                        let repeated = said.as_ref().is_some_and(|(last, at)| {
+                            *last == e && at.elapsed() < Duration::from_secs(60)
+                        });
+                        if !repeated {
+                            log::warn!("metadata journal checkpoint: {e} (retried every 0.5 s)");
+                            said = Some((e, Instant::now()));
+                        }
+                    }
                 }
             }
         });

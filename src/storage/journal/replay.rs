@@ -291,6 +291,9 @@ pub(super) fn recover(
             }
         }
     }
+    // Opened before the changes are made: `syncfs` reports a write-back error only to
+    // descriptors opened before it happened.
+    let root_dir = File::open(root)?;
     if !entries.is_empty() {
         entries.sort_by_key(|(key, _)| *key);
         let finals = reduce(entries.iter().flat_map(|(_, ops)| ops.iter()));
@@ -301,7 +304,7 @@ pub(super) fn recover(
             finals.len()
         );
     }
-    sync.sync_filesystem(&File::open(root)?)?;
+    sync.sync_filesystem(&root_dir)?;
     for orphan in &orphans {
         match std::fs::remove_file(&orphan.path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
