@@ -75,7 +75,7 @@ impl Registry {
         }
         let tags = self
             .storage
-            .tags_after(repo, last, n.map(|n| n + 1))
+            .tags_after(repo, last, n.map(|n| n.saturating_add(1)))
             .await?;
         Ok(page_of(tags, n))
     }

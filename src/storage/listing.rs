@@ -561,8 +561,11 @@ impl Storage {
     /// process killed in between (before its journal entry, so nothing replays it) or a write
     /// that failed leaves `tags/<t>/current/` without a link: on local disk each name of the page
     /// is checked for its link (a `stat`) and skipped without one. An object store has no empty
-    /// directories, and a tag's current link is its first object written and its last deleted
-    /// ([`Storage::delete_tag`]), so its tag prefixes are listed as they come.
+    /// directories, and berth writes a tag's current link first and deletes it last
+    /// ([`Storage::delete_tag`]), so its tag prefixes are listed as they come, without a HEAD
+    /// per name. Not covered there: a delete racing a push of the same tag (the push's index
+    /// entry can outlive the delete), and prefixes written by other tools (distribution writes
+    /// the index entry first; consoles make empty "folder" objects).
     pub async fn tags_after(
         &self,
         repo: &RepoName,

@@ -34,6 +34,9 @@ pub(super) enum Frame {
     Header { boot: String, pid: u32 },
     /// Changes applied together, at `ts` (ns since the epoch, taken after applying them).
     Entry { ts: u64, ops: Vec<Op> },
+    /// Last, after a checkpoint's `syncfs` failed: the file's changes may not all be on disk
+    /// although the page cache shows them, so it is replayed even in the boot that wrote it.
+    Unsynced,
 }
 
 mod base64_bytes {

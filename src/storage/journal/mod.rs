@@ -72,9 +72,10 @@ struct Inner {
     root: PathBuf,
     /// The storage root, opened before this process changed anything, for the checkpoints'
     /// `syncfs`: the kernel reports a write-back error (a layout file's pages that never reached
-    /// the disk) only to descriptors opened before the error, so a descriptor opened afresh at
-    /// each checkpoint would miss one that happened since the last, and the checkpoint would
-    /// remove the only record of changes that were lost.
+    /// the disk) once to each descriptor opened before it, and to one opened later only if no
+    /// `syncfs` saw it yet; a descriptor opened afresh at each checkpoint would miss an error
+    /// that another process's sync (another instance, a collection) saw first, and the
+    /// checkpoint would remove the only record of changes that were lost.
     root_dir: File,
     dir: PathBuf,
     boot_id: String,
@@ -220,8 +221,9 @@ impl Journal {
         if ops.is_empty() {
             return Ok(());
         }
-        // A change that could not be made durable is not made at all: a failed request must
-        // not leave a tag moved in the page cache.
+        // Once the journal stopped, a change is refused before it is made: a failed request
+        // must not leave a tag moved in the page cache. (One whose own commit fails was made
+        // already, and may reach the disk with a later sync: a failure that may have happened.)
         if let Some(b) = &self.inner.state.lock().expect("journal state").broken {
             return Err(b.refusal());
         }
@@ -297,28 +299,34 @@ impl Inner {
             let upto = st.queued;
             let file = st.file.clone();
             drop(st);
-            let result = self
-                .sync
-                .append(&file, &batch)
-                .and_then(|()| self.sync.sync_data(&file));
+            // Only a failed write can heal: a failed fdatasync may have lost pages written back
+            // earlier (a device cache flush that failed), which no later sync would report.
+            let result = match self.sync.append(&file, &batch) {
+                Err(e) => Err((e, true)),
+                Ok(()) => self.sync.sync_data(&file).map_err(|e| (e, false)),
+            };
             st = self.state.lock().expect("journal state");
             st.syncing = false;
             match result {
                 Ok(()) => st.durable = upto,
-                Err(e) => {
+                Err((e, healable)) => {
+                    let until = if healable {
+                        "until a checkpoint can start a new file and sync the filesystem"
+                    } else {
+                        "until berth restarts"
+                    };
                     log::error!(
-                        "metadata journal {}: {e}; no change is taken until a checkpoint can sync \
-                         the filesystem",
+                        "metadata journal {}: {e}; no change is taken {until}",
                         st.path.display()
                     );
-                    // This batch and the frames queued behind it: their callers are told, and
-                    // their changes (made already) become durable with the checkpoint's sync.
+                    // This batch and the frames queued behind it: their callers are told (their
+                    // changes, made already, may still reach the disk with a later sync).
                     let lost = (st.durable + 1)..=st.queued;
                     st.lost.push((lost, e.to_string()));
                     st.pending.clear();
                     st.broken = Some(Broken {
                         error: e.to_string(),
-                        healable: true,
+                        healable,
                     });
                 }
             }
@@ -328,6 +336,11 @@ impl Inner {
 
     fn checkpoint(&self) -> io::Result<()> {
         let _one = self.checkpointing.lock().expect("checkpoint");
+        if let Some(b) = &self.state.lock().expect("journal state").broken {
+            if !b.healable {
+                return Err(b.refusal());
+            }
+        }
         // Found before the sync: a process dead by now applied all its changes before it.
         let dead = replay::dead_files_of_this_boot(&self.dir, &self.boot_id)?;
         let (file, path) = new_file(&self.dir, &*self.sync, &self.boot_id)?;
@@ -348,16 +361,30 @@ impl Inner {
             st.bytes = 0;
             st.started = Instant::now();
             let old = std::mem::replace(&mut st.path, path);
-            st.file = Arc::new(file);
+            let old_file = std::mem::replace(&mut st.file, Arc::new(file));
             // The wall clock, as every process's entries carry it: an entry applied after the
             // swap, by any process, is stamped at least this (this process's may run ahead).
-            (old, now_ns(), healing)
+            (old, old_file, now_ns(), healing)
         };
-        let (old, swapped_at, healing) = old;
+        // The old file stays open (locked) until its fate is known: no other process takes it
+        // for a dead one's meanwhile.
+        let (old, old_file, swapped_at, healing) = old;
         // Every entry in the old file was applied before the swap: this makes it durable. A
         // failed sync may have lost changes whose entries are about to go, and a retried one
         // can "succeed" without them: nothing more is acknowledged.
         if let Err(e) = self.sync.sync_filesystem(&self.root_dir) {
+            // Some changes of the old file's entries may never reach the disk although the page
+            // cache shows them: it is marked, so the next opener replays it (writes them again)
+            // even in this boot, rather than taking it for a dead process's and removing it.
+            let marked = encode(&Frame::Unsynced)
+                .and_then(|frame| self.sync.append(&old_file, &frame))
+                .and_then(|()| self.sync.sync_data(&old_file));
+            if let Err(m) = marked {
+                log::error!(
+                    "metadata journal {}: cannot mark it for replay: {m}",
+                    old.display()
+                );
+            }
             let mut st = self.state.lock().expect("journal state");
             st.broken = Some(Broken {
                 error: e.to_string(),
@@ -382,7 +409,7 @@ impl Inner {
         sync_dir(&*self.sync, &self.dir)?;
         if let Some(error) = healing {
             // Everything applied so far is on disk, and the new file is sound: changes are
-            // taken again (those refused meanwhile were not made).
+            // taken again.
             let mut st = self.state.lock().expect("journal state");
             if st.broken.as_ref().is_some_and(|b| b.healable) {
                 st.broken = None;

@@ -211,9 +211,11 @@ fn orphans(dir: &Path) -> io::Result<Vec<Orphan>> {
     Ok(found)
 }
 
-/// Whether a journal's header names `boot_id` (never for an unknown boot: `None`).
+/// Whether a journal's header names `boot_id` (never for an unknown boot: `None`) and no failed
+/// checkpoint sync marked it for replay ([`Frame::Unsynced`]).
 fn written_under(frames: &[Frame], boot_id: Option<&str>) -> bool {
     matches!(frames.first(), Some(Frame::Header { boot, .. }) if Some(boot.as_str()) == boot_id)
+        && !frames.iter().any(|f| matches!(f, Frame::Unsynced))
 }
 
 /// The journal files in `dir` of processes of this boot that died: their changes are in the
@@ -291,8 +293,8 @@ pub(super) fn recover(
             }
         }
     }
-    // Opened before the changes are made: `syncfs` reports a write-back error only to
-    // descriptors opened before it happened.
+    // Opened before the changes are made: `syncfs` reports a write-back error once to each
+    // descriptor opened before it (to a later one only if no other sync saw it yet).
     let root_dir = File::open(root)?;
     if !entries.is_empty() {
         entries.sort_by_key(|(key, _)| *key);

@@ -396,6 +396,18 @@ fn a_failed_checkpoint_sync_ends_the_journal() {
         Some("1"),
         "a change refused is not made either"
     );
+    // The failed sync may have lost the page of "t" although the page cache shows it: after
+    // the restart it asks for (same boot), the file is replayed, not retired as a dead one's.
+    drop(j);
+    lose_unsynced_changes(dir.path(), &[("t", None)]);
+    let sync = Arc::new(CountingSync::default());
+    let _restarted = Journal::open(dir.path(), sync, "boot-a".into()).unwrap();
+    assert_eq!(read(dir.path(), "t").as_deref(), Some("1"));
+    assert_eq!(
+        journal_files(dir.path()).len(),
+        1,
+        "only the new process's own file"
+    );
 }
 
 #[test]
@@ -416,7 +428,7 @@ fn entries_of_one_process_replay_in_the_order_applied_even_if_the_clock_steps_ba
             .iter()
             .filter_map(|f| match f {
                 Frame::Entry { ts, .. } => Some(*ts),
-                Frame::Header { .. } => None,
+                Frame::Header { .. } | Frame::Unsynced => None,
             })
             .collect();
         assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
@@ -618,10 +630,12 @@ fn every_checkpoint_syncs_through_the_root_opened_with_the_journal() {
     assert!(sync.reused.load(Ordering::SeqCst) >= 2);
 }
 
-/// A disk that fills up: appends to journal files fail with `ENOSPC` while `full` is set.
+/// A disk that fills up: appends to journal files fail with `ENOSPC` while `full` is set; with
+/// `failing`, data syncs fail with `EIO`.
 #[derive(Debug, Default)]
 struct FillingDisk {
     full: std::sync::atomic::AtomicBool,
+    failing: std::sync::atomic::AtomicBool,
 }
 
 impl FileSync for FillingDisk {
@@ -639,6 +653,12 @@ impl FileSync for FillingDisk {
             return Err(io::Error::from_raw_os_error(libc::ENOSPC));
         }
         SystemSync::default().append(file, bytes)
+    }
+    fn sync_data(&self, file: &File) -> io::Result<()> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        file.sync_data()
     }
 }
 
@@ -671,4 +691,21 @@ fn a_full_disk_refuses_changes_until_a_checkpoint_finds_room_again() {
     let sync = Arc::new(CountingSync::default());
     let _reopened = Journal::open(root, sync, "boot-b".into()).unwrap();
     assert_eq!(read(root, "t").as_deref(), Some("3"));
+}
+
+#[test]
+fn a_failed_journal_sync_is_not_healed() {
+    // A failed fdatasync may have lost pages written back before it (a failed cache flush),
+    // which no later sync reports: only a restart takes changes again.
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Arc::new(FillingDisk::default());
+    let j = Journal::open(dir.path(), disk.clone(), "boot-a".into()).unwrap();
+    j.apply(vec![write("t", "1")]).unwrap();
+    disk.failing.store(true, Ordering::SeqCst);
+    assert!(j.apply(vec![write("t", "2")]).is_err());
+    disk.failing.store(false, Ordering::SeqCst);
+    let refused = j.checkpoint().unwrap_err().to_string();
+    assert!(refused.contains("restart berth"), "{refused}");
+    assert!(j.check().is_err());
+    assert!(j.apply(vec![write("t", "3")]).is_err());
 }
