@@ -73,7 +73,8 @@ unit:
 ## section alone. BENCH_PROFILE=1 adds perf
 ## flamegraphs of berth. Group `fresh`: pull right after a push, manifest PUTs on 1 and 32
 ## connections (also beside a writing dd), with fsync on and off (berth-nofsync); group `catalog`:
-## /v2/_catalog and tags/list pages over 20k and 100k repositories and 100k tags.
+## /v2/_catalog and tags/list pages over 20k and 100k repositories and 100k tags; group `dropcache`:
+## berth with storage.filesystem.dropcache (pushes leave no pages cached; first pulls read the disk).
 ## Other registries join the local-disk groups with PEER='name=command;…' ({port}, {root},
 ## {config} filled in), e.g. make bench PEER='angos=/path/to/angos serve --port {port} --root {root}'
 ## (a `$` in it is written `$$`). Knobs: BENCH_REPEAT, BENCH_GROUPS, BENCH_BLOB_SIZE, … (see

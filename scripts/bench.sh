@@ -12,7 +12,10 @@
 # repositories of the small catalog, of the large one, and tags of its repository t/many) and
 # times pages of 100 (first and middle, BENCH_PAGE_REQUESTS=20 each) of /v2/_catalog and
 # tags/list on every registry in turn: rows catalog-20k-first, catalog-20k-middle,
-# catalog-100k-…, tags-100k-first, tags-100k-middle.
+# catalog-100k-…, tags-100k-first, tags-100k-middle. Group `dropcache` runs berth-dropcache
+# (`storage.filesystem.dropcache: true`: an upload's pages leave the page cache once on disk)
+# through push-chunked-1m, push-chunked-8m, pull-after-push and pull-again, for the "other
+# configurations" table beside berth's own rows of the same run: the trade-off of that knob.
 #
 # PEER='name=command[;name=command…]': other registries to compare with (distribution 3, angos,
 # … built locally). Each joins every local-disk group (fresh, large, many, manifest, concurrent,
@@ -34,7 +37,7 @@
 # (seconds of manifest-get and manifest-put-*), BENCH_CONCURRENT="50 32MiB 8MiB" (uploads, blob size, PATCH size of
 # push-chunked-concurrent), BENCH_RESUME="resume-100m resume-2g", BENCH_S3_BLOB_SIZE=256MiB,
 # BENCH_CATALOG="20000 100000 100000", BENCH_PAGE_REQUESTS=20, BENCH_GROUPS="ceilings fresh large
-# many manifest concurrent resume auth catalog s3 garage huge" (which parts run; drop some for a
+# dropcache many manifest concurrent resume auth catalog s3 garage huge" (which parts run; drop some for a
 # quick run), PEER (above), BENCH_PROFILE=1 (perf profiles and flamegraphs of berth; installs
 # inferno with cargo when missing), BENCH_TMPDIR=/var/tmp, BENCH_NO_BUILD=1 (use
 # target/release/berth as is), BENCH_NO_MD=1 (leave BENCHMARKS.md alone).
@@ -56,7 +59,7 @@ DURATION=${BENCH_DURATION:-10}
 read -r CONC_COUNT CONC_SIZE CONC_CHUNK <<<"${BENCH_CONCURRENT:-50 32MiB 8MiB}"
 RESUMES=${BENCH_RESUME-resume-100m resume-2g}
 S3_BLOB_SIZE=${BENCH_S3_BLOB_SIZE:-256MiB}
-GROUPS_RUN=" ${BENCH_GROUPS:-ceilings fresh large many manifest concurrent resume auth catalog s3 garage huge} "
+GROUPS_RUN=" ${BENCH_GROUPS:-ceilings fresh large dropcache many manifest concurrent resume auth catalog s3 garage huge} "
 read -r CAT_SMALL CAT_LARGE CAT_TAGS <<<"${BENCH_CATALOG:-20000 100000 100000}"
 PAGE_REQUESTS=${BENCH_PAGE_REQUESTS:-20}
 PROFILE=${BENCH_PROFILE:-}
@@ -199,6 +202,7 @@ EOF
   if [ "$3" = filesystem ]; then
     printf '  filesystem:\n    rootdirectory: %s\n' "${DATA_ROOT:-$1/data}"
     if [ -n "${NO_FSYNC:-}" ]; then printf '    fsync: false\n'; fi
+    if [ -n "${DROP_CACHE:-}" ]; then printf '    dropcache: true\n'; fi
   fi
   cat <<EOF
   delete:
@@ -225,10 +229,11 @@ start_registry() { # name [restart: same storage, same port]
     mkdir -p "$dir/data"
     SERVER_PORT=$(free_port)
     NO_FSYNC=$([ "$name" = berth-nofsync ] && echo 1 || true) \
+      DROP_CACHE=$([ "$name" = berth-dropcache ] && echo 1 || true) \
       registry_config "$dir" "$SERVER_PORT" "$driver" "$users" >"$dir/config.yml"
   fi
   case $name in
-    berth | berth-plain | berth-htpasswd | berth-nofsync) "$BERTH" serve "$dir/config.yml" >>"$WORK/$name.log" 2>&1 &
+    berth | berth-plain | berth-htpasswd | berth-nofsync | berth-dropcache) "$BERTH" serve "$dir/config.yml" >>"$WORK/$name.log" 2>&1 &
       ;;
     distribution-plain | distribution-htpasswd) docker-registry serve "$dir/config.yml" >>"$WORK/$name.log" 2>&1 &
       ;;
@@ -399,6 +404,9 @@ fi
 GROUPS_LARGE=(push-monolithic push-single-post push-chunked-1m push-chunked-8m push-chunked-64m pull-large pull-large-nohash)
 GROUPS_MANY=(push-small push-medium)
 GROUPS_MANIFEST=(manifest-get)
+# berth with storage.filesystem.dropcache: pushes that leave no pages behind, pulls that read the
+# disk (beside berth's own rows of groups large and fresh).
+GROUPS_DROPCACHE=(push-chunked-1m push-chunked-8m pull-after-push pull-again)
 
 # The registries in the order of a round and group: as given, or reversed every other time.
 ordered() { # round group-index names...
@@ -475,6 +483,13 @@ CONC_ARGS=(-- --concurrent-count "$CONC_COUNT" --concurrent-size "$CONC_SIZE" --
 for round in $(seq 1 "$REPEAT"); do
   if want fresh; then run_fresh "$round"; fi
   if want large; then run_group "$round" 0 "${GROUPS_LARGE[@]}"; fi
+  if want dropcache; then
+    start_registry berth-dropcache || die "berth-dropcache did not start"
+    log "round $round: berth-dropcache: ${GROUPS_DROPCACHE[*]}"
+    bench berth-dropcache "$SERVER_URL" "$SERVER_PID" "$round" "${GROUPS_DROPCACHE[@]}"
+    stop "$SERVER_PID"
+    rm -rf "${WORK:?}/berth-dropcache"
+  fi
   if want many; then run_group "$round" 1 "${GROUPS_MANY[@]}"; fi
   if want manifest; then run_group "$round" 2 "${GROUPS_MANIFEST[@]}"; fi
   if want concurrent && [ "$CONC_COUNT" != 0 ]; then run_group "$round" 3 push-chunked-concurrent "${CONC_ARGS[@]}"; fi
@@ -912,6 +927,12 @@ $(section garage-bench "$OUT/garage-section.md")
   one connection / 32; \`manifest-put-1-busy\`: the same while a \`dd\` writes 1 GiB files with
   \`conv=fsync\` to the same disk. These run on berth, berth-nofsync (\`storage.filesystem.fsync:
   false\`), distribution$(for p in "${PEER_NAMES[@]}"; do printf ', %s' "$p"; done), each on fresh storage.
+- \`berth-dropcache\` (other configurations): berth with \`storage.filesystem.dropcache: true\`, which
+  drops an upload's pages from the page cache once they are on disk (berth's default keeps them,
+  as the kernel does for any writer), through push-chunked-1m, push-chunked-8m, pull-after-push
+  and pull-again, on fresh storage after the large group of each round: what the knob gains on
+  pushes (no fresh page-cache memory to fault in) against what it costs the first pull (a read
+  from disk), beside berth's own rows of the same run.
 - Listing rows (\`catalog-<N>-first\`/\`-middle\`, \`tags-<N>-…\`): storage in distribution's layout
   written straight to disk (${CAT_SMALL} and ${CAT_LARGE} repositories with one tag each, one with
   ${CAT_TAGS} tags), served by each registry in turn; ${PAGE_REQUESTS} requests of \`?n=100\` in a
