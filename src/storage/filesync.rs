@@ -18,14 +18,28 @@ use std::os::fd::AsRawFd;
 
 use bytes::Bytes;
 
-/// The syscalls that put an upload file's bytes on disk.
+/// The syscalls that put an upload file's bytes on disk. Each one's default is the kernel's own
+/// call: a test overrides only those it makes fail or counts.
 pub trait FileSync: Send + Sync + std::fmt::Debug {
     /// Starts write-back of `len` bytes from `from`, without waiting for it.
-    fn start_writeback(&self, file: &File, from: u64, len: u64) -> io::Result<()>;
+    fn start_writeback(&self, file: &File, from: u64, len: u64) -> io::Result<()> {
+        sync_file_range(file, from, len, libc::SYNC_FILE_RANGE_WRITE)
+    }
     /// Waits until `len` bytes from `from` are written back (starting what is not started yet).
-    fn wait_writeback(&self, file: &File, from: u64, len: u64) -> io::Result<()>;
+    fn wait_writeback(&self, file: &File, from: u64, len: u64) -> io::Result<()> {
+        sync_file_range(
+            file,
+            from,
+            len,
+            libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                | libc::SYNC_FILE_RANGE_WRITE
+                | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+        )
+    }
     /// Syncs the file's data and metadata (`fsync`).
-    fn sync_all(&self, file: &File) -> io::Result<()>;
+    fn sync_all(&self, file: &File) -> io::Result<()> {
+        file.sync_all()
+    }
     /// Appends `bytes` to a journal file (`storage::journal`): a write, not a sync, but behind
     /// this trait too so that tests can fill the disk (`ENOSPC`).
     fn append(&self, file: &File, bytes: &[u8]) -> io::Result<()> {
@@ -84,25 +98,6 @@ fn sync_file_range(file: &File, from: u64, len: u64, flags: libc::c_uint) -> io:
 }
 
 impl FileSync for SystemSync {
-    fn start_writeback(&self, file: &File, from: u64, len: u64) -> io::Result<()> {
-        sync_file_range(file, from, len, libc::SYNC_FILE_RANGE_WRITE)
-    }
-
-    fn wait_writeback(&self, file: &File, from: u64, len: u64) -> io::Result<()> {
-        sync_file_range(
-            file,
-            from,
-            len,
-            libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                | libc::SYNC_FILE_RANGE_WRITE
-                | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-        )
-    }
-
-    fn sync_all(&self, file: &File) -> io::Result<()> {
-        file.sync_all()
-    }
-
     fn drops_written_pages(&self) -> bool {
         self.drop_written
     }

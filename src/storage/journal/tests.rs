@@ -18,12 +18,6 @@ pub(crate) struct CountingSync {
 }
 
 impl FileSync for CountingSync {
-    fn start_writeback(&self, file: &File, from: u64, len: u64) -> io::Result<()> {
-        SystemSync::default().start_writeback(file, from, len)
-    }
-    fn wait_writeback(&self, file: &File, from: u64, len: u64) -> io::Result<()> {
-        SystemSync::default().wait_writeback(file, from, len)
-    }
     fn sync_all(&self, file: &File) -> io::Result<()> {
         self.all.fetch_add(1, Ordering::SeqCst);
         file.sync_all()
@@ -355,15 +349,6 @@ struct FailingFilesystemSync {
 }
 
 impl FileSync for FailingFilesystemSync {
-    fn start_writeback(&self, file: &File, from: u64, len: u64) -> io::Result<()> {
-        SystemSync::default().start_writeback(file, from, len)
-    }
-    fn wait_writeback(&self, file: &File, from: u64, len: u64) -> io::Result<()> {
-        SystemSync::default().wait_writeback(file, from, len)
-    }
-    fn sync_all(&self, file: &File) -> io::Result<()> {
-        file.sync_all()
-    }
     fn sync_filesystem(&self, file: &File) -> io::Result<()> {
         if !self.failed.swap(true, Ordering::SeqCst) {
             return Err(io::Error::from_raw_os_error(libc::EIO));
@@ -584,15 +569,6 @@ struct DescriptorSync {
 }
 
 impl FileSync for DescriptorSync {
-    fn start_writeback(&self, file: &File, from: u64, len: u64) -> io::Result<()> {
-        SystemSync::default().start_writeback(file, from, len)
-    }
-    fn wait_writeback(&self, file: &File, from: u64, len: u64) -> io::Result<()> {
-        SystemSync::default().wait_writeback(file, from, len)
-    }
-    fn sync_all(&self, file: &File) -> io::Result<()> {
-        file.sync_all()
-    }
     fn sync_filesystem(&self, file: &File) -> io::Result<()> {
         use std::os::fd::AsRawFd;
         let fd = file.as_raw_fd();
@@ -639,15 +615,6 @@ struct FillingDisk {
 }
 
 impl FileSync for FillingDisk {
-    fn start_writeback(&self, file: &File, from: u64, len: u64) -> io::Result<()> {
-        SystemSync::default().start_writeback(file, from, len)
-    }
-    fn wait_writeback(&self, file: &File, from: u64, len: u64) -> io::Result<()> {
-        SystemSync::default().wait_writeback(file, from, len)
-    }
-    fn sync_all(&self, file: &File) -> io::Result<()> {
-        file.sync_all()
-    }
     fn append(&self, file: &File, bytes: &[u8]) -> io::Result<()> {
         if self.full.load(Ordering::SeqCst) {
             return Err(io::Error::from_raw_os_error(libc::ENOSPC));
