@@ -523,17 +523,7 @@ impl Storage {
     ) -> Result<Vec<String>> {
         if let Some((local, _)) = self.local_files() {
             let dir = local.path_to_filesystem(prefix)?;
-            let after = after.map(str::to_string);
-            return tokio::task::spawn_blocking(move || {
-                let names = dir_cache::shared().subdirs(&dir, Order::Bytes)?.names;
-                let from = after
-                    .as_deref()
-                    .map_or(0, |a| names.partition_point(|n| n <= a));
-                let to = limit.map_or(names.len(), |l| (from + l).min(names.len()));
-                Ok(names.slice(from, to))
-            })
-            .await
-            .map_err(|e| StorageError::Io(std::io::Error::other(e)))?;
+            return local_subdirs_after(dir, after, limit, |_| Ok(true)).await;
         }
         if let (
             Backend::Objects {
@@ -552,9 +542,7 @@ impl Storage {
         let names = store_subdirs(self.store.as_ref(), prefix).await?;
         Ok(smallest_after(names, after, limit))
     }
-}
 
-impl Storage {
     /// Up to `limit` of `repo`'s tags after `after`, in byte order (all of them without a
     /// limit): the tag directories that hold a current link, so that every tag listed can be
     /// fetched. A tag's directories are made before its link is renamed into place, so a
@@ -576,27 +564,39 @@ impl Storage {
             return self.dirs_after(&layout::tags_dir(repo), after, limit).await;
         };
         let dir = local.path_to_filesystem(&layout::tags_dir(repo))?;
-        let after = after.map(str::to_string);
-        tokio::task::spawn_blocking(move || {
-            let names = dir_cache::shared().subdirs(&dir, Order::Bytes)?.names;
-            let from = after
-                .as_deref()
-                .map_or(0, |a| names.partition_point(|n| n <= a));
-            let mut tags = Vec::new();
-            for i in from..names.len() {
-                if limit.is_some_and(|l| tags.len() >= l) {
-                    break;
-                }
-                let name = names.get(i);
-                if has_current_link(&dir.join(name))? {
-                    tags.push(name.to_string());
-                }
-            }
-            Ok(tags)
-        })
-        .await
-        .map_err(|e| StorageError::Io(std::io::Error::other(e)))?
+        local_subdirs_after(dir, after, limit, has_current_link).await
     }
+}
+
+/// Up to `limit` names of the subdirectories of `dir` on disk after `after`, in byte order,
+/// that `keep` keeps (all of them without a limit): on the blocking pool, through the sorted
+/// listing kept in memory ([`dir_cache`]), `keep` asked only as far as the page goes.
+async fn local_subdirs_after(
+    dir: PathBuf,
+    after: Option<&str>,
+    limit: Option<usize>,
+    keep: fn(&std::path::Path) -> Result<bool>,
+) -> Result<Vec<String>> {
+    let after = after.map(str::to_string);
+    tokio::task::spawn_blocking(move || {
+        let names = dir_cache::shared().subdirs(&dir, Order::Bytes)?.names;
+        let from = after
+            .as_deref()
+            .map_or(0, |a| names.partition_point(|n| n <= a));
+        let mut kept = Vec::new();
+        for i in from..names.len() {
+            if limit.is_some_and(|l| kept.len() >= l) {
+                break;
+            }
+            let name = names.get(i);
+            if keep(&dir.join(name))? {
+                kept.push(name.to_string());
+            }
+        }
+        Ok(kept)
+    })
+    .await
+    .map_err(|e| StorageError::Io(std::io::Error::other(e)))?
 }
 
 /// Whether the tag directory `tag_dir` on disk holds its `current/link` file.

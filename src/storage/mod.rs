@@ -146,9 +146,9 @@ impl Storage {
         }
     }
 
-    /// The health check's probe: the metadata journal still takes changes (one whose write or
-    /// sync failed refuses them all until a restart: a full disk, an I/O error), and a HEAD of
-    /// `_berth/health` (absent is fine), a real round trip to the backend that costs next to
+    /// The health check's probe: the metadata journal still takes changes (after a failed write
+    /// or sync it refuses them all until it heals or berth restarts; see `journal`), and a HEAD
+    /// of `_berth/health` (absent is fine), a real round trip to the backend that costs next to
     /// nothing.
     pub async fn check(&self) -> Result<()> {
         if let Some(journal) = &self.journal {

@@ -120,10 +120,11 @@ struct State {
 #[derive(Debug, Clone)]
 struct Broken {
     error: String,
-    /// The journal's own write or sync failed (a full disk, say): a checkpoint that can start a
-    /// new file and then `syncfs` without an error makes every change applied so far durable,
-    /// and the journal takes changes again. Not after a failed `syncfs`: the kernel reports a
-    /// write-back error once, so a second one can "succeed" without the pages it lost.
+    /// A write to the journal failed (a full disk, say): a checkpoint that can start a new file
+    /// and then `syncfs` without an error makes every change applied so far durable, and the
+    /// journal takes changes again. Not after a failed `fdatasync` or `syncfs`: the kernel
+    /// reports a write-back error once (and a failed cache flush maybe never), so a later sync
+    /// can "succeed" without the pages that were lost.
     healable: bool,
 }
 

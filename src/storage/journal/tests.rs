@@ -591,9 +591,10 @@ impl FileSync for DescriptorSync {
 
 #[test]
 fn every_checkpoint_syncs_through_the_root_opened_with_the_journal() {
-    // `syncfs` reports a write-back error only to descriptors opened before it: a root opened
-    // afresh at each checkpoint would miss one since the last, and the checkpoint would then
-    // remove the entries of changes that never reached the disk.
+    // `syncfs` reports a write-back error once to each descriptor opened before it, to a newer
+    // one only if no other sync saw it: a root opened afresh at each checkpoint could miss one
+    // that another process's sync saw first, and the checkpoint would then remove the entries of
+    // changes that never reached the disk.
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let sync = Arc::new(DescriptorSync::default());
