@@ -110,10 +110,12 @@ pub(super) fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     ));
     retry_vanished_dir(|| {
         std::fs::create_dir_all(dir)?;
-        std::fs::write(&temp, bytes)?;
-        std::fs::rename(&temp, path).inspect_err(|_| {
-            let _ = std::fs::remove_file(&temp);
-        })
+        // A write that fails part-way (a full disk) leaves no temporary file behind either.
+        std::fs::write(&temp, bytes)
+            .and_then(|()| std::fs::rename(&temp, path))
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(&temp);
+            })
     })
 }
 
